@@ -1,0 +1,161 @@
+"""Per-qube entries: what the planner publishes and the agent in that qube applies.
+
+A qube's entries are a flat QubesDB-style mapping of key to rule-like text:
+
+    /qubes-portfwd/<id>/<4|6>     one hop of a forward (role=dnat or role=accept)
+    /qubes-firewall/<ip>/policy   Qubes' outbound firewall of a downstream qube: accept|drop
+    /qubes-firewall/<ip>/NNNN     its rules in order, in Qubes' QubesDB rule form
+
+Values are untrusted where they are read (the agent): parse_* validate them.
+"""
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ValidationError
+from .hosts import Network, parse_cidr
+from .ports import PortRange, parse_port_range
+from .rule import FilterRule
+from .rule_text import format_qdb_rule, parse_rule, split_options
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+FORWARD_PREFIX = "/qubes-portfwd/"
+FIREWALL_PREFIX = "/qubes-firewall/"
+DOWNSTREAM = "downstream"  # `in=` of an internal forward: any vif (interface group 2)
+
+ENTRY_KEYS = frozenset({"role", "family", "proto", "in", "ports", "to", "toports", "srchost"})
+_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+@dataclass(frozen=True)
+class DnatHop:
+    """Rewrite `ports` arriving on `inbound` to `to`:`toports` and let them through.
+
+    Matches only packets addressed to this qube itself, from `sources`.
+    """
+
+    forward_id: str
+    family: int
+    protos: tuple[str, ...]
+    inbound: str
+    ports: PortRange
+    to: IPAddress
+    toports: PortRange
+    sources: tuple[Network, ...]
+
+
+@dataclass(frozen=True)
+class AcceptHop:
+    """The target: accept input on `ports` from `sources`."""
+
+    forward_id: str
+    family: int
+    protos: tuple[str, ...]
+    ports: PortRange
+    sources: tuple[Network, ...]
+
+
+Hop = DnatHop | AcceptHop
+
+
+@dataclass(frozen=True)
+class FirewallEntry:
+    """Outbound firewall of one downstream address (Qubes' `/qubes-firewall/<ip>/`)."""
+
+    address: IPAddress
+    policy: str
+    rules: tuple[FilterRule, ...]
+
+
+def hop_key(hop: Hop) -> str:
+    return f"{FORWARD_PREFIX}{hop.forward_id}/{hop.family}"
+
+
+def format_hop(hop: Hop) -> str:
+    common = f"family={hop.family} proto={','.join(hop.protos)}"
+    sources = ",".join(str(s) for s in hop.sources)
+    if isinstance(hop, DnatHop):
+        return (
+            f"role=dnat {common} in={hop.inbound} ports={hop.ports.text} to={hop.to} "
+            f"toports={hop.toports.text} srchost={sources}"
+        )
+    return f"role=accept {common} ports={hop.ports.text} srchost={sources}"
+
+
+def format_firewall(entry: FirewallEntry) -> dict[str, str]:
+    base = f"{FIREWALL_PREFIX}{entry.address}/"
+    values = {f"{base}policy": entry.policy}
+    for number, rule in enumerate(entry.rules):
+        values[f"{base}{number:04}"] = format_qdb_rule(rule)
+    return values
+
+
+def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
+    """One `/qubes-portfwd/…` entry, checked as strictly as user input."""
+    rest = untrusted_key[len(FORWARD_PREFIX) :]
+    forward_id, _, untrusted_family = rest.partition("/")
+    if not untrusted_key.startswith(FORWARD_PREFIX) or not _ID_RE.match(forward_id):
+        raise ValidationError("key", f"{untrusted_key!r} is not /qubes-portfwd/<12 hex>/<4|6>")
+    if untrusted_family not in ("4", "6"):
+        raise ValidationError("key", f"{untrusted_key!r} does not end in /4 or /6")
+    family = int(untrusted_family)
+    if "comment=" in untrusted_value:
+        raise ValidationError("entry", "comments have no place in an entry")
+    options, _ = split_options(untrusted_value, ENTRY_KEYS)
+    if options.get("family") != untrusted_family:
+        raise ValidationError("family", f"must be {family}, as the key says")
+    untrusted_protos = options.get("proto", "").split(",")
+    if (
+        not untrusted_protos
+        or not set(untrusted_protos) <= {"tcp", "udp"}
+        or len(set(untrusted_protos)) != len(untrusted_protos)
+    ):
+        raise ValidationError("proto", "expected tcp, udp or tcp,udp")
+    protos = tuple(untrusted_protos)
+    ports = parse_port_range("ports", options.get("ports", ""))
+    sources = tuple(parse_cidr("srchost", s) for s in options.get("srchost", "").split(","))
+    if any(s.version != family for s in sources):
+        raise ValidationError("srchost", f"every source must be IPv{family}")
+    role = options.get("role")
+    if role == "accept":
+        return AcceptHop(forward_id, family, protos, ports, sources)
+    if role != "dnat":
+        raise ValidationError("role", "expected dnat or accept")
+    inbound = options.get("in", "")
+    if not _IFACE_RE.match(inbound):
+        raise ValidationError("in", "expected an interface name or downstream")
+    try:
+        to = ipaddress.ip_address(options.get("to", ""))
+    except ValueError:
+        raise ValidationError("to", "expected the next hop's address") from None
+    if to.version != family:
+        raise ValidationError("to", f"expected an IPv{family} address")
+    toports = parse_port_range("toports", options.get("toports", ""))
+    if len(toports) != len(ports):
+        raise ValidationError("toports", "must have as many ports as ports")
+    return DnatHop(forward_id, family, protos, inbound, ports, to, toports, sources)
+
+
+def parse_firewall(untrusted_address: str, untrusted_values: Mapping[str, str]) -> FirewallEntry:
+    """The entries under `/qubes-firewall/<ip>/` (relative names: `policy`, `0000`, …)."""
+    try:
+        address = ipaddress.ip_address(untrusted_address)
+    except ValueError:
+        raise ValidationError("key", f"{untrusted_address!r} is not an address") from None
+    policy = untrusted_values.get("policy")
+    if policy not in ("accept", "drop"):
+        raise ValidationError("policy", "expected accept or drop")
+    numbers = sorted(k for k in untrusted_values if k != "policy")
+    rules = []
+    for position, name in enumerate(numbers):
+        if name != f"{position:04}":
+            raise ValidationError("key", f"rule {name!r} out of sequence; expected {position:04}")
+        rule = parse_rule(untrusted_values[name])
+        if not isinstance(rule, FilterRule) or rule.expire is not None or rule.comment:
+            raise ValidationError(name, "expected an accept/drop rule in QubesDB form")
+        rules.append(rule)
+    return FirewallEntry(address, policy, tuple(rules))
