@@ -1,0 +1,23 @@
+# Two commands for a newcomer (as root on Debian): `make demo` and `make test`.
+VENV := .venv/bin
+export PATH := $(CURDIR)/$(VENV):$(PATH)
+
+.PHONY: install demo test test-fast lint
+
+install:
+	bash scripts/install.sh
+
+demo: install
+	bash scripts/demo.sh
+
+lint: install
+	$(VENV)/ruff check src tests
+	$(VENV)/ruff format --check src tests
+
+# The whole suite: unit tests and lab tests (lab tests need root; under CI=true a skip fails).
+test: install lint
+	$(VENV)/python -m pytest -q
+
+# Unit tests only: no root, seconds.
+test-fast:
+	$(VENV)/python -m pytest -q -m "not lab"

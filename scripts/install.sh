@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything the demo, the tests and the lab need on a fresh Debian machine (run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-tools
+          natpmpc miniupnpc procps python3-venv)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A project venv: Debian's python refuses system-wide pip installs (PEP 668).
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'

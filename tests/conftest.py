@@ -1,0 +1,30 @@
+"""Suite-wide rules: lab tests need root; under CI a skipped test fails the run."""
+
+import os
+
+import pytest
+
+_skipped: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    needs_root = pytest.mark.skip(reason="lab test: needs root (run `make test` as root)")
+    for item in items:
+        if "lab" in item.keywords:
+            item.add_marker(needs_root)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A lab test that skips in CI is a failure: nothing may pass by not running.
+    if os.environ.get("CI") == "true" and _skipped:
+        print(f"\nCI: {len(_skipped)} test(s) skipped, which CI counts as failure:")
+        for nodeid in _skipped:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
