@@ -122,6 +122,9 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
         raise ValidationError("srchost", f"every source must be IPv{family}")
     role = options.get("role")
     if role == "accept":
+        for key in ("in", "to", "toports"):
+            if key in options:
+                raise ValidationError(key, "only for role=dnat")
         return AcceptHop(forward_id, family, protos, ports, sources)
     if role != "dnat":
         raise ValidationError("role", "expected dnat or accept")

@@ -117,7 +117,8 @@ class ForwardRule:
 
     def identity_text(self) -> str:
         """What makes a forward the same forward: not its path, expiry or comment."""
-        sources = ",".join(str(s) for s in self.srchost)
+        # The order sources are written in does not change who may connect.
+        sources = ",".join(sorted(str(s) for s in self.srchost))
         return "|".join(
             (self.forwardtype, self.proto or "any", self.srcports.text, self.dstports.text, sources)
         )

@@ -54,7 +54,8 @@ def split_options(
     if has_comment:
         if not set(untrusted_comment) <= COMMENT_CHARS:
             raise ValidationError("comment", f"use {VALUE_FORM} and spaces")
-        comment = untrusted_comment
+        # Qubes drops an empty comment (and its XML loader would read one back as "None").
+        comment = untrusted_comment or None
     options: dict[str, str] = {}
     for untrusted_option in untrusted_options.split(" "):
         if not untrusted_option:
@@ -104,8 +105,8 @@ def _parse_filter(action: Action, options: dict[str, str], comment: str | None) 
         raise ValidationError("proto", f"{proto!r}; expected tcp, udp or icmp")
     dsthost = None
     if "dsthost" in options:
-        dsthost = parse_dsthost("dsthost", options["dsthost"])
         written_as = options.get("_dsttype")
+        dsthost = parse_dsthost(written_as or "dsthost", options["dsthost"])
         if written_as is not None and written_as != dsthost.type:
             family = written_as[-1]
             raise ValidationError(written_as, f"expected an IPv{family} address or network A/N")
@@ -215,7 +216,7 @@ def _parse_sources(forwardtype: ForwardType, untrusted_value: str) -> tuple[Sour
 
 
 def _parse_int(field: str, untrusted_value: str, low: int, high: int, form: str) -> int:
-    if not (untrusted_value.isdigit() and untrusted_value.isascii() and len(untrusted_value) < 12):
+    if not (untrusted_value.isdigit() and untrusted_value.isascii() and len(untrusted_value) <= 15):
         raise ValidationError(field, f"{untrusted_value!r} is not {form}")
     value = int(untrusted_value)
     if not low <= value <= high:
