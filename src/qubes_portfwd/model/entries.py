@@ -71,8 +71,12 @@ class FirewallEntry:
     rules: tuple[FilterRule, ...]
 
 
+def forward_key(forward_id: str, family: int) -> str:
+    return f"{FORWARD_PREFIX}{forward_id}/{family}"
+
+
 def hop_key(hop: Hop) -> str:
-    return f"{FORWARD_PREFIX}{hop.forward_id}/{hop.family}"
+    return forward_key(hop.forward_id, hop.family)
 
 
 def format_hop(hop: Hop) -> str:

@@ -3,6 +3,7 @@
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 
 from .errors import ValidationError
@@ -47,7 +48,7 @@ class Qube:
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _frozen(self.features))
 
-    @property
+    @cached_property
     def address4(self) -> ipaddress.IPv4Address:
         if self.ip is not None:
             return self.ip
@@ -59,7 +60,7 @@ class Qube:
     def ipv6_enabled(self) -> bool:
         return self.features.get(FEATURE_IPV6, "") not in ("", "0")
 
-    @property
+    @cached_property
     def address6(self) -> ipaddress.IPv6Address | None:
         if not self.ipv6_enabled:
             return None

@@ -1,0 +1,121 @@
+"""The planner: all rules + topology + time -> each forward's state and each qube's entries.
+
+Pure: no I/O and no clock; `now` and the host's `boot_id` decide which rules have expired.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from ..model.entries import format_hop, hop_key
+from ..model.rule import Action, FilterRule, ForwardRule, QubeName, Rule, forward_id
+from ..model.topology import Topology
+from .drafts import Draft, draft_forward
+from .network_facts import NetworkFacts
+from .outbound import outbound_entries
+from .settle import settle
+from .values import ForwardState, Plan, freeze_entries
+
+# What Qubes applies to a qube that has no firewall.xml.
+DEFAULT_RULES: tuple[Rule, ...] = (FilterRule(Action.ACCEPT),)
+
+Rank = Callable[[Draft], tuple[int | str, ...]]
+
+
+def plan(
+    rules: Mapping[QubeName, Sequence[Rule]],
+    topology: Topology,
+    now: float,
+    boot_id: str,
+    order: Mapping[str, int] | None = None,
+) -> Plan:
+    """Plan every live forward; `order` ranks forward ids, lower = older = keeps a contested port.
+
+    Unranked forwards come after, by qube name then rule position; a qube missing from `rules`
+    has Qubes' default list."""
+    return _plan(rules, topology, now, boot_id, _rank_by(order or {}))
+
+
+def conflicts_for(
+    qube: QubeName,
+    new_rules: Sequence[Rule],
+    rules: Mapping[QubeName, Sequence[Rule]],
+    topology: Topology,
+    now: float,
+    boot_id: str,
+    order: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Why `new_rules` cannot be stored for `qube`: each added forward's conflict, naming the
+    existing forward it collides with ([] when none). Added forwards rank after every other."""
+    live_old = Counter(
+        forward_id(qube, r) for _, r in _live_forwards(rules_of(rules, qube), now, boot_id)
+    )
+    new_positions = set()
+    for position, rule in _live_forwards(new_rules, now, boot_id):
+        ident = forward_id(qube, rule)
+        if live_old[ident] > 0:
+            live_old[ident] -= 1
+        else:
+            new_positions.add(position)
+    base_rank = _rank_by(order or {})
+
+    def rank(draft: Draft) -> tuple[int | str, ...]:
+        is_new = draft.target == qube and draft.position in new_positions
+        return (int(is_new), *base_rank(draft))
+
+    proposed = _plan({**rules, qube: new_rules}, topology, now, boot_id, rank)
+    return [
+        f"forward {f.forward_id} (IPv{f.family}) conflicts: {f.reason}"
+        for f in proposed.of_target(qube)
+        if f.position in new_positions and f.state == ForwardState.CONFLICT
+    ]
+
+
+def rules_of(rules: Mapping[QubeName, Sequence[Rule]], qube: QubeName) -> Sequence[Rule]:
+    return rules.get(qube, DEFAULT_RULES)
+
+
+def _rank_by(order: Mapping[str, int]) -> Rank:
+    def rank(draft: Draft) -> tuple[int | str, ...]:
+        ranked = order.get(draft.forward_id)
+        tier = (0, ranked) if ranked is not None else (1, 0)
+        return (*tier, draft.target, draft.position, draft.family)
+
+    return rank
+
+
+def _live_forwards(
+    rules: Sequence[Rule], now: float, boot_id: str
+) -> list[tuple[int, ForwardRule]]:
+    return [
+        (position, rule)
+        for position, rule in enumerate(rules)
+        if isinstance(rule, ForwardRule)
+        and (rule.expire is None or not rule.expire.expired(now, boot_id))
+    ]
+
+
+def _plan(
+    rules: Mapping[QubeName, Sequence[Rule]],
+    topology: Topology,
+    now: float,
+    boot_id: str,
+    rank: Rank,
+) -> Plan:
+    facts = NetworkFacts(topology)
+    drafts = [
+        draft
+        for target in sorted(set(rules) | set(topology.qubes))
+        for position, rule in _live_forwards(rules_of(rules, target), now, boot_id)
+        for draft in draft_forward(target, position, rule, facts)
+    ]
+    decided = settle(sorted(drafts, key=rank))
+    everyone = {name: rules_of(rules, name) for name in topology.qubes}
+    entries = {name: {} for name in sorted(topology.qubes)} | outbound_entries(
+        everyone, topology, now, boot_id
+    )
+    for forward, draft in decided:
+        if forward.state == ForwardState.ACTIVE:
+            for qube, hop in draft.entries:
+                entries[qube][hop_key(hop)] = format_hop(hop)
+    forwards = sorted((f for f, _ in decided), key=lambda f: (f.target, f.position, f.family))
+    return Plan(tuple(forwards), freeze_entries(entries))
