@@ -1,0 +1,191 @@
+"""The compiled script's text for each kind of hop and for the outbound firewall."""
+
+import ipaddress
+import random
+
+from qubes_portfwd.nft.compiler import QubeRules, compile_qube
+from qubes_portfwd.nft.owned import OwnedJump, OwnedJumps
+
+from .helpers import accept, dnat, firewall, many_forwards
+
+V4 = OwnedJumps(base_families=frozenset({4}))
+BOTH = OwnedJumps(base_families=frozenset({4, 6}))
+
+
+def script(rules: QubeRules, owned: OwnedJumps = V4) -> str:
+    return compile_qube(rules, owned).script
+
+
+def lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_dnat_dispatches_by_interface_source_protocol_and_port_to_the_forward_chain() -> None:
+    hop = dnat("aaaaaaaaaaaa", ports="80-90", proto="tcp,udp", srchost="10.0.0.0/8,10.1.0.0/16")
+    text = script(QubeRules(hops=(hop,)))
+    # Overlapping sources of one forward are collapsed: map keys must not overlap.
+    assert '"eth0" . 10.0.0.0/8 . tcp . 80-90 : goto fwd-aaaaaaaaaaaa,' in text
+    assert '"eth0" . 10.0.0.0/8 . udp . 80-90 : goto fwd-aaaaaaaaaaaa }' in text
+    assert "meta l4proto { tcp, udp } dnat ip to 10.137.0.5" in lines(text)
+    assert (
+        "fib daddr type local iifname . ip saddr . meta l4proto . th dport vmap @dnat-inbound"
+    ) in text
+
+
+def test_dnat_remaps_ports_one_to_one_through_the_shared_port_map() -> None:
+    hop = dnat("aaaaaaaaaaaa", ports="80-82", toports="8080-8082", srchost="192.0.2.0/24")
+    text = script(QubeRules(hops=(hop,)))
+    assert (
+        "meta l4proto tcp dnat ip to 10.137.0.5 : "
+        "iifname . meta l4proto . th dport map @ports-inbound"
+    ) in lines(text)
+    assert '"eth0" . tcp . 81 : 8081,' in text
+    assert '"eth0" . tcp . 82 : 8082 }' in text
+    assert "192.0.2.0/24 . 10.137.0.5 . tcp . 8080-8082" in text
+
+
+def test_single_port_remap_and_ipv6_brackets() -> None:
+    hop = dnat("aaaaaaaaaaaa", toports="8080-8080", to="fd09::5", srchost="::/0", family=6)
+    text = script(QubeRules(hops=(hop,)), BOTH)
+    assert "meta l4proto tcp dnat ip6 to [fd09::5]:8080" in lines(text)
+    assert "::/0 . fd09::5 . tcp . 8080" in text
+
+
+def test_internal_forward_uses_the_downstream_map_and_passes_the_outbound_firewall() -> None:
+    hop = dnat("aaaaaaaaaaaa", inbound="downstream", to="10.137.0.6", srchost="10.137.0.7")
+    rules = QubeRules(hops=(hop,), network_qube=True, firewall=(firewall("10.137.0.7", "drop"),))
+    text = script(rules)
+    assert "tcp . 80 : goto fwd-aaaaaaaaaaaa" in text
+    assert "elements = { 10.137.0.7/32 . 10.137.0.6 . tcp . 80 }" in text
+    forward = lines(text)
+    internal = forward.index(
+        "ct state new ct status dnat ip saddr . ip daddr . meta l4proto . th dport "
+        "@portfwd-internal accept"
+    )
+    assert forward[internal + 1] == "jump qubes-forward"
+
+
+def test_accept_hops_open_input_only_for_their_sources_and_overlaps_are_merged() -> None:
+    hops = (
+        accept("aaaaaaaaaaaa", ports="8080-8080", srchost="0.0.0.0/0"),
+        accept("bbbbbbbbbbbb", ports="8080-8081", srchost="10.0.0.0/8"),
+    )
+    text = script(QubeRules(hops=hops))
+    assert (
+        "add element ip qubes portfwd-input-allowed "
+        "{ 0.0.0.0/0 . tcp . 8080, 10.0.0.0/8 . tcp . 8081 }"
+    ) in text
+    assert (
+        "add rule ip qubes portfwd-input ct state new "
+        "ip saddr . meta l4proto . th dport @portfwd-input-allowed accept"
+    ) in text
+
+
+def test_jumps_are_deleted_by_handle_and_added_once() -> None:
+    owned = OwnedJumps(
+        jumps=(OwnedJump(4, "custom-forward", 7), OwnedJump(4, "custom-input", 9)),
+        base_families=frozenset({4}),
+    )
+    text = lines(script(QubeRules(), owned))
+    assert text[2:4] == [
+        "delete rule ip qubes custom-forward handle 7",
+        "delete rule ip qubes custom-input handle 9",
+    ]
+    assert (
+        text.count('add rule ip qubes custom-forward jump portfwd-forward comment "qubes-portfwd"')
+        == 1
+    )
+    assert (
+        text.count('add rule ip qubes custom-input jump portfwd-input comment "qubes-portfwd"') == 1
+    )
+
+
+def test_clashing_dnat_is_skipped_whatever_the_order() -> None:
+    first = dnat("aaaaaaaaaaaa", ports="80-90")
+    second = dnat("bbbbbbbbbbbb", ports="90-95", proto="tcp,udp")
+    other_interface = dnat("cccccccccccc", ports="80-90", inbound="wg0")
+    for hops in ((first, second, other_interface), (other_interface, second, first)):
+        compiled = compile_qube(QubeRules(hops=hops), V4)
+        assert [(s.forward_id, s.reason) for s in compiled.skipped] == [
+            ("bbbbbbbbbbbb", "tcp/90-95 on eth0 is already forwarded by aaaaaaaaaaaa")
+        ]
+        assert "fwd-bbbbbbbbbbbb" not in compiled.script
+        assert "fwd-cccccccccccc" in compiled.script
+
+
+def test_ipv6_hops_are_skipped_without_ip6_qubes() -> None:
+    hop = dnat("aaaaaaaaaaaa", to="fd09::5", srchost="::/0", family=6)
+    compiled = compile_qube(QubeRules(hops=(hop,)), V4)
+    assert compiled.skipped[0].reason == "Qubes' base table ip6 qubes is missing"
+    assert "fwd-aaaaaaaaaaaa" not in compiled.script
+    assert "table ip6 qubes {" not in compiled.script
+    # A stale table from when IPv6 was on is still removed.
+    assert "delete table ip6 qubes-portfwd" in compiled.script
+
+
+def test_same_input_in_any_order_gives_the_same_script() -> None:
+    hops = list(many_forwards(40)) + [
+        accept(f"{n:012x}", ports=f"{n + 1}-{n + 1}") for n in range(9)
+    ]
+    expected = script(QubeRules(hops=tuple(hops)))
+    random.Random(7).shuffle(hops)
+    assert script(QubeRules(hops=tuple(hops))) == expected
+
+
+def test_firewall_rules_follow_qubes_semantics() -> None:
+    entry = firewall(
+        "10.137.0.5",
+        "drop",
+        "action=accept dsthost=example.org proto=tcp dstports=443-443",
+        "action=accept specialtarget=dns",
+        "action=drop proto=udp specialtarget=dns",
+        "action=accept proto=tcp specialtarget=dns dstports=80-80",  # not DNS: Qubes skips it
+        "action=drop proto=icmp icmptype=8",
+        "action=accept dst4=192.0.2.7/24",
+    )
+    rules = QubeRules(
+        network_qube=True,
+        firewall=(entry,),
+        resolved={"example.org": (ipaddress.ip_address("93.184.216.34"),)},
+        dns_servers=(ipaddress.ip_address("10.139.1.1"),),
+    )
+    text = lines(script(rules))
+    start = text.index("chain qbs-10-137-0-5 {")
+    assert text[start + 1 : text.index("}", start)] == [
+        "meta l4proto tcp ip daddr 93.184.216.34/32 tcp dport 443 accept",
+        "meta l4proto tcp ip daddr @dns-addr tcp dport 53 accept",
+        "meta l4proto udp ip daddr @dns-addr udp dport 53 accept",
+        "meta l4proto udp ip daddr @dns-addr udp dport 53 reject with icmp type admin-prohibited",
+        "meta l4proto icmp icmp type 8 reject with icmp type admin-prohibited",
+        "ip daddr 192.0.2.0/24 accept",
+        "reject with icmp type admin-prohibited",
+    ]
+    assert "10.137.0.5 : jump qbs-10-137-0-5 }" in text[text.index("map qubes-sources {") + 2]
+
+
+def test_sources_that_cannot_be_compiled_fall_back_to_drop_and_are_reported() -> None:
+    rules = QubeRules(
+        network_qube=True,
+        firewall=(
+            firewall("10.137.0.5", "accept", "action=accept dsthost=nowhere.example proto=tcp"),
+            firewall("10.137.0.6", "accept", "action=accept dst6=2001:db8::/32"),
+            firewall("10.137.0.7", "accept"),
+        ),
+        broken_sources=(ipaddress.ip_address("10.137.0.8"),),
+    )
+    compiled = compile_qube(rules, V4)
+    assert {(str(b.address), b.reason) for b in compiled.blocked} == {
+        ("10.137.0.5", "dsthost=nowhere.example did not resolve to an IPv4 address"),
+        ("10.137.0.6", "dst6=2001:db8::/32 is not IPv4"),
+        ("10.137.0.8", "its firewall entry could not be parsed"),
+    }
+    text = lines(compiled.script)
+    for blocked in ("qbs-10-137-0-5", "qbs-10-137-0-6", "qbs-10-137-0-8"):
+        start = text.index(f"chain {blocked} {{")
+        assert text[start + 1 : start + 3] == ["reject with icmp type admin-prohibited", "}"]
+    start = text.index("chain qbs-10-137-0-7 {")
+    assert text[start + 1] == "accept"
+
+
+def test_plain_qube_leaves_qubes_firewall_alone() -> None:
+    assert "qubes-firewall" not in script(QubeRules(hops=(accept("aaaaaaaaaaaa"),)))
