@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-tools
-          natpmpc miniupnpc procps python3-venv)
+          natpmpc miniupnpc miniupnpd-nftables procps python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -1,0 +1,117 @@
+"""qubes-portfwd-admind: the admin service (dom0's side; in the lab it runs on the host)."""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..defaults import DEFAULT_SOCKET
+from ..lab.entry_store import EntryStore
+from ..model.topology import Topology
+from .publisher import Publisher
+from .server import Server
+from .service import Service, boot_id_reader
+from .state import HostState
+from .topology_json import topology_from_json
+
+DEFAULT_STATE_DIR = "/var/lib/qubes-portfwd"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+log = logging.getLogger("qubes-portfwd-admind")
+
+
+def default_socket() -> str:
+    return os.environ.get("QUBESD_SOCKET") or DEFAULT_SOCKET
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qubes-portfwd-admind", description=__doc__)
+    parser.add_argument("--socket", default=None, help="Unix socket (default $QUBESD_SOCKET)")
+    parser.add_argument("--state-dir", default=None, help="topology, firewall.xml files")
+    parser.add_argument("--lab", metavar="NAME", help="take the lab's topology and entry stores")
+    parser.add_argument("--topology", metavar="FILE", help="seed topology (JSON list of qubes)")
+    parser.add_argument("--qubesdb-dir", metavar="DIR", help="entry stores, one dir per qube")
+    parser.add_argument("--boot-id-file", default=BOOT_ID_FILE)
+    parser.add_argument("--agent-timeout", type=float, default=5.0, help="seconds per hop level")
+    parser.add_argument("--reconcile-interval", type=float, default=5.0)
+    parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def lab_sources(name: str) -> tuple[Topology, Path]:
+    """The lab's topology and state dir (the lab keeps its entry stores under qubesdb/)."""
+    from ..lab.builder import Lab  # only the lab mode needs it
+
+    lab = Lab(name)
+    return lab.topology, Path(lab.state_dir)
+
+
+def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
+    seed: Topology | None = None
+    qubesdb_dir = Path(args.qubesdb_dir) if args.qubesdb_dir else None
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if args.lab:
+        seed, lab_state = lab_sources(args.lab)
+        qubesdb_dir = qubesdb_dir or lab_state / "qubesdb"
+        state_dir = state_dir or lab_state / "admin"
+    if args.topology:
+        seed = topology_from_json(json.loads(Path(args.topology).read_bytes()))
+    if qubesdb_dir is None:
+        sys.exit("qubes-portfwd-admind: error: give --lab or --qubesdb-dir")
+    state = HostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
+    stores_root = qubesdb_dir
+    publisher = Publisher(lambda qube: EntryStore(stores_root / qube), args.agent_timeout)
+    service = Service(
+        state,
+        publisher,
+        boot_id_reader(Path(args.boot_id_file)),
+        reconcile_interval=args.reconcile_interval,
+    )
+    return service, Path(args.socket or default_socket())
+
+
+async def serve(service: Service, socket_path: Path, request_timeout: float) -> None:
+    server = Server(service, socket_path, request_timeout)
+    await server.start()
+    log.info("listening on %s", socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # Restarting must bring every stored forward back: publish once at start, then keep at it.
+    tasks = [
+        asyncio.create_task(service.reconcile()),
+        asyncio.create_task(service.run_reconciler()),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    service, socket_path = build_service(args)
+    asyncio.run(serve(service, socket_path, args.request_timeout))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Publish a plan to the qubes' entry stores in DESIGN §3's order (blocking; run in a thread).
+
+Removals go outer hops first, additions inner hops first, one depth level at a time, waiting
+(bounded) for each level's agents to report the generation they handled. A hop is published
+only once every hop inside it is applied, so a failed or silent inner hop never leaves an
+outer one open.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..lab.entry_store import EntryStore, Status, StoreTimeout
+from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from ..model.topology import Topology
+from ..planner import Plan
+
+OWNED_PREFIXES = (FORWARD_PREFIX, FIREWALL_PREFIX)
+APPLIED = "applied"
+
+log = logging.getLogger(__name__)
+
+StoreFor = Callable[[str], EntryStore]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One qube's store as read at one moment: the owned entries and the agent's report."""
+
+    generation: int
+    entries: Mapping[str, str]
+    status: Status
+
+    def applied(self, key: str) -> bool:
+        return (
+            key in self.entries
+            and self.status.handled >= self.generation
+            and self.status.per_key.get(key) == APPLIED
+        )
+
+
+@dataclass
+class PublishReport:
+    written: dict[str, int] = field(default_factory=dict)
+    withheld: dict[str, list[str]] = field(default_factory=dict)
+    timed_out: list[str] = field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left waiting: a later reconcile has nothing to add."""
+        return not self.withheld and not self.timed_out
+
+
+def owned(entries: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in entries.items() if k.startswith(OWNED_PREFIXES)}
+
+
+def read_snapshot(store: EntryStore) -> Snapshot:
+    generation, entries = store.read()
+    return Snapshot(generation, owned(entries), store.read_status())
+
+
+def depth(topology: Topology, qube: str) -> int:
+    """How many netvm links lie between `qube` and a netvm-less qube (loops cut short)."""
+    hops = 0
+    current = topology[qube].netvm
+    while current is not None and current in topology and hops <= len(topology.qubes):
+        hops += 1
+        current = topology[current].netvm
+    return hops
+
+
+def inner_hops(plan: Plan) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """For each (qube, key) of an active forward, the (qube, key) hops inside it."""
+    inner: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for forward in plan.forwards:
+        if not forward.active:
+            continue
+        hops = [(hop.qube, hop.key) for hop in forward.hops]
+        for position, hop in enumerate(hops):
+            inner.setdefault(hop, []).extend(hops[position + 1 :])
+    return inner
+
+
+class Publisher:
+    def __init__(self, store_for: StoreFor, agent_timeout: float) -> None:
+        self.store_for = store_for
+        self.agent_timeout = agent_timeout
+
+    def snapshots(self, qubes: list[str]) -> dict[str, Snapshot]:
+        return {q: read_snapshot(self.store_for(q)) for q in qubes}
+
+    def publish(self, plan: Plan, topology: Topology) -> PublishReport:
+        report = PublishReport()
+        qubes = sorted(topology.qubes)
+        snaps = self.snapshots(qubes)
+        desired = {q: dict(plan.entries.get(q, {})) for q in qubes}
+        levels = sorted({depth(topology, q) for q in qubes})
+        by_level = {d: [q for q in qubes if depth(topology, q) == d] for d in levels}
+
+        for level in levels:  # removals: outer (shallow) qubes first
+            written = {}
+            for q in by_level[level]:
+                kept = {k: v for k, v in snaps[q].entries.items() if k in desired[q]}
+                if kept != snaps[q].entries:
+                    written[q] = self._write(q, kept, report)
+            snaps.update(self._wait(written, report))
+
+        inner = inner_hops(plan)
+        for level in reversed(levels):  # additions: inner (deep) qubes first
+            written = {}
+            for q in by_level[level]:
+                ready = {}
+                for key, value in desired[q].items():
+                    if all(snaps[iq].applied(ik) for iq, ik in inner.get((q, key), [])):
+                        ready[key] = value
+                    else:
+                        report.withheld.setdefault(q, []).append(key)
+                if ready != snaps[q].entries:
+                    written[q] = self._write(q, ready, report)
+            snaps.update(self._wait(written, report))
+        return report
+
+    def _write(self, qube: str, entries: dict[str, str], report: PublishReport) -> int:
+        generation = self.store_for(qube).replace_prefixes(OWNED_PREFIXES, entries)
+        report.written[qube] = generation
+        log.info("published %d entries to %s (generation %d)", len(entries), qube, generation)
+        return generation
+
+    def _wait(self, written: dict[str, int], report: PublishReport) -> dict[str, Snapshot]:
+        """Wait for one level's agents together: the level costs at most one timeout."""
+        if not written:
+            return {}
+        deadline = time.monotonic() + self.agent_timeout
+        for qube, generation in written.items():
+            try:
+                self.store_for(qube).wait_for_handled(
+                    generation, max(0.0, deadline - time.monotonic())
+                )
+            except StoreTimeout:
+                report.timed_out.append(qube)
+        return self.snapshots(list(written))

@@ -1,0 +1,65 @@
+"""Join the plan with what the agents reported into ForwardStatus values (pure)."""
+
+from collections.abc import Mapping
+
+from ..model.forward_status import ForwardState, ForwardStatus, HopState, HopStatus
+from ..model.rule_text import format_rule
+from ..planner import ForwardPlan, Plan
+from ..planner import ForwardState as PlanState
+from .publisher import APPLIED, Snapshot
+
+
+def hop_status(qube: str, role: str, key: str, snapshot: Snapshot | None) -> HopStatus:
+    """Applied, failed (with the agent's error) or pending, for one published key."""
+    if snapshot is None or key not in snapshot.entries:
+        return HopStatus(qube, role, HopState.PENDING)
+    status = snapshot.status
+    if status.handled < snapshot.generation:
+        return HopStatus(qube, role, HopState.PENDING)
+    outcome = status.per_key.get(key)
+    if outcome == APPLIED:
+        return HopStatus(qube, role, HopState.APPLIED)
+    error = outcome or status.error
+    if error is None:
+        return HopStatus(qube, role, HopState.PENDING)
+    return HopStatus(qube, role, HopState.FAILED, error)
+
+
+def forward_status(forward: ForwardPlan, snapshots: Mapping[str, Snapshot]) -> ForwardStatus:
+    rule_text = format_rule(forward.rule)
+    if forward.state != PlanState.ACTIVE:
+        hops = tuple(HopStatus(h.qube, str(h.role), HopState.INACTIVE) for h in forward.hops)
+        return ForwardStatus(
+            forward.forward_id,
+            forward.target,
+            rule_text,
+            forward.family,
+            ForwardState(str(forward.state)),
+            forward.reason,
+            hops,
+        )
+    hops = tuple(
+        hop_status(h.qube, str(h.role), h.key, snapshots.get(h.qube)) for h in forward.hops
+    )
+    failed = [h for h in hops if h.state == HopState.FAILED]
+    state = ForwardState.FAILED if failed else ForwardState.ACTIVE
+    reason = "; ".join(f"{h.qube}: {h.error}" for h in failed) or None
+    return ForwardStatus(
+        forward.forward_id, forward.target, rule_text, forward.family, state, reason, hops
+    )
+
+
+def forward_statuses(
+    plan: Plan,
+    snapshots: Mapping[str, Snapshot],
+    *,
+    through: str | None = None,
+    target: str | None = None,
+) -> list[ForwardStatus]:
+    """Every forward (or those through a network qube, or of one target), outer hop first."""
+    forwards = plan.forwards
+    if through is not None:
+        forwards = plan.through(through)
+    if target is not None:
+        forwards = tuple(f for f in forwards if f.target == target)
+    return [forward_status(f, snapshots) for f in forwards]

@@ -1,0 +1,231 @@
+"""The agent's loop: watch the qube's entries, apply them as one nft transaction, report.
+
+It re-applies when the entries change, when a failed apply is due for a retry, and when
+a check finds that the rules it owns are no longer as it left them. The check runs when
+`nft monitor` reports a change to the ruleset (so an idle qube costs nothing) and, in case
+the monitor misses something, every few seconds anyway.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..model.entries import Hop, hop_key
+from .compile import build_script, left_out
+from .conntrack import forget_flows, removed_hops
+from .entries import ParsedEntries, parse_entries, parse_settings
+from .nft_runner import NftResult, NftRunner
+from .owned import owned_fingerprint
+from .resolve import Resolved, resolve_names, unresolved_sources
+from .status import entry_status, overall_error
+
+POLL_INTERVAL = 0.05  # how often the store's stat token is compared
+CHECK_INTERVAL = 0.3  # at most this often after ruleset changes (restored "within a second")
+FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change reported by the monitor
+MONITOR_RESTART = 1.0  # after `nft monitor` ended unexpectedly
+CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
+RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
+NAMES_REFRESH = 60.0  # dsthost names are looked up again this often, as their records change
+NAMES_RETRY = 5.0  # sooner while a name does not resolve (its source is blocked meanwhile)
+FIREWALL_OFF = "not applied: the qubes-firewall service is off in this qube"
+
+log = logging.getLogger("qubes_portfwd.agent")
+
+
+class EntrySource(Protocol):
+    """What the agent needs of its qube's store (the lab's EntryStore; QubesDB on Qubes)."""
+
+    def read(self) -> tuple[int, dict[str, str]]: ...
+
+    def change_token(self) -> object: ...
+
+    def write_status(
+        self, handled_generation: int, per_key: Mapping[str, str], error: str | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    generation: int
+    ok: bool
+    error: str | None
+    parsed: ParsedEntries
+    resolved: Resolved
+
+
+class Agent:
+    """One qube's agent; `run` until `stop` is set, or `apply_current` for a single pass."""
+
+    def __init__(
+        self,
+        store: EntrySource,
+        runner: NftRunner | None = None,
+        *,
+        check_interval: float = CHECK_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.runner = runner or NftRunner()
+        self.check_interval = check_interval
+        self._fingerprint: str | None = None
+        self._last: ApplyOutcome | None = None
+        self._token: object = None
+        self._next_check = 0.0
+        self._next_fallback_check = 0.0
+        self._ruleset_changed = asyncio.Event()
+        self._next_resolve = 0.0
+        self._in_force: tuple[Hop, ...] = ()
+
+    @property
+    def last(self) -> ApplyOutcome | None:
+        return self._last
+
+    async def apply_current(self) -> ApplyOutcome:
+        generation, untrusted_entries = await asyncio.to_thread(self.store.read)
+        return await self.apply(generation, untrusted_entries)
+
+    async def apply(self, generation: int, untrusted_entries: dict[str, str]) -> ApplyOutcome:
+        """Compile and load one generation; write its status; never raises for bad input."""
+        settings = parse_settings(untrusted_entries)
+        parsed = parse_entries(untrusted_entries)
+        if not settings.firewall_service:
+            parsed = parsed.without_firewalls(FIREWALL_OFF)
+        resolved = await resolve_names(parsed.dsthost_names)
+        parsed = parsed.with_broken_firewalls(
+            unresolved_sources(parsed.dsthosts_by_source, resolved)
+        )
+        error: str | None = None
+        listing = await self.runner.list_ruleset_json()
+        if not listing.ok:
+            error = f"nft list ruleset failed: {listing.output}"
+        else:
+            try:
+                compiled = build_script(parsed, resolved, settings, listing.output)
+            except Exception as err:  # a compiler bug must not stop the agent; nothing applied
+                log.exception("generation %d: the compiler failed", generation)
+                error = f"not applied: compiling failed: {err}"
+            else:
+                parsed = parsed.with_errors(left_out(compiled, parsed))
+                result = await self.runner.apply(compiled.script)
+                if not result.ok:
+                    error = f"not applied: nft -f failed: {result.output}"
+        if error is None:
+            self._fingerprint = await self._current_fingerprint()
+            in_force = tuple(h for h in parsed.hops if hop_key(h) not in parsed.errors)
+            await forget_flows(removed_hops(self._in_force, in_force), settings.addresses)
+            self._in_force = in_force
+        per_key = entry_status(untrusted_entries, parsed, error)
+        await asyncio.to_thread(
+            self.store.write_status,
+            generation,
+            per_key,
+            overall_error(error, settings.problems),
+        )
+        rejected = sum(1 for key in per_key if key in parsed.errors)
+        log.info(
+            "generation %d: %s; %d entries, %d rejected",
+            generation,
+            "applied" if error is None else error,
+            len(per_key),
+            rejected,
+        )
+        self._last = ApplyOutcome(generation, error is None, error, parsed, resolved)
+        self._next_resolve = time.monotonic() + (
+            NAMES_RETRY if resolved.failures else NAMES_REFRESH
+        )
+        return self._last
+
+    async def _current_fingerprint(self) -> str | None:
+        listing: NftResult = await self.runner.list_ruleset_json()
+        return owned_fingerprint(listing.output) if listing.ok else None
+
+    async def owned_rules_intact(self) -> bool:
+        """Whether what the last successful apply left is still in the ruleset."""
+        current = await self._current_fingerprint()
+        return current is not None and current == self._fingerprint
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply every new generation; repair lost rules; retry failures; until `stop`."""
+        watcher = asyncio.create_task(self._watch_ruleset(stop))
+        try:
+            while not stop.is_set():
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch_ruleset(self, stop: asyncio.Event) -> None:
+        """Flag every ruleset change that `nft monitor` reports, restarting it if it ends."""
+        while not stop.is_set():
+            process = await self.runner.monitor()
+            try:
+                assert process.stdout is not None
+                while await process.stdout.readline():
+                    self._ruleset_changed.set()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            log.warning("nft monitor ended; restarting it")
+            self._ruleset_changed.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), MONITOR_RESTART)
+
+    async def step(self) -> None:
+        """One turn of the loop: a new generation first, else a retry or a due check."""
+        token = self.store.change_token()
+        last = self._last
+        if token != self._token or last is None:
+            self._token = token
+            try:
+                generation, untrusted_entries = await asyncio.to_thread(self.store.read)
+            except (OSError, ValueError) as err:
+                log.error("cannot read the entries store: %s", err)
+                return
+            if last is None or generation != last.generation:
+                outcome = await self.apply(generation, untrusted_entries)
+                self._schedule_check(0.0 if outcome.ok else RETRY_INTERVAL)
+                return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        if not last.ok:
+            log.info("generation %d: retrying", last.generation)
+            outcome = await self.apply_current()
+            self._schedule_check(0.0 if outcome.ok else RETRY_INTERVAL)
+            return
+        if self._ruleset_changed.is_set() or now >= self._next_fallback_check:
+            self._ruleset_changed.clear()
+            intact = await self.owned_rules_intact()
+            took = time.monotonic() - now
+            if not intact:
+                log.warning("generation %d: owned rules changed; re-applying", last.generation)
+                await self.apply_current()
+            self._schedule_check(took / CHECK_SHARE)
+            self._next_fallback_check = time.monotonic() + FALLBACK_CHECK_INTERVAL
+        elif await self._names_changed(last):
+            log.info("generation %d: dsthost addresses changed; re-applying", last.generation)
+            await self.apply_current()
+
+    def _schedule_check(self, extra: float) -> None:
+        self._next_check = time.monotonic() + max(self.check_interval, extra)
+
+    async def _names_changed(self, last: ApplyOutcome) -> bool:
+        """Look the dsthost names up again when due; whether the answers differ."""
+        names = last.parsed.dsthost_names
+        if not names or time.monotonic() < self._next_resolve:
+            return False
+        fresh = await resolve_names(names)
+        self._schedule_names(fresh)
+        return fresh != last.resolved
+
+    def _schedule_names(self, resolved: Resolved) -> None:
+        self._next_resolve = time.monotonic() + (
+            NAMES_RETRY if resolved.failures else NAMES_REFRESH
+        )

@@ -1,0 +1,138 @@
+"""The typed Admin API client every front end uses (no front end talks to the socket itself)."""
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model import forward_status
+from ..model.forward_status import ForwardStatus
+from .connection import ProtocolViolation, call, default_socket_path
+
+ADMIN_VM = "dom0"
+
+
+@dataclass(frozen=True)
+class QubeInfo:
+    name: str
+    klass: str
+    state: str
+
+
+@dataclass(frozen=True)
+class PropertyValue:
+    is_default: bool
+    type: str
+    value: str
+
+
+def _parse_property(untrusted_text: str) -> PropertyValue:
+    default_part, type_part, value = [*untrusted_text.split(" ", 2), "", ""][:3]
+    if not default_part.startswith("default=") or not type_part.startswith("type="):
+        raise ProtocolViolation(f"malformed property reply {untrusted_text[:80]!r}")
+    return PropertyValue(default_part == "default=True", type_part[len("type=") :], value)
+
+
+def _unescape(line: str) -> str:
+    out = []
+    chars = iter(line)
+    for char in chars:
+        if char == "\\":
+            out.append("\n" if next(chars, "") == "n" else "\\")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class AdminClient:
+    """`socket_path` defaults to `$QUBESD_SOCKET`, else /run/qubes-portfwd/qubesd.sock."""
+
+    def __init__(
+        self, socket_path: str | os.PathLike[str] | None = None, timeout: float = 120.0
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path else default_socket_path()
+        self.timeout = timeout
+
+    def call(self, dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
+        return call(self.socket_path, dest, method, arg, payload, self.timeout)
+
+    def _text(self, dest: str, method: str, arg: str = "") -> str:
+        return self.call(dest, method, arg).decode("utf-8")
+
+    # -- qubes and properties --
+
+    def list_qubes(self) -> list[QubeInfo]:
+        qubes = []
+        for line in self._text(ADMIN_VM, "admin.vm.List").splitlines():
+            name, _, rest = line.partition(" ")
+            fields = dict(item.split("=", 1) for item in rest.split(" ") if "=" in item)
+            qubes.append(QubeInfo(name, fields.get("class", ""), fields.get("state", "")))
+        return qubes
+
+    def get_property(self, qube: str, prop: str) -> PropertyValue:
+        return _parse_property(self._text(qube, "admin.vm.property.Get", prop))
+
+    def get_all_properties(self, qube: str) -> dict[str, PropertyValue]:
+        values = {}
+        for line in self._text(qube, "admin.vm.property.GetAll").splitlines():
+            name, _, rest = _unescape(line).partition(" ")
+            values[name] = _parse_property(rest)
+        return values
+
+    def list_properties(self, qube: str) -> list[str]:
+        return self._text(qube, "admin.vm.property.List").splitlines()
+
+    def set_property(self, qube: str, prop: str, value: str) -> None:
+        self.call(qube, "admin.vm.property.Set", prop, value.encode("utf-8"))
+
+    def reset_property(self, qube: str, prop: str) -> None:
+        self.call(qube, "admin.vm.property.Reset", prop)
+
+    # -- features --
+
+    def get_feature(self, qube: str, name: str) -> str:
+        return self._text(qube, "admin.vm.feature.Get", name)
+
+    def set_feature(self, qube: str, name: str, value: str) -> None:
+        self.call(qube, "admin.vm.feature.Set", name, value.encode("utf-8"))
+
+    def list_features(self, qube: str) -> list[str]:
+        return self._text(qube, "admin.vm.feature.List").splitlines()
+
+    def remove_feature(self, qube: str, name: str) -> None:
+        self.call(qube, "admin.vm.feature.Remove", name)
+
+    # -- firewall (forwards included) --
+
+    def firewall_get(self, qube: str) -> list[str]:
+        return self._text(qube, "admin.vm.firewall.Get").splitlines()
+
+    def firewall_set(self, qube: str, lines: Iterable[str]) -> None:
+        payload = "".join(f"{line}\n" for line in lines).encode("utf-8")
+        self.call(qube, "admin.vm.firewall.Set", payload=payload)
+
+    def firewall_reload(self, qube: str) -> None:
+        self.call(qube, "admin.vm.firewall.Reload")
+
+    # -- forwards --
+
+    def forwards(self) -> list[ForwardStatus]:
+        return forward_status.loads(self.call(ADMIN_VM, "admin.portfwd.List"))
+
+    def forwards_of(self, qube: str) -> list[ForwardStatus]:
+        """The target's view: forwards to `qube`."""
+        return forward_status.loads(self.call(qube, "admin.vm.portfwd.List"))
+
+    def forwards_through(self, qube: str) -> list[ForwardStatus]:
+        """A network qube's view: forwards whose path passes through `qube`."""
+        return forward_status.loads(self.call(qube, "admin.vm.portfwd.Through"))
+
+    def add_forward(self, qube: str, line: str) -> str:
+        """Append one `action=forward` rule atomically on the service side; returns its id."""
+        return self.call(qube, "admin.vm.portfwd.Add", payload=line.encode("utf-8")).decode()
+
+    def rebind(self, qube: str, forward_id: str) -> None:
+        self.call(qube, "admin.vm.portfwd.Rebind", forward_id)
+
+    def remove_forward(self, qube: str, forward_id: str) -> None:
+        self.call(qube, "admin.vm.portfwd.Remove", forward_id)

@@ -1,0 +1,87 @@
+"""One Admin API call over the qubesd socket: frame, send, half-close, read, parse the reply."""
+
+import os
+import socket
+from pathlib import Path
+
+from qubes_portfwd.defaults import DEFAULT_SOCKET
+
+MAX_REPLY = 64 << 20
+
+
+class QubesdError(Exception):
+    """The service answered with an error: `exc_type` as Qubes names it, and the message."""
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+
+
+class ServiceNotRunning(ConnectionError):
+    """Nothing answers on the socket: the admin service is not running (or not reachable)."""
+
+
+class ProtocolViolation(ConnectionError):
+    """The reply does not follow the qubesd framing."""
+
+
+def default_socket_path() -> Path:
+    return Path(os.environ.get("QUBESD_SOCKET") or DEFAULT_SOCKET)
+
+
+def frame_request(dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
+    return f"{method}+{arg} dom0 name {dest}\0".encode("ascii") + payload
+
+
+def parse_reply(untrusted_reply: bytes) -> bytes:
+    """The payload of a `0\\0` reply; QubesdError for `2\\0`, formatted as Qubes' client does."""
+    if untrusted_reply.startswith(b"0\0"):
+        return untrusted_reply[2:]
+    if untrusted_reply.startswith(b"2\0"):
+        fields = untrusted_reply[2:].split(b"\0")
+        if len(fields) < 4 or fields[-1] != b"":
+            raise ProtocolViolation("malformed error reply")
+        exc_type = fields[0].decode("ascii", errors="replace")
+        message_format = fields[2].decode("utf-8", errors="replace")
+        args = tuple(f.decode("utf-8", errors="replace") for f in fields[3:-1])
+        try:
+            message = message_format % args
+        except (TypeError, ValueError):
+            message = " ".join((message_format, *args))
+        raise QubesdError(exc_type, message)
+    if not untrusted_reply:
+        raise ProtocolViolation("empty reply from the admin service")
+    raise ProtocolViolation("reply starts with neither 0\\0 nor 2\\0")
+
+
+def call(
+    socket_path: Path,
+    dest: str,
+    method: str,
+    arg: str = "",
+    payload: bytes = b"",
+    timeout: float = 120.0,
+) -> bytes:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            raise ServiceNotRunning(
+                f"the admin service is not running (nothing answers on {socket_path}: "
+                f"{err.strerror})"
+            ) from None
+        sock.sendall(frame_request(dest, method, arg, payload))
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        size = 0
+        while chunk := sock.recv(65536):
+            size += len(chunk)
+            if size > MAX_REPLY:
+                raise ProtocolViolation(f"reply larger than {MAX_REPLY} bytes")
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    return parse_reply(b"".join(chunks))

@@ -1,0 +1,3 @@
+"""Paths every layer agrees on (the socket is where Qubes' tools look for qubesd)."""
+
+DEFAULT_SOCKET = "/run/qubes-portfwd/qubesd.sock"

@@ -1,0 +1,353 @@
+"""The `Lab`: build, inspect and tear down an emulated Qubes host made of namespaces."""
+
+import contextlib
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qubes_portfwd.admin import launcher as admin_launcher
+from qubes_portfwd.defaults import DEFAULT_SOCKET
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.topology import DNS_SERVERS4, Qube, Topology
+from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
+
+from . import netns, processes, state, vpn
+from .entry_store import EntryStore
+from .layout import NamespaceSetup, has_ipv6_link, netns_name, qube_setup, qube_veths, vif_name
+from .outside import (
+    LAN,
+    OUTSIDE_HOSTS,
+    PROVIDER,
+    OutsideAddresses,
+    edge_uplink_commands,
+    outside_addresses,
+    outside_setups,
+    outside_veths,
+    provider_nat_ruleset,
+)
+from .qubesdb_keys import default_firewall_keys, static_keys
+from .status import LabStatus, collect_status
+from .topology_file import LabSpec, load_lab_spec, load_lab_spec_text
+
+_LAB_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}\Z")
+AGENT_READY_TIMEOUT = 15.0
+DNS_READY_TIMEOUT = 5.0
+RUN_TIMEOUT = 60.0
+ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
+
+
+class LabNotUp(RuntimeError):
+    """The lab has no state: run `up` first."""
+
+
+def check_lab_name(untrusted_name: str) -> str:
+    if not _LAB_NAME.match(untrusted_name):
+        raise ValidationError(
+            "lab", "expected 1-16 of a-z, 0-9 and -, starting with a letter/digit"
+        )
+    return untrusted_name
+
+
+class Lab:
+    """One emulated Qubes host; every namespace it makes is `qlab-<name>-<host>`."""
+
+    def __init__(self, name: str = "default", run_root: Path = state.RUN_ROOT) -> None:
+        self.name = check_lab_name(name)
+        self.run_root = run_root
+        self.state_dir = run_root / self.name
+        self._spec: LabSpec | None = None
+
+    # -- what the lab is -----------------------------------------------------------------
+
+    def _state(self) -> state.LabState | None:
+        return state.load(self.state_dir)
+
+    @property
+    def spec(self) -> LabSpec:
+        if self._spec is None:
+            current = self._state()
+            if current is None or not current.topology_text:
+                raise LabNotUp(f"lab {self.name} is not up")
+            self._spec = load_lab_spec_text(current.topology_text, str(self.state_dir))
+        return self._spec
+
+    @property
+    def topology(self) -> Topology:
+        return self.spec.topology
+
+    @property
+    def addresses(self) -> OutsideAddresses:
+        """The outside hosts' addresses: LAN clients, internet server, provider's tunnel side."""
+        return outside_addresses(self.spec)
+
+    def netns(self, host: str) -> str:
+        """The namespace of a qube or of an outside host (lan, server, provider)."""
+        if host not in self.topology and host not in OUTSIDE_HOSTS:
+            raise ValidationError("qube", f"{host!r} is not a qube or outside host of this lab")
+        return netns_name(self.name, host)
+
+    def store(self, qube: str) -> EntryStore:
+        """The qube's QubesDB-like store (`<state>/qubesdb/<qube>/`)."""
+        return EntryStore(self.state_dir / "qubesdb" / qube)
+
+    def run(
+        self, host: str, argv: Sequence[str], **kwargs: Any
+    ) -> subprocess.CompletedProcess[Any]:
+        """subprocess.run of argv inside the host's namespace (bounded by default)."""
+        kwargs.setdefault("timeout", RUN_TIMEOUT)
+        return subprocess.run(netns.exec_argv(self.netns(host), argv), **kwargs)
+
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(netns.exec_argv(self.netns(host), argv), **kwargs)
+
+    def status(self) -> LabStatus:
+        current = self._state()
+        stores = {}
+        if current is not None and current.topology_text:
+            stores = {name: self.store(name) for name in self.topology.qubes}
+        return collect_status(self.name, current, stores)
+
+    # -- up and down ---------------------------------------------------------------------
+
+    @property
+    def admin_socket(self) -> Path:
+        """The admin service's socket: Qubes' default path for the default lab."""
+        if self.name == "default":
+            return Path(DEFAULT_SOCKET)
+        return self.state_dir / "qubesd.sock"
+
+    @property
+    def boot_id_file(self) -> Path:
+        """The emulated host's boot id; writing a new one is how a test reboots the host."""
+        return self.state_dir / "boot_id"
+
+    def up(self, topology_path: Path | None = None, *, agents: bool = True) -> None:
+        """Build the lab; a no-op when the same lab is already up and healthy."""
+        spec = load_lab_spec(topology_path)
+        text = spec_text(topology_path)
+        current = self._state()
+        if current is not None:
+            if current.complete and current.topology_text == text and self.status().healthy:
+                return
+            self.down()
+        started = time.monotonic()
+        hosts = [q.name for q in spec.qubes_by_qid()] + list(OUTSIDE_HOSTS)
+        namespaces = tuple(netns_name(self.name, host) for host in hosts)
+        state.save(self.state_dir, state.LabState(self.name, text, namespaces))
+        self._spec = spec
+        try:
+            self._build(spec, namespaces, agents)
+        except BaseException:
+            self.down()
+            raise
+        done = dataclasses.replace(
+            self._require_state(), complete=True, seconds_to_up=time.monotonic() - started
+        )
+        state.save(self.state_dir, done)
+
+    def down(self) -> None:
+        """Stop every process the lab started, delete its namespaces and files; nothing else."""
+        current = self._state()
+        if current is not None:
+            # wireguard-go keeps a deleted namespace alive: processes go first.
+            for process in reversed(current.processes):
+                processes.stop(process)
+            for name in reversed(current.namespaces):
+                netns.delete(name)
+                netns.remove_netns_etc(name)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other labs may still be up
+            self.run_root.rmdir()
+        if self.name == "default":
+            with contextlib.suppress(OSError):
+                self.admin_socket.unlink()
+            with contextlib.suppress(OSError):
+                self.admin_socket.parent.rmdir()
+        self._spec = None
+
+    # -- agents ------------------------------------------------------------------------
+
+    def start_agent(self, qube: str) -> processes.TrackedProcess:
+        argv = [sys.executable, "-m", "qubes_portfwd.agent", "--qube", qube]
+        argv += ["--store", str(self.store(qube).path)]
+        return self._spawn(f"agent:{qube}", qube, argv)
+
+    def stop_agent(self, qube: str) -> None:
+        current = self._require_state()
+        process = current.process(f"agent:{qube}")
+        if process is not None:
+            processes.stop(process)
+            state.save(self.state_dir, self._require_state().without_process(process))
+
+    def restart_agent(self, qube: str) -> processes.TrackedProcess:
+        self.stop_agent(qube)
+        process = self.start_agent(qube)
+        self._wait_agents_applied([qube], AGENT_READY_TIMEOUT)
+        return process
+
+    # -- the admin service (dom0's side, on the host) -----------------------------------
+
+    def start_admin(self) -> processes.TrackedProcess:
+        log = self.state_dir / "logs" / "admind.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
+        started = admin_launcher.start(
+            self.admin_socket,
+            self.state_dir / "admin",
+            lab=self.name,
+            boot_id_file=self.boot_id_file,
+            reconcile_interval=ADMIN_RECONCILE_INTERVAL,
+            log_path=log,
+        )
+        ticks = processes.start_ticks(started.pid)
+        if ticks is None:
+            raise netns.LabCommandError(f"admin service exited at once; see {log}")
+        process = processes.TrackedProcess("admind", "", started.pid, ticks, str(log))
+        state.save(self.state_dir, self._require_state().with_process(process))
+        return process
+
+    def stop_admin(self) -> None:
+        process = self._require_state().process("admind")
+        if process is not None:
+            processes.stop(process)
+            state.save(self.state_dir, self._require_state().without_process(process))
+
+    def restart_admin(self) -> processes.TrackedProcess:
+        self.stop_admin()
+        return self.start_admin()
+
+    # -- building ----------------------------------------------------------------------
+
+    def _require_state(self) -> state.LabState:
+        current = self._state()
+        if current is None:
+            raise LabNotUp(f"lab {self.name} is not up")
+        return current
+
+    def _spawn(self, role: str, host: str, argv: Sequence[str]) -> processes.TrackedProcess:
+        log = self.state_dir / "logs" / f"{role.replace(':', '-')}.log"
+        process = processes.spawn(role, self.netns(host), argv, log)
+        state.save(self.state_dir, self._require_state().with_process(process))
+        return process
+
+    def _build(self, spec: LabSpec, namespaces: Sequence[str], agents: bool) -> None:
+        a = outside_addresses(spec)
+        for name in namespaces:
+            netns.add(name)
+        veths = qube_veths(self.name, spec.topology) + outside_veths(self.name, spec)
+        for name in namespaces:
+            netns.ip_batch(name, [v.add_command() for v in veths if v.netns_a == name])
+        for setup in self._setups(spec, a):
+            netns.write_netns_etc(setup.netns, setup.etc_files)
+            netns.ip_batch(setup.netns, setup.commands)
+            netns.sysctls(setup.netns, setup.sysctls)
+        for qube in spec.qubes_by_qid():
+            netns.nft_load(self.netns(qube.name), base_ruleset(_base_params(spec, qube, a)))
+        netns.nft_load(self.netns(PROVIDER), provider_nat_ruleset(a))
+        for qube in spec.qubes_by_qid():
+            keys = static_keys(spec.topology, qube)
+            if qube.provides_network:
+                keys |= default_firewall_keys(spec.topology, qube)
+            self.store(qube.name).set_many(keys)
+        self._start_dns(LAN, a.lan_dns4, a)
+        if agents:
+            for qube in spec.qubes_by_qid():
+                self.start_agent(qube.name)
+            self._wait_agents_applied(list(spec.topology.qubes), AGENT_READY_TIMEOUT)
+        if spec.tunnel_qubes:
+            self._build_tunnels(spec, a)
+            self._start_dns(PROVIDER, a.provider_tunnel4, a)
+        self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
+        self.start_admin()
+
+    def _setups(self, spec: LabSpec, a: OutsideAddresses) -> list[NamespaceSetup]:
+        setups = []
+        for qube in spec.qubes_by_qid():
+            setup = qube_setup(self.name, spec.topology, qube)
+            if qube == spec.edge:
+                setup = dataclasses.replace(
+                    setup,
+                    commands=setup.commands + tuple(edge_uplink_commands(a, qube.ipv6_enabled)),
+                    etc_files={**setup.etc_files, "resolv.conf": f"nameserver {a.lan_dns4}\n"},
+                )
+            elif qube.is_tunnel:
+                resolv = f"nameserver {a.provider_tunnel4}\n"
+                setup = dataclasses.replace(
+                    setup, etc_files={**setup.etc_files, "resolv.conf": resolv}
+                )
+            setups.append(setup)
+        return setups + outside_setups(self.name, a)
+
+    def _start_dns(self, host: str, listen: Any, a: OutsideAddresses) -> None:
+        ready = self.state_dir / "run" / f"dns-{host}.ready"
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "qubes_portfwd.lab.dns_responder", "--listen", str(listen)]
+        argv += ["--ready", str(ready)]
+        for name, records in a.dns_records().items():
+            argv += [arg for record in records for arg in ("--record", f"{name}={record}")]
+        self._spawn(f"dns:{host}", host, argv)
+        processes.wait_until(ready.exists, DNS_READY_TIMEOUT, f"DNS responder in {host}")
+
+    def _wait_agents_applied(self, qubes: Sequence[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for qube in qubes:
+            store = self.store(qube)
+            remaining = max(0.1, deadline - time.monotonic())
+            status = store.wait_for_handled(store.generation(), remaining)
+            if status.error:
+                raise netns.LabCommandError(f"agent in {qube}: {status.error}")
+
+    def _build_tunnels(self, spec: LabSpec, a: OutsideAddresses) -> None:
+        run_dir = self.state_dir / "run"
+        provider = vpn.TunnelEnd(self.netns(PROVIDER), "wg0", run_dir / PROVIDER)
+        clients = []
+        for qube in spec.tunnel_qubes:
+            assert qube.netvm is not None  # checked when the topology was loaded
+            end = vpn.TunnelEnd(self.netns(qube.name), qube.uplink, run_dir / qube.name)
+            gateway = spec.topology[qube.netvm].address4
+            clients.append(vpn.TunnelClient(end, a.tunnel_address(qube.name), gateway))
+        logs = self.state_dir / "logs"
+        for end in [provider, *(c.end for c in clients)]:
+            process = vpn.start(end, logs)
+            state.save(self.state_dir, self._require_state().with_process(process))
+        vpn.configure(provider, clients, a)
+
+
+def _base_params(spec: LabSpec, qube: Qube, a: OutsideAddresses) -> BaseParams:
+    topology = spec.topology
+    downstream = tuple(
+        Downstream(
+            vif_name(d),
+            d.address4,
+            d.address6 if has_ipv6_link(d, qube) else None,
+        )
+        for d in topology.downstream(qube.name)
+    )
+    if qube == spec.edge:
+        upstream_dns: tuple[Any, ...] = (a.lan_dns4,)
+    elif qube.is_tunnel:
+        upstream_dns = (a.provider_tunnel4,)
+    else:
+        upstream_dns = DNS_SERVERS4
+    ipv6 = qube.ipv6_enabled if qube.netvm is None else has_ipv6_link(qube, topology[qube.netvm])
+    return BaseParams(
+        provides_network=qube.provides_network,
+        ipv6=ipv6,
+        downstream=downstream,
+        upstream_dns=upstream_dns,
+    )
+
+
+def spec_text(topology_path: Path | None) -> str:
+    from .topology_file import default_topology_text
+
+    if topology_path is None:
+        return default_topology_text()
+    return topology_path.read_text(encoding="utf-8")

@@ -1,0 +1,230 @@
+"""The lab's stand-in for QubesDB: one qube's key/value document on the host, with status.
+
+A store is a directory holding `entries.json` (`{"generation": N, "entries": {...}}`) and
+`status.json` (what the qube's agent last applied). Writers hold an fcntl lock on `lock`
+so concurrent read-modify-write cycles never lose an update; files are replaced atomically
+(temp + fsync + rename) so readers never see half a document. Each write of the entries
+raises the generation by one; the agent reports the generation it handled.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+ENTRIES_FILE = "entries.json"
+STATUS_FILE = "status.json"
+LOCK_FILE = "lock"
+POLL_INTERVAL = 0.02  # seconds between stat() calls while waiting; cheap and well under 50 ms
+# A file rewritten within one coarse kernel tick at a recycled inode can keep its stat token,
+# so a wait also re-reads the document this often.
+FULL_READ_INTERVAL = 0.5
+STATUS_APPLIED = "applied"
+
+
+class StoreTimeout(TimeoutError):
+    """A bounded wait on the store ran out."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """What an agent reported: the entries generation it handled and the outcome per key."""
+
+    handled: int
+    per_key: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_key", MappingProxyType(dict(self.per_key)))
+
+    @property
+    def failed_keys(self) -> dict[str, str]:
+        return {k: v for k, v in self.per_key.items() if v != STATUS_APPLIED}
+
+
+NO_STATUS = Status(handled=0)
+
+
+def _write_atomically(path: Path, document: object) -> None:
+    data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    # The rename is only durable once the directory itself is synced.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _stat_token(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class EntryStore:
+    """One qube's entries and status under `path` (created on first write)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._entries_path = self.path / ENTRIES_FILE
+        self._status_path = self.path / STATUS_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    # -- entries (written by the lab and the admin service, read by the agent) --
+
+    def read(self) -> tuple[int, dict[str, str]]:
+        """The current generation and a copy of the entries; (0, {}) before the first write."""
+        try:
+            raw = self._entries_path.read_bytes()
+        except FileNotFoundError:
+            return 0, {}
+        untrusted_document = json.loads(raw)
+        untrusted_entries = untrusted_document.get("entries", {})
+        generation = untrusted_document.get("generation")
+        if not isinstance(generation, int) or not isinstance(untrusted_entries, dict):
+            raise ValueError(f"{self._entries_path}: not an entries document")
+        entries = {str(k): str(v) for k, v in untrusted_entries.items()}
+        return generation, entries
+
+    def generation(self) -> int:
+        return self.read()[0]
+
+    def _update(self, change: Mapping[str, str | None], prefixes: Iterable[str] = ()) -> int:
+        prefixes = tuple(prefixes)
+        with self._locked():
+            generation, entries = self.read()
+            if prefixes:
+                entries = {k: v for k, v in entries.items() if not k.startswith(prefixes)}
+            for key, value in change.items():
+                if value is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = value
+            generation += 1
+            _write_atomically(self._entries_path, {"generation": generation, "entries": entries})
+            return generation
+
+    def replace_prefixes(self, prefixes: Iterable[str], entries: Mapping[str, str]) -> int:
+        """Drop every key under `prefixes`, add `entries`, in one write; returns the generation.
+
+        Every key of `entries` must lie under one of the prefixes, so one owner's write can
+        never clobber another owner's keys.
+        """
+        prefixes = tuple(prefixes)
+        stray = [k for k in entries if not k.startswith(prefixes)]
+        if not prefixes or stray:
+            raise ValueError(f"keys {stray} are outside the replaced prefixes {list(prefixes)}")
+        return self._update(entries, prefixes)
+
+    def set(self, key: str, value: str) -> int:
+        return self._update({key: value})
+
+    def delete(self, key: str) -> int:
+        return self._update({key: None})
+
+    def set_many(self, entries: Mapping[str, str]) -> int:
+        return self._update(entries)
+
+    def change_token(self) -> tuple[int, int, int] | None:
+        """Changes whenever the entries file is replaced; cheap enough to poll."""
+        return _stat_token(self._entries_path)
+
+    def wait_for_change(self, after_generation: int, timeout: float) -> int:
+        """Block until the generation exceeds `after_generation`; StoreTimeout after `timeout`."""
+        deadline = time.monotonic() + timeout
+        token = None
+        next_full_read = 0.0
+        while True:
+            current = self.change_token()
+            if current != token or time.monotonic() >= next_full_read:
+                token = current
+                next_full_read = time.monotonic() + FULL_READ_INTERVAL
+                generation = self.generation()
+                if generation > after_generation:
+                    return generation
+            if time.monotonic() >= deadline:
+                raise StoreTimeout(
+                    f"{self.path}: generation still {after_generation} after {timeout} s"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    # -- status (written by the agent, read by tests and the admin service) --
+
+    def write_status(
+        self, handled_generation: int, per_key: Mapping[str, str], error: str | None
+    ) -> None:
+        document = {
+            "handled": handled_generation,
+            "per_key": dict(per_key),
+            "error": error,
+            "updated": time.time(),
+        }
+        with self._locked():
+            _write_atomically(self._status_path, document)
+
+    def read_status(self) -> Status:
+        try:
+            untrusted_document = json.loads(self._status_path.read_bytes())
+        except FileNotFoundError:
+            return NO_STATUS
+        handled = untrusted_document.get("handled")
+        untrusted_per_key = untrusted_document.get("per_key")
+        error = untrusted_document.get("error")
+        if not isinstance(handled, int) or not isinstance(untrusted_per_key, dict):
+            raise ValueError(f"{self._status_path}: not a status document")
+        return Status(
+            handled=handled,
+            per_key={str(k): str(v) for k, v in untrusted_per_key.items()},
+            error=None if error is None else str(error),
+            updated=float(untrusted_document.get("updated", 0.0)),
+        )
+
+    def wait_for_handled(self, generation: int, timeout: float) -> Status:
+        """Block until the agent handled `generation` or later; StoreTimeout after `timeout`."""
+        deadline = time.monotonic() + timeout
+        token = None
+        next_full_read = 0.0
+        status = NO_STATUS
+        while True:
+            current = _stat_token(self._status_path)
+            if current != token or time.monotonic() >= next_full_read:
+                token = current
+                next_full_read = time.monotonic() + FULL_READ_INTERVAL
+                status = self.read_status()
+                if status.handled >= generation:
+                    return status
+            if time.monotonic() >= deadline:
+                raise StoreTimeout(
+                    f"{self.path}: agent handled {status.handled}, not {generation}, "
+                    f"within {timeout} s"
+                )
+            time.sleep(POLL_INTERVAL)

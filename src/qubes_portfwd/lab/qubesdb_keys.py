@@ -1,0 +1,65 @@
+"""The QubesDB keys dom0 gives a qube at start, as the lab writes them into its entry store."""
+
+from qubes_portfwd.model.topology import DNS_SERVERS4, Qube, Topology
+
+from .layout import has_ipv6_link
+
+NETMASK32 = "255.255.255.255"
+
+
+def _vm_type(qube: Qube) -> str:
+    if not qube.provides_network:
+        return "AppVM"
+    return "NetVM" if qube.netvm is None else "ProxyVM"
+
+
+def static_keys(topology: Topology, qube: Qube) -> dict[str, str]:
+    """Identity, addresses, gateway, DNS; in network qubes the firewall service and uplink."""
+    keys = {
+        "/name": qube.name,
+        "/qubes-vm-type": _vm_type(qube),
+        "/qubes-primary-dns": str(DNS_SERVERS4[0]),
+        "/qubes-secondary-dns": str(DNS_SERVERS4[1]),
+    }
+    if qube.netvm is not None:
+        netvm = topology[qube.netvm]
+        keys |= {
+            "/qubes-ip": str(qube.address4),
+            "/qubes-netmask": NETMASK32,
+            "/qubes-gateway": str(netvm.address4),
+            "/qubes-mac": f"00:16:3e:5e:6c:{qube.qid & 0xFF:02x}",
+        }
+        if has_ipv6_link(qube, netvm):
+            keys |= {"/qubes-ip6": str(qube.address6), "/qubes-gateway6": str(netvm.address6)}
+    if qube.provides_network:
+        keys |= {
+            "/qubes-netvm-gateway": str(qube.address4),
+            "/qubes-netvm-netmask": NETMASK32,
+            "/qubes-netvm-primary-dns": str(DNS_SERVERS4[0]),
+            "/qubes-netvm-secondary-dns": str(DNS_SERVERS4[1]),
+            "/qubes-service/qubes-firewall": "1",
+            "/qubes-portfwd-uplink": qube.uplink,
+        }
+        if qube.ipv6_enabled:
+            keys["/qubes-netvm-gateway6"] = str(qube.address6)
+    return keys
+
+
+def default_firewall_keys(topology: Topology, netvm: Qube) -> dict[str, str]:
+    """Qubes' default firewall (accept everything) for each qube behind `netvm`.
+
+    dom0 writes this at start for a qube without firewall rules; the admin service replaces
+    it under `/qubes-firewall/` when rules change.
+    """
+    keys: dict[str, str] = {}
+    for downstream in topology.downstream(netvm.name):
+        addresses = [downstream.address4]
+        if has_ipv6_link(downstream, netvm) and downstream.address6 is not None:
+            addresses.append(downstream.address6)
+        for address in addresses:
+            keys |= {
+                f"/qubes-firewall/{address}": "",
+                f"/qubes-firewall/{address}/policy": "drop",
+                f"/qubes-firewall/{address}/0000": "action=accept",
+            }
+    return keys

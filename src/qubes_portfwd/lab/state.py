@@ -1,0 +1,79 @@
+"""What a lab made, on disk: `down` removes exactly this, even after `up` crashed halfway.
+
+Intent is recorded before the action (namespaces are listed before they are created),
+processes right after they start, so the record is never behind reality.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .processes import TrackedProcess
+
+RUN_ROOT = Path("/run/qubes-lab")
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class LabState:
+    lab: str
+    topology_text: str = ""
+    namespaces: tuple[str, ...] = ()
+    processes: tuple[TrackedProcess, ...] = ()
+    complete: bool = False
+    seconds_to_up: float | None = field(default=None, compare=False)
+
+    def with_process(self, process: TrackedProcess) -> "LabState":
+        return replace(self, processes=(*self.processes, process))
+
+    def without_process(self, process: TrackedProcess) -> "LabState":
+        return replace(self, processes=tuple(p for p in self.processes if p != process))
+
+    def process(self, role: str) -> TrackedProcess | None:
+        return next((p for p in self.processes if p.role == role), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lab": self.lab,
+            "topology_text": self.topology_text,
+            "namespaces": list(self.namespaces),
+            "processes": [p.to_json() for p in self.processes],
+            "complete": self.complete,
+            "seconds_to_up": self.seconds_to_up,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> "LabState":
+        return cls(
+            lab=str(document["lab"]),
+            topology_text=str(document.get("topology_text", "")),
+            namespaces=tuple(str(n) for n in document.get("namespaces", [])),
+            processes=tuple(TrackedProcess.from_json(p) for p in document.get("processes", [])),
+            complete=bool(document.get("complete", False)),
+            seconds_to_up=document.get("seconds_to_up"),
+        )
+
+
+def load(state_dir: Path) -> LabState | None:
+    try:
+        return LabState.from_json(json.loads((state_dir / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def save(state_dir: Path, state: LabState) -> None:
+    """Atomic replace, so a crash never leaves half a record."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temp_name = tempfile.mkstemp(dir=state_dir, prefix=f".{STATE_FILE}.")
+    try:
+        with os.fdopen(fd, "w") as temp:
+            json.dump(state.to_json(), temp, indent=1)
+        os.replace(temp_name, state_dir / STATE_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise

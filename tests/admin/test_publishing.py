@@ -1,0 +1,120 @@
+"""Publishing order and live status, with a stand-in for the agents on the entry stores."""
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qubes_portfwd.client import ForwardState, HopState
+
+from .service_helpers import RunningService, StandInAgent, make_service
+
+WEB = (
+    "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "
+    "srchost=192.0.2.0/24"
+)
+QUBES = ("sys-net", "sys-firewall", "work", "personal", "other-net")
+
+
+@pytest.fixture
+def patient_service(tmp_path: Path) -> Iterator[RunningService]:
+    running = make_service(tmp_path, agent_timeout=3.0)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def qubes_in_order_seen(agent: StandInAgent) -> list[str]:
+    return [qube for qube, key in agent.first_seen if key.startswith("/qubes-portfwd/")]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_inner_hops_first_outer_first_on_removal(patient_service: RunningService) -> None:
+    stores = {q: patient_service.store(q) for q in QUBES}
+    with StandInAgent(stores, lambda qube, key: "applied") as agent:
+        client = patient_service.client()
+        client.firewall_set("work", [WEB])
+        assert qubes_in_order_seen(agent) == ["work", "sys-firewall", "sys-net"]
+        [forward] = client.forwards()
+        assert forward.state == ForwardState.ACTIVE
+        assert [h.state for h in forward.hops] == [HopState.APPLIED] * 3
+
+        client.firewall_set("work", ["action=accept"])
+        removed = [q for q, key in agent.removed if key.startswith("/qubes-portfwd/")]
+        assert removed == ["sys-net", "sys-firewall", "work"]
+        assert client.forwards() == []
+
+
+def test_failed_hop_shows_failed_and_opens_nothing_outside(
+    patient_service: RunningService,
+) -> None:
+    stores = {q: patient_service.store(q) for q in QUBES}
+
+    def verdict(qube: str, key: str) -> str:
+        if qube == "sys-firewall" and key.startswith("/qubes-portfwd/"):
+            return "nft: Error: Could not process rule: No such file or directory"
+        return "applied"
+
+    with StandInAgent(stores, verdict):
+        client = patient_service.client()
+        client.firewall_set("work", [WEB])
+        [forward] = client.forwards()
+        assert forward.state == ForwardState.FAILED
+        assert forward.reason and "sys-firewall" in forward.reason and "nft" in forward.reason
+        states = {h.qube: h.state for h in forward.hops}
+        assert states == {
+            "sys-net": HopState.PENDING,
+            "sys-firewall": HopState.FAILED,
+            "work": HopState.APPLIED,
+        }
+        assert "No such file" in (forward.hops[1].error or "")
+        _, edge_entries = stores["sys-net"].read()
+        assert not any(k.startswith("/qubes-portfwd/") for k in edge_entries)
+
+
+def test_silent_agents_leave_hops_pending_then_reconcile_opens_them(
+    tmp_path: Path,
+) -> None:
+    running = make_service(tmp_path, agent_timeout=0.05)
+    running.start()
+    try:
+        client = running.client()
+        client.firewall_set("work", [WEB])
+        assert {h.state for h in client.forwards()[0].hops} == {HopState.PENDING}
+        stores = {q: running.store(q) for q in QUBES}
+        # Agents come up later: the periodic reconcile finishes the job without a change.
+        with StandInAgent(stores, lambda qube, key: "applied"):
+            wait_until(
+                lambda: [h.state for h in client.forwards()[0].hops] == [HopState.APPLIED] * 3
+            )
+    finally:
+        running.stop()
+
+
+def test_service_process_restart_keeps_forwards(tmp_path: Path) -> None:
+    running = make_service(tmp_path, agent_timeout=0.05)
+    running.start_process()
+    try:
+        client = running.client()
+        client.firewall_set("work", [WEB])
+        before = client.forwards()
+        pid = running.process.pid if running.process else 0
+        running.stop()
+        assert not running.socket_path.exists()
+        with pytest.raises(ConnectionError):
+            client.forwards()
+        running.start_process()
+        assert running.process is not None and running.process.pid != pid
+        assert client.forwards() == before
+        assert client.firewall_get("work")[0].startswith(WEB)
+    finally:
+        running.stop()

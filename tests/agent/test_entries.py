@@ -1,0 +1,195 @@
+"""Reading a qube's entries: broken ones open nothing and are reported by key."""
+
+import ipaddress
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qubes_portfwd.agent.entries import parse_entries, parse_settings
+from qubes_portfwd.agent.resolve import Resolved, unresolved_sources
+from qubes_portfwd.agent.status import entry_status, overall_error
+from qubes_portfwd.model.entries import AcceptHop, DnatHop
+
+DNAT_KEY = "/qubes-portfwd/0123456789ab/4"
+DNAT = (
+    "role=dnat family=4 proto=tcp in=eth0 ports=80-80 to=10.137.0.6 toports=8080-8080 "
+    "srchost=0.0.0.0/0"
+)
+ACCEPT_KEY = "/qubes-portfwd/0123456789ab/6"
+ACCEPT = "role=accept family=6 proto=tcp,udp ports=8080-8080 srchost=2001:db8::/32"
+WORK = "10.137.0.6"
+
+
+def test_valid_hops_are_parsed() -> None:
+    parsed = parse_entries({DNAT_KEY: DNAT, ACCEPT_KEY: ACCEPT, "/name": "sys-net"})
+    assert [type(h) for h in parsed.hops] == [DnatHop, AcceptHop]
+    assert parsed.errors == {}
+
+
+def test_a_broken_forward_is_left_out_and_reported() -> None:
+    broken_key = "/qubes-portfwd/ba0000000000/4"
+    parsed = parse_entries({DNAT_KEY: DNAT, broken_key: DNAT.replace("ports=80-80", "ports=0")})
+    assert [h.forward_id for h in parsed.hops] == ["0123456789ab"]
+    assert parsed.errors[broken_key].startswith("ports:")
+
+
+def test_a_forward_key_that_is_not_an_id_is_reported() -> None:
+    key = "/qubes-portfwd/../../4"
+    parsed = parse_entries({key: DNAT})
+    assert parsed.hops == ()
+    assert parsed.errors[key].startswith("key:")
+
+
+def test_firewall_entries_are_grouped_by_source() -> None:
+    parsed = parse_entries(
+        {
+            f"/qubes-firewall/{WORK}/policy": "drop",
+            f"/qubes-firewall/{WORK}/0000": "action=accept dsthost=server.lab.test proto=tcp",
+            f"/qubes-firewall/{WORK}/0001": "action=accept specialtarget=dns",
+            "/qubes-firewall/10.137.0.7": "",
+            "/qubes-firewall/10.137.0.7/policy": "accept",
+        }
+    )
+    assert [str(f.address) for f in parsed.firewalls] == [WORK, "10.137.0.7"]
+    assert parsed.broken_sources == ()
+    assert parsed.dsthost_names == {"server.lab.test": {4}}
+
+
+def test_a_broken_firewall_entry_blocks_its_source_and_reports_every_key() -> None:
+    keys = {
+        f"/qubes-firewall/{WORK}/policy": "accept",
+        f"/qubes-firewall/{WORK}/0000": "action=accept proto=tcp dstports=99999",
+    }
+    parsed = parse_entries(keys)
+    assert parsed.firewalls == ()
+    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
+    assert set(parsed.errors) == set(keys)
+
+
+def test_firewall_rules_out_of_sequence_are_broken() -> None:
+    parsed = parse_entries(
+        {
+            f"/qubes-firewall/{WORK}/policy": "accept",
+            f"/qubes-firewall/{WORK}/0001": "action=accept",
+        }
+    )
+    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
+
+
+def test_a_firewall_without_policy_is_broken() -> None:
+    parsed = parse_entries({f"/qubes-firewall/{WORK}/0000": "action=accept"})
+    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
+    assert "policy" in parsed.errors[f"/qubes-firewall/{WORK}/0000"]
+
+
+def test_a_name_that_does_not_resolve_blocks_that_source_only() -> None:
+    parsed = parse_entries(
+        {
+            f"/qubes-firewall/{WORK}/policy": "drop",
+            f"/qubes-firewall/{WORK}/0000": "action=accept dsthost=nowhere.lab.test",
+            "/qubes-firewall/10.137.0.7/policy": "accept",
+        }
+    )
+    resolved = Resolved({}, {("nowhere.lab.test", 4): "failed to resolve nowhere.lab.test"})
+    reasons = unresolved_sources(parsed.dsthosts_by_source, resolved)
+    blocked = parsed.with_broken_firewalls(reasons)
+    assert blocked.broken_sources == (ipaddress.ip_address(WORK),)
+    assert [str(f.address) for f in blocked.firewalls] == ["10.137.0.7"]
+    assert "nowhere.lab.test" in blocked.errors[f"/qubes-firewall/{WORK}/0000"]
+
+
+def test_status_reports_applied_errors_and_apply_failures() -> None:
+    broken_key = "/qubes-portfwd/ba0000000000/4"
+    entries = {DNAT_KEY: DNAT, broken_key: "role=nonsense", "/name": "sys-net"}
+    parsed = parse_entries(entries)
+    assert entry_status(entries, parsed, None) == {
+        DNAT_KEY: "applied",
+        broken_key: parsed.errors[broken_key],
+    }
+    failed = entry_status(entries, parsed, "not applied: nft -f failed: boom")
+    assert failed[DNAT_KEY] == "not applied: nft -f failed: boom"
+    assert failed[broken_key] == parsed.errors[broken_key]
+    assert overall_error(None, []) is None
+    assert overall_error("x", ["y"]) == "x; y"
+
+
+def test_settings() -> None:
+    settings = parse_settings(
+        {
+            "/name": "sys-firewall",
+            "/qubes-service/qubes-firewall": "1",
+            "/qubes-primary-dns": "10.139.1.1",
+            "/qubes-secondary-dns": "not-an-ip",
+        }
+    )
+    assert settings.name == "sys-firewall"
+    assert settings.firewall_service
+    assert [str(s) for s in settings.dns_servers] == ["10.139.1.1"]
+    assert settings.problems and "/qubes-secondary-dns" in settings.problems[0]
+    assert parse_settings({"/name": "bad name!"}).name is None
+
+
+_KEY_PARTS = st.sampled_from(
+    [
+        "/qubes-portfwd/",
+        "/qubes-firewall/",
+        "0123456789ab",
+        "10.137.0.6",
+        "/",
+        "4",
+        "6",
+        "policy",
+        "0000",
+        "x",
+    ]
+)
+_VALUE_PARTS = st.sampled_from(
+    [
+        "role=dnat",
+        "role=accept",
+        " ",
+        "family=4",
+        "proto=tcp",
+        "ports=80",
+        "toports=1-2",
+        "to=10.137.0.6",
+        "srchost=0.0.0.0/0",
+        "in=eth0",
+        "action=accept",
+        "drop",
+        "=",
+        "comment=",
+    ]
+)
+
+
+@given(
+    st.dictionaries(
+        st.lists(_KEY_PARTS, min_size=1, max_size=6).map("".join),
+        st.lists(_VALUE_PARTS, max_size=10).map("".join),
+        max_size=8,
+    )
+)
+def test_any_input_is_either_used_or_reported(untrusted_entries: dict[str, str]) -> None:
+    parsed = parse_entries(untrusted_entries)
+    status = entry_status(untrusted_entries, parsed, None)
+    used = {f"/qubes-portfwd/{h.forward_id}/{h.family}" for h in parsed.hops}
+    firewall_keys = set(
+        itertools.chain.from_iterable(parsed.firewall_keys[f.address] for f in parsed.firewalls)
+    )
+    for key, outcome in status.items():
+        assert (outcome == "applied") == (key in used or key in firewall_keys)
+
+
+def test_a_source_address_written_in_a_non_canonical_form_is_blocked() -> None:
+    untrusted_address = "fd09:24ef:4179:0:0:0:a89:6"
+    parsed = parse_entries(
+        {
+            f"/qubes-firewall/{untrusted_address}/policy": "accept",
+            "/qubes-firewall/fe80::1%eth0/policy": "accept",
+        }
+    )
+    assert parsed.firewalls == ()
+    assert [str(a) for a in parsed.broken_sources] == ["fd09:24ef:4179::a89:6", "fe80::1"]
+    assert parsed.errors[f"/qubes-firewall/{untrusted_address}/policy"].startswith("key:")

@@ -1,0 +1,200 @@
+"""The lab issue's scenarios set up only with qvm-portfwd / qvm-firewall, checked with real
+clients (curl) between the lab's namespaces."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qubes_portfwd.lab.builder import Lab
+
+pytestmark = pytest.mark.lab
+
+CLI_TIMEOUT = 60.0
+LISTEN_TIMEOUT = 5.0
+REACH_TIMEOUT = 15.0  # a forward just added may take a moment to reach every hop
+CURL_MAX_TIME = "2"
+SERVER_PORT = 8080
+
+
+@dataclass(frozen=True)
+class LabWithService:
+    lab: Lab
+    socket_path: Path
+
+    def cli(self, tool: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run a CLI as a user does: its own process, talking to the lab's admin service."""
+        env = {**os.environ, "QUBESD_SOCKET": str(self.socket_path)}
+        return subprocess.run(
+            [sys.executable, "-m", f"qubes_portfwd.cli.{tool}", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+
+    def ok(self, tool: str, *argv: str) -> str:
+        done = self.cli(tool, *argv)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def fetch(
+        self, host: str, url: str, source: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = ["curl", "-sS", "--max-time", CURL_MAX_TIME, url]
+        if source is not None:
+            argv[1:1] = ["--interface", source]
+        return self.lab.run(host, argv, capture_output=True, text=True, timeout=10)
+
+    def wait_fetch(self, host: str, url: str, source: str | None = None) -> str:
+        """The page once it is reachable; fails with curl's last error after a deadline."""
+        deadline = time.monotonic() + REACH_TIMEOUT
+        while True:
+            done = self.fetch(host, url, source)
+            if done.returncode == 0:
+                return done.stdout
+            assert time.monotonic() < deadline, f"{url} from {host}: {done.stderr.strip()}"
+
+    def refused(self, host: str, url: str, source: str | None = None) -> bool:
+        done = self.fetch(host, url, source)
+        return done.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def lab_service() -> Iterator[LabWithService]:
+    lab = Lab(f"g{os.getpid() % 100000}")
+    try:
+        lab.up()
+        yield LabWithService(lab, lab.admin_socket)
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def env(lab_service: LabWithService) -> Iterator[LabWithService]:
+    """Each test starts from Qubes' default rules and leaves them so."""
+    try:
+        yield lab_service
+    finally:
+        for qube in ("work", "personal"):
+            lab_service.cli("qvm_firewall", qube, "reset")
+
+
+def _listening(lab: Lab, host: str, port: int) -> bool:
+    out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
+    return f":{port}" in out.stdout
+
+
+@contextmanager
+def web_server(lab: Lab, host: str, page_dir: Path, port: int = SERVER_PORT) -> Iterator[str]:
+    """python3 -m http.server in `host`, serving a page that names the host; yields the text."""
+    text = f"hello from {host} {os.getpid()}"
+    (page_dir / "index.html").write_text(text + "\n")
+    server = lab.popen(
+        host,
+        [sys.executable, "-m", "http.server", str(port), "--directory", str(page_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while not _listening(lab, host, port):
+            assert server.poll() is None, f"http.server in {host} exited"
+            assert time.monotonic() < deadline, f"http.server in {host} not listening"
+            time.sleep(0.02)
+        yield text
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=3)
+
+
+def test_external_forward_from_the_lan_then_removed(env: LabWithService, tmp_path: Path) -> None:
+    a = env.lab.addresses
+    client = str(a.lan_clients4[0])
+    url = f"http://{a.edge_lan4}:80/"
+    with web_server(env.lab, "work", tmp_path) as page:
+        assert env.refused("lan", url, client)  # Qubes' default isolation, before the forward
+        forward = env.ok(
+            "qvm_portfwd", "add", "work", "tcp", "80:8080", "--external", "--from", "192.0.2.0/24"
+        ).strip()
+        assert page in env.wait_fetch("lan", url, client)
+
+        listing = env.ok("qvm_portfwd", "list")
+        assert forward in listing
+        assert "LAN → sys-net[applied] → sys-firewall[applied] → work:8080[applied]" in listing
+        (shown,) = json.loads(env.ok("qvm_portfwd", "list", "--json"))
+        assert (shown["state"], [h["state"] for h in shown["hops"]]) == (
+            "active",
+            ["applied", "applied", "applied"],
+        )
+        assert forward in env.ok("qvm_portfwd", "list", "sys-net")
+
+        env.ok("qvm_portfwd", "del", forward)
+        assert env.ok("qvm_portfwd", "list", "--json").strip() == "[]"
+        assert env.refused("lan", url, client)
+
+
+def test_srchost_lets_one_lan_client_in_and_refuses_another(
+    env: LabWithService, tmp_path: Path
+) -> None:
+    a = env.lab.addresses
+    allowed, other = (str(c) for c in a.lan_clients4[:2])
+    url = f"http://{a.edge_lan4}:8000/"
+    with web_server(env.lab, "work", tmp_path) as page:
+        env.ok(
+            "qvm_portfwd",
+            "add",
+            "work",
+            "tcp",
+            "8000:8080",
+            "--external",
+            "--from",
+            f"{allowed}/32",
+        )
+        assert page in env.wait_fetch("lan", url, allowed)
+        assert env.refused("lan", url, other)
+
+
+def test_internal_forward_for_a_named_qube(env: LabWithService, tmp_path: Path) -> None:
+    netvm_address = env.lab.topology["sys-firewall"].address4
+    url = f"http://{netvm_address}:2222/"
+    with web_server(env.lab, "work", tmp_path) as page:
+        assert env.refused("personal", url)
+        forward = env.ok(
+            "qvm_portfwd", "add", "work", "tcp", "2222:8080", "--internal", "--from", "personal"
+        ).strip()
+        assert page in env.wait_fetch("personal", url)
+        assert "personal → sys-firewall[applied] → work:8080[applied]" in env.ok(
+            "qvm_portfwd", "list", "work"
+        )
+        # Internal means internal: the LAN does not get it.
+        a = env.lab.addresses
+        assert env.refused("lan", f"http://{a.edge_lan4}:2222/", str(a.lan_clients4[0]))
+        env.ok("qvm_portfwd", "del", forward)
+        assert env.refused("personal", url)
+
+
+def test_outbound_firewall_rule_set_with_qvm_firewall(env: LabWithService, tmp_path: Path) -> None:
+    server = env.lab.addresses.server4
+    url = f"http://{server}:{SERVER_PORT}/"
+    with web_server(env.lab, "server", tmp_path) as page:
+        assert page in env.wait_fetch("work", url)
+        env.ok("qvm_firewall", "work", "add", "--before", "0", "drop", str(server), "tcp", "8080")
+        assert "drop" in env.ok("qvm_firewall", "work", "list")
+        deadline = time.monotonic() + REACH_TIMEOUT
+        while not env.refused("work", url):
+            assert time.monotonic() < deadline, "the drop rule never took effect"
+        assert page in env.wait_fetch("personal", url)  # only work's firewall changed
+        env.ok("qvm_firewall", "work", "del", "--rule-no", "0")
+        assert page in env.wait_fetch("work", url)
