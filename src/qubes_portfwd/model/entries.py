@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ValidationError
-from .hosts import Network, parse_cidr
+from .hosts import Network, parse_cidr, parse_ip
 from .ports import PortRange, parse_port_range
 from .rule import FilterRule
 from .rule_text import format_qdb_rule, parse_rule, split_options
@@ -135,10 +135,9 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     inbound = options.get("in", "")
     if not _IFACE_RE.match(inbound):
         raise ValidationError("in", "expected an interface name or downstream")
-    try:
-        to = ipaddress.ip_address(options.get("to", ""))
-    except ValueError:
-        raise ValidationError("to", "expected the next hop's address") from None
+    to = parse_ip(options.get("to", ""))
+    if to is None:
+        raise ValidationError("to", "expected the next hop's address")
     if to.version != family:
         raise ValidationError("to", f"expected an IPv{family} address")
     toports = parse_port_range("toports", options.get("toports", ""))
@@ -149,10 +148,9 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
 
 def parse_firewall(untrusted_address: str, untrusted_values: Mapping[str, str]) -> FirewallEntry:
     """The entries under `/qubes-firewall/<ip>/` (relative names: `policy`, `0000`, …)."""
-    try:
-        address = ipaddress.ip_address(untrusted_address)
-    except ValueError:
-        raise ValidationError("key", f"{untrusted_address!r} is not an address") from None
+    address = parse_ip(untrusted_address)
+    if address is None:
+        raise ValidationError("key", f"{untrusted_address!r} is not an address")
     policy = untrusted_values.get("policy")
     if policy not in ("accept", "drop"):
         raise ValidationError("policy", "expected accept or drop")

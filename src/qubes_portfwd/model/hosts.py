@@ -37,7 +37,10 @@ class DstHost:
         return None if self.interface is None else self.interface.network
 
 
-def _parse_ip(untrusted_host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip(untrusted_host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address with no scope id (`fe80::1%eth0` names a link, not a host), or None."""
+    if "%" in untrusted_host:
+        return None
     try:
         return ipaddress.ip_address(untrusted_host)
     except ValueError:
@@ -63,7 +66,7 @@ def parse_dsthost(field_name: str, untrusted_value: str) -> DstHost:
     if untrusted_value.count("/") > 1:
         raise ValidationError(field_name, f"{untrusted_value!r} has more than one '/'")
     host, slash, untrusted_prefix = untrusted_value.partition("/")
-    address = _parse_ip(host)
+    address = parse_ip(host)
     if address is None:
         if slash:
             raise ValidationError(field_name, f"{host!r} is not an IPv4 or IPv6 address")
@@ -85,7 +88,7 @@ def parse_dsthost(field_name: str, untrusted_value: str) -> DstHost:
 def parse_cidr(field_name: str, untrusted_value: str) -> Network:
     """A strict network for forward sources: host bits must be zero; a bare IP is /32 or /128."""
     host, slash, untrusted_prefix = untrusted_value.partition("/")
-    address = _parse_ip(host)
+    address = parse_ip(host)
     if address is None:
         raise ValidationError(field_name, f"{untrusted_value!r} is not an address or network A/N")
     prefix = (
