@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +99,17 @@ def web_server(lab: Lab, host: str, page_dir: Path, port: int = SERVER_PORT) -> 
     (page_dir / "index.html").write_text(text + "\n")
     server = lab.popen(
         host,
-        [sys.executable, "-m", "http.server", str(port), "--directory", str(page_dir)],
+        # `--bind ::` is dual-stack (http.server clears IPV6_V6ONLY); the default is IPv4 only.
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "::",
+            "--directory",
+            str(page_dir),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -198,3 +208,125 @@ def test_outbound_firewall_rule_set_with_qvm_firewall(env: LabWithService, tmp_p
         assert page in env.wait_fetch("personal", url)  # only work's firewall changed
         env.ok("qvm_firewall", "work", "del", "--rule-no", "0")
         assert page in env.wait_fetch("work", url)
+
+
+UDP_ECHO = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
+    "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+    "s.bind(('::',int(sys.argv[1])))\n"
+    "while True:\n"
+    "    data,peer=s.recvfrom(2048)\n"
+    "    s.sendto(b'echo '+data,peer)\n"
+)
+UDP_ASK = (
+    "import socket,sys\n"
+    "family=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n"
+    "s=socket.socket(family,socket.SOCK_DGRAM)\n"
+    "s.settimeout(1.0)\n"
+    "s.sendto(b'ping',(sys.argv[1],int(sys.argv[2])))\n"
+    "print(s.recv(2048).decode())\n"
+)
+
+
+@contextmanager
+def udp_echo(lab: Lab, host: str, port: int) -> Iterator[None]:
+    server = lab.popen(
+        host, [sys.executable, "-c", UDP_ECHO, str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while (
+            f":{port}"
+            not in lab.run(
+                host, ["ss", "-Hlun", f"sport = :{port}"], capture_output=True, text=True
+            ).stdout
+        ):
+            assert server.poll() is None, f"UDP echo in {host} exited"
+            assert time.monotonic() < deadline, f"UDP echo in {host} not bound"
+            time.sleep(0.02)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
+def udp_answers(lab: Lab, host: str, address: object, port: int) -> bool:
+    done = lab.run(
+        host, [sys.executable, "-c", UDP_ASK, str(address), str(port)],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return done.returncode == 0 and done.stdout.strip() == "echo ping"
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + REACH_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, what
+
+
+def test_udp_forward_from_the_lan(env: LabWithService) -> None:
+    a = env.lab.addresses
+    with udp_echo(env.lab, "work", 5300):
+        assert not udp_answers(env.lab, "lan", a.edge_lan4, 53)
+        env.ok("qvm_portfwd", "add", "work", "udp", "53:5300", "--external", "--from", "any")
+        wait_until(lambda: udp_answers(env.lab, "lan", a.edge_lan4, 53), "UDP forward")
+        # proto=udp only: TCP on the same port stays closed
+        assert env.refused("lan", f"http://{a.edge_lan4}:53/")
+
+
+def test_port_range_with_remapping(env: LabWithService, tmp_path: Path) -> None:
+    a = env.lab.addresses
+    with web_server(env.lab, "work", tmp_path, 9001) as page:
+        forward = env.ok(
+            "qvm_portfwd", "add", "work", "tcp", "7000-7002:9000-9002", "--external", "--from",
+            "192.0.2.0/24",
+        ).strip()  # fmt: skip
+        # 7001 maps to 9001 where the server is; 7000 maps to 9000 where nothing listens.
+        assert page in env.wait_fetch("lan", f"http://{a.edge_lan4}:7001/")
+        assert env.refused("lan", f"http://{a.edge_lan4}:7000/")
+        listing = env.ok("qvm_portfwd", "list")
+        assert forward in listing
+        assert "7000-7002→9000-9002" in listing
+
+
+def test_ipv6_forward_from_the_lan(env: LabWithService, tmp_path: Path) -> None:
+    a = env.lab.addresses
+    url = f"http://[{a.edge_lan6}]:80/"
+    client = str(a.lan_clients6[0])
+    with web_server(env.lab, "work", tmp_path) as page:
+        assert env.refused("lan", url, client)
+        env.ok(
+            "qvm_portfwd", "add", "work", "tcp", "80:8080", "--external", "--from",
+            "2001:db8:0:1::/64",
+        )  # fmt: skip
+        assert page in env.wait_fetch("lan", url, client)
+        # An IPv6 forward opens nothing on IPv4.
+        assert env.refused("lan", f"http://{a.edge_lan4}:80/", str(a.lan_clients4[0]))
+
+
+def test_forward_behind_the_vpn_is_reached_from_the_provider_not_the_lan(
+    env: LabWithService, tmp_path: Path
+) -> None:
+    a = env.lab.addresses
+    tunnel = a.tunnel_address("sys-vpn")
+    try:
+        with web_server(env.lab, "vpn-work", tmp_path) as page:
+            env.ok(
+                "qvm_portfwd", "add", "vpn-work", "tcp", "80:8080", "--external", "--from", "any"
+            )
+            assert page in env.wait_fetch("provider", f"http://{tunnel}:80/")
+            assert "VPN → sys-vpn[applied] → vpn-work:8080[applied]" in env.ok(
+                "qvm_portfwd", "list", "vpn-work"
+            )
+            # Nothing was opened upstream of the tunnel qube: the LAN gets nowhere.
+            assert env.refused("lan", f"http://{a.edge_lan4}:80/", str(a.lan_clients4[0]))
+            for qube in ("sys-net", "sys-firewall"):
+                nat = env.lab.run(
+                    qube, ["nft", "list", "table", "ip", "qubes-portfwd"],
+                    capture_output=True, text=True,
+                ).stdout  # fmt: skip
+                assert "fwd-" not in nat, f"{qube} has a rule for a forward behind the VPN"
+    finally:
+        env.cli("qvm_firewall", "vpn-work", "reset")
