@@ -2,7 +2,7 @@
 VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo test test-fast lint bench
 
 install:
 	bash scripts/install.sh
@@ -11,8 +11,8 @@ demo: install
 	bash scripts/demo.sh
 
 lint: install
-	$(VENV)/ruff check src tests
-	$(VENV)/ruff format --check src tests
+	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff format --check src tests bench
 
 # The whole suite: unit tests and lab tests (lab tests need root; under CI=true a skip fails).
 test: install lint
@@ -21,3 +21,8 @@ test: install lint
 # Unit tests only: no root, seconds.
 test-fast:
 	$(VENV)/python -m pytest -q -m "not lab"
+
+# The benchmark suite (not part of the tests): table on stdout, JSON and plots in bench/results/.
+bench:
+	EXTRAS=test,bench bash scripts/install.sh
+	$(VENV)/python -m bench.run

@@ -20,4 +20,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# Extras: test by default; `make bench` asks for test,bench.
+.venv/bin/python -m pip install -q -e ".[${EXTRAS:-test}]"

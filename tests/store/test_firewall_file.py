@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.rule import Action, FilterRule
+from qubes_portfwd.model.rule import Action, FilterRule, Rule
 from qubes_portfwd.model.rule_text import parse_rule, parse_rules
+from qubes_portfwd.store import firewall_xml
 from qubes_portfwd.store.firewall_xml import (
     MAX_FIREWALL_XML_BYTES,
     load_firewall,
@@ -123,3 +124,32 @@ def test_unreadable_path_is_an_error_not_the_default(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
         load_firewall(tmp_path / "firewall.xml")
     assert os.path.isdir(tmp_path / "firewall.xml")
+
+
+def _forwards(count: int) -> list[Rule]:
+    return [
+        parse_rule(
+            "action=forward forwardtype=external proto=tcp "
+            f"srcports={1000 + n} dstports={1000 + n} srchost=192.0.2.0/24"
+        )
+        for n in range(count)
+    ]
+
+
+def test_ten_thousand_forwards_save_and_load_back(tmp_path: Path) -> None:
+    path = tmp_path / "firewall.xml"
+    rules = _forwards(10_000)
+    save_firewall(path, rules, now=0, boot_id="b")
+    assert load_firewall(path) == rules
+
+
+def test_save_refuses_what_load_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "firewall.xml"
+    save_firewall(path, _forwards(1), now=0, boot_id="b")
+    before = path.read_bytes()
+    monkeypatch.setattr(firewall_xml, "MAX_FIREWALL_XML_BYTES", len(before) + 10)
+    with pytest.raises(ValidationError, match=r"over the \d+ bytes a firewall\.xml may have"):
+        save_firewall(path, _forwards(5), now=0, boot_id="b")
+    assert path.read_bytes() == before

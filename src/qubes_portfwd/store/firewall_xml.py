@@ -18,7 +18,8 @@ from .atomic_file import FileTooLarge, read_limited, write_atomically
 from .firewall_v1 import V1_ROOT, rules_from_v1
 from .rule_properties import located, rule_from_properties, rule_properties
 
-MAX_FIREWALL_XML_BYTES = 1 << 20
+# Bounds memory for untrusted input; ~300 bytes a forward, so room for ~50,000 rules.
+MAX_FIREWALL_XML_BYTES = 16 << 20
 FILE_FIELD = "firewall.xml"
 V2_FORM = (
     '<firewall version="2"><rules><rule><properties><property name="NAME">VALUE</property>'
@@ -153,5 +154,15 @@ def load_firewall(path: str | os.PathLike[str]) -> list[Rule]:
 def save_firewall(
     path: str | os.PathLike[str], rules: list[Rule] | tuple[Rule, ...], now: float, boot_id: str
 ) -> None:
-    """Write the rules as v2, atomically; on any error the old file is left untouched."""
-    write_atomically(Path(path), firewall_xml_bytes(rules, now, boot_id))
+    """Write the rules as v2, atomically; on any error the old file is left untouched.
+
+    A document the loader would refuse is refused here, before anything is written.
+    """
+    data = firewall_xml_bytes(rules, now, boot_id)
+    if len(data) > MAX_FIREWALL_XML_BYTES:
+        raise ValidationError(
+            FILE_FIELD,
+            f"{len(rules)} rules make {len(data)} bytes, over the {MAX_FIREWALL_XML_BYTES} "
+            "bytes a firewall.xml may have",
+        )
+    write_atomically(Path(path), data)

@@ -1,0 +1,197 @@
+"""Measurements 4 and 5: 10,000 forwards across the host, the restarts, the service at rest.
+
+Convergence is read from the qubes' entry stores (what the agents report), not asked of the
+admin service, so watching does not load the process being measured.
+"""
+
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from qubes_portfwd.client import ForwardState, HopState
+from qubes_portfwd.lab.entry_store import STATUS_APPLIED, STATUS_FILE, EntryStore
+from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from qubes_portfwd.model.topology import Topology
+
+from .lab_session import LabSession
+from .processes import BenchError
+from .procstat import peak_rss_kib, sample_at_rest
+from .settings import Settings
+
+TARGET_S = 2.0
+FIRST_PORT = 30000
+POLL = 0.05
+CONVERGE_TIMEOUT = 900.0
+SETTLE_S = 3.0  # after convergence, before the rest window: the last status writes land
+
+
+def spread(count: int, topology: Topology, sources: str) -> dict[str, list[str]]:
+    """`count` external forwards round-robin over every qube that has a path, each its port."""
+    targets = sorted(
+        q.name for q in topology.qubes.values() if q.netvm is not None and not q.provides_network
+    )
+    lines: dict[str, list[str]] = {t: [] for t in targets}
+    for n in range(count):
+        port = FIRST_PORT + n
+        lines[targets[n % len(targets)]].append(
+            f"action=forward forwardtype=external proto=tcp srcports={port}-{port} "
+            f"dstports={port}-{port} srchost={sources}"
+        )
+    return lines
+
+
+def expected_hops(lines: Mapping[str, list[str]], topology: Topology) -> dict[str, int]:
+    """Forward entries each qube must report applied: every hop of the path and the target."""
+    counts: Counter[str] = Counter()
+    for target, forwards in lines.items():
+        for qube in (*topology.path(target), target):
+            counts[qube] += len(forwards)
+    return dict(counts)
+
+
+class StoreWatch:
+    """Whether one qube's agent applied exactly the expected number of forward entries."""
+
+    def __init__(self, store: EntryStore, expected: int) -> None:
+        self.store = store
+        self.expected = expected
+        self._token: object = None
+        self._done = False
+
+    def _current_token(self) -> object:
+        try:
+            status = os.stat(self.store.path / STATUS_FILE)
+        except FileNotFoundError:
+            return (self.store.change_token(), None)
+        return (self.store.change_token(), status.st_mtime_ns, status.st_ino)
+
+    def done(self) -> bool:
+        token = self._current_token()
+        if token != self._token:
+            self._token = token
+            generation, entries = self.store.read()
+            status = self.store.read_status()
+            keys = [k for k in entries if k.startswith(FORWARD_PREFIX)]
+            self._done = (
+                len(keys) == self.expected
+                and status.handled >= generation
+                and all(status.per_key.get(k) == STATUS_APPLIED for k in keys)
+            )
+        return self._done
+
+    def timeline(self, wall_start: float) -> dict[str, float]:
+        """When the last generation was written (by the admin) and handled (by the agent)."""
+        written = os.stat(self.store.path / "entries.json").st_mtime_ns / 1e9
+        return {
+            "published_s": written - wall_start,
+            "applied_s": self.store.read_status().updated - wall_start,
+        }
+
+
+def wait_converged(watches: Mapping[str, StoreWatch], started: float, timeout: float) -> float:
+    deadline = started + timeout
+    while not all(w.done() for w in watches.values()):
+        if time.monotonic() >= deadline:
+            behind = sorted(q for q, w in watches.items() if not w.done())
+            raise BenchError(f"not converged within {timeout} s: {behind}")
+        time.sleep(POLL)
+    return time.monotonic() - started
+
+
+def _peaks(session: LabSession, qubes: list[str]) -> dict[str, int]:
+    roles = ["admind", *(f"agent:{q}" for q in qubes)]
+    return {role: peak_rss_kib(session.pid(role)) for role in roles}
+
+
+def _listing_complete(session: LabSession, count: int) -> bool:
+    forwards = session.client().forwards()
+    return len(forwards) == count and all(
+        f.state == ForwardState.ACTIVE and all(h.state == HopState.APPLIED for h in f.hops)
+        for f in forwards
+    )
+
+
+def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
+    client = session.client()
+    topology = session.lab.topology
+    count = settings.convergence_forwards
+    lines = spread(count, topology, session.lan_network)
+    expected = expected_hops(lines, topology)
+    watches = {q: StoreWatch(session.lab.store(q), expected.get(q, 0)) for q in topology.qubes}
+    busy = sorted(q for q in topology.qubes if expected.get(q))
+
+    wall_start = time.time()
+    started = time.monotonic()
+    call_s = {}
+    for target, forwards in lines.items():
+        kept = [r for r in client.firewall_get(target) if not r.startswith("action=forward")]
+        call_started = time.monotonic()
+        client.firewall_set(target, [*kept, *forwards])
+        call_s[target] = time.monotonic() - call_started
+    converge_s = wait_converged(watches, started, CONVERGE_TIMEOUT)
+    timeline = {q: watches[q].timeline(wall_start) for q in busy}
+    peaks_first = _peaks(session, busy)
+
+    time.sleep(SETTLE_S)  # a fixed settling period before the window, not a condition wait
+    edge_agent = max(busy, key=lambda q: (expected[q], q))
+    rest_pids = {
+        "admind": session.pid("admind"),
+        f"agent:{edge_agent}": session.pid(f"agent:{edge_agent}"),
+    }
+    rest = sample_at_rest(rest_pids, settings.rest_seconds)
+
+    restart_started = time.monotonic()
+    session.lab.restart_admin()
+    restart_answer_s = time.monotonic() - restart_started
+    deadline = restart_started + CONVERGE_TIMEOUT
+    while not _listing_complete(session, count):
+        if time.monotonic() >= deadline:
+            raise BenchError("after the restart the listing never showed every forward applied")
+        time.sleep(POLL)
+    restart_listing_s = time.monotonic() - restart_started
+
+    cold = _cold_reapply(session, watches)
+    return {
+        "forwards": count,
+        "per_target": {t: len(f) for t, f in lines.items()},
+        "expected_entries": expected,
+        "set_call_s": call_s,
+        "converge_s": converge_s,
+        "timeline_s": timeline,
+        "peak_rss_kib": peaks_first,
+        "restart": {"answers_s": restart_answer_s, "listing_complete_s": restart_listing_s},
+        "cold_reapply": cold,
+        "rest": {
+            "edge_agent": edge_agent,
+            "window_s": settings.rest_seconds,
+            "processes": {name: vars(sample) for name, sample in rest.items()},
+        },
+        "target_s": TARGET_S,
+        "met": converge_s <= TARGET_S and cold["converge_s"] <= TARGET_S,
+    }
+
+
+def _cold_reapply(session: LabSession, watches: Mapping[str, StoreWatch]) -> dict[str, Any]:
+    """Admin stopped, every qube's published entries gone (agents remove their rules), admin
+    started: it re-plans everything from its stored firewall.xml files and republishes."""
+    session.lab.stop_admin()
+    emptied = {
+        q: w.store.replace_prefixes((FORWARD_PREFIX, FIREWALL_PREFIX), {})
+        for q, w in watches.items()
+    }
+    for qube, generation in emptied.items():
+        watches[qube].store.wait_for_handled(generation, CONVERGE_TIMEOUT)
+    wall_start = time.time()
+    started = time.monotonic()
+    session.lab.start_admin()
+    answers_s = time.monotonic() - started
+    converge_s = wait_converged(watches, started, CONVERGE_TIMEOUT)
+    busy = [q for q, w in watches.items() if w.expected]
+    return {
+        "answers_s": answers_s,
+        "converge_s": converge_s,
+        "timeline_s": {q: watches[q].timeline(wall_start) for q in busy},
+        "peak_rss_kib": _peaks(session, busy),
+    }

@@ -1,0 +1,61 @@
+"""Measurement 3: from `AdminClient.add_forward` returning to the first end-to-end connection."""
+
+import time
+from typing import Any
+
+from .lab_session import LabSession
+from .settings import Settings
+from .stats import summarize
+
+TARGET_P50_MS = 100.0
+TARGET_QUBE = "work"
+SERVICE_PORT = 8080
+FIRST_EDGE_PORT = 20000
+ARRIVAL_TIMEOUT = 10.0
+
+
+def forward_line(edge_port: int, sources: str) -> str:
+    return (
+        f"action=forward forwardtype=external proto=tcp srcports={edge_port}-{edge_port} "
+        f"dstports={SERVICE_PORT}-{SERVICE_PORT} srchost={sources}"
+    )
+
+
+def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
+    """Each add on a fresh port (nothing cached anywhere), removed again before the next."""
+    client = session.client()
+    edge = str(session.lab.addresses.edge_lan4)
+    session.start_server(TARGET_QUBE, SERVICE_PORT)
+    prober = session.prober()
+    call_s: list[float] = []
+    after_return_s: list[float] = []
+    total_s: list[float] = []
+    attempts: list[int] = []
+    failures = 0
+    for n in range(settings.propagation_adds):
+        port = FIRST_EDGE_PORT + n
+        started = time.monotonic()
+        forward_id = client.add_forward(TARGET_QUBE, forward_line(port, session.lan_network))
+        returned = time.monotonic()
+        arrival = prober.wait_for(edge, port, ARRIVAL_TIMEOUT)
+        client.remove_forward(TARGET_QUBE, forward_id)
+        call_s.append(returned - started)
+        if arrival.ok:
+            after_return_s.append(max(0.0, arrival.at - returned))
+            total_s.append(max(0.0, arrival.at - started))
+            attempts.append(arrival.attempts)
+        else:
+            failures += 1
+    after_return = summarize(after_return_s).scaled(1e3) if after_return_s else None
+    return {
+        "adds": settings.propagation_adds,
+        "call_ms": summarize(call_s).scaled(1e3).to_json(),
+        "after_return_ms": after_return.to_json() if after_return else None,
+        "call_to_first_connection_ms": summarize(total_s).scaled(1e3).to_json()
+        if total_s
+        else None,
+        "attempts_median": sorted(attempts)[len(attempts) // 2] if attempts else None,
+        "failures": failures,
+        "target_p50_ms": TARGET_P50_MS,
+        "met": after_return is not None and after_return.p50 <= TARGET_P50_MS and not failures,
+    }

@@ -1,0 +1,41 @@
+"""How much the suite measures: the full run, or `--quick` for development."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int  # of every throughput/latency cell; medians are taken over them
+    iperf_seconds: float
+    iperf_omit: int  # seconds of ramp-up iperf3 leaves out
+    connections: int  # per latency cell
+    forward_counts: tuple[int, ...]  # rule-count scaling
+    propagation_adds: int
+    convergence_forwards: int
+    rest_seconds: float  # CPU at rest is averaged over this window
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+FULL = Settings(
+    repeats=5,
+    iperf_seconds=5.0,
+    iperf_omit=1,
+    connections=2000,
+    forward_counts=(1, 100, 1000, 10000),
+    propagation_adds=100,
+    convergence_forwards=10000,
+    rest_seconds=10.0,
+)
+
+QUICK = Settings(
+    repeats=2,
+    iperf_seconds=1.0,
+    iperf_omit=0,
+    connections=200,
+    forward_counts=(1, 100, 1000),
+    propagation_adds=10,
+    convergence_forwards=1000,
+    rest_seconds=2.0,
+)
