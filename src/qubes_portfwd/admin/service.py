@@ -2,10 +2,12 @@
 
 Every change runs under `lock`: read the current value, validate, write to disk, re-plan,
 publish. Two clients changing rules at once are therefore applied one after the other, each
-on top of the other's result.
+on top of the other's result. Rules that run out are dropped from their firewall.xml and
+unpublished at the instant they expire, without waiting for the periodic reconcile.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +16,7 @@ from pathlib import Path
 from ..model.rule import Rule
 from ..model.topology import Topology
 from ..planner import Plan, conflicts_for, plan
+from ..planner.expiry import next_expiry, qubes_with_expired
 from .errors import QubesValueError
 from .publisher import Publisher, PublishReport, Snapshot
 from .state import HostState
@@ -48,26 +51,47 @@ class Service:
         self.clock = clock
         self.reconcile_interval = reconcile_interval
         self.lock = asyncio.Lock()
+        # Set on every change, so the reconciler re-reads when the next rule expires.
+        self._changed = asyncio.Event()
 
     @property
     def topology(self) -> Topology:
         return self.state.topology
 
-    def plan(self) -> Plan:
+    def plan(self, now: float | None = None, boot_id: str | None = None) -> Plan:
         return plan(
-            self.state.rules, self.state.topology, self.clock(), self.boot_id(), self.state.order
+            self.state.rules,
+            self.state.topology,
+            self.clock() if now is None else now,
+            self.boot_id() if boot_id is None else boot_id,
+            self.state.order,
         )
 
     async def snapshots(self) -> dict[str, Snapshot]:
         return await asyncio.to_thread(self.publisher.snapshots, sorted(self.topology.qubes))
 
+    async def _drop_expired_locked(self, now: float, boot_id: str) -> None:
+        """Rewrite the firewall.xml of each qube holding expired rules (saving drops them)."""
+        for qube in qubes_with_expired(self.state.rules, now, boot_id):
+            try:
+                rules = self.state.rules_of(qube)
+                await asyncio.to_thread(self.state.commit_rules, qube, rules, now, boot_id)
+            except Exception:  # the plan ignores them anyway; the next re-plan tries again
+                log.exception("dropping expired rules of %s failed", qube)
+            else:
+                log.info("dropped expired rules of %s", qube)
+
     async def _publish_locked(self) -> PublishReport | None:
-        current_plan = self.plan()
+        now, boot_id = self.clock(), self.boot_id()
+        current_plan = self.plan(now, boot_id)
         try:
             return await asyncio.to_thread(self.publisher.publish, current_plan, self.topology)
         except Exception:  # the change is stored; the next reconcile publishes it again
             log.exception("publishing failed")
             return None
+        finally:
+            # After publishing: the plan already ignores them, and the kernels come first.
+            await self._drop_expired_locked(now, boot_id)
 
     async def reconcile(self) -> PublishReport | None:
         async with self.lock:
@@ -84,6 +108,7 @@ class Service:
             if conflicts:
                 raise QubesValueError("; ".join(conflicts))
             await asyncio.to_thread(self.state.commit_rules, qube, rules, now, boot_id)
+            self._changed.set()
             await self._publish_locked()
 
     async def change_topology(self, change: TopologyChange) -> None:
@@ -94,9 +119,24 @@ class Service:
             await self._publish_locked()
 
     async def run_reconciler(self) -> None:
-        """Re-publish periodically: rules expire, agents come back, withheld hops get ready."""
+        """Re-publish when a rule expires, and periodically: agents come back, withheld hops
+        get ready, the host reboots (a new boot id ends until-reboot forwards)."""
+        next_periodic = time.monotonic() + self.reconcile_interval
         while True:
-            await asyncio.sleep(self.reconcile_interval)
+            self._changed.clear()  # before reading the rules, so no change slips between
+            expiry = next_expiry(self.state.rules, self.clock())
+            wait = next_periodic - time.monotonic()
+            if expiry is not None:
+                wait = min(wait, expiry - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, wait))
+            if self._changed.is_set():
+                continue  # the rules changed: their next expiry may be sooner
+            periodic_due = time.monotonic() >= next_periodic
+            if not periodic_due and (expiry is None or self.clock() < expiry):
+                continue  # the timer fired a hair early
+            if periodic_due:
+                next_periodic = time.monotonic() + self.reconcile_interval
             try:
                 await self.reconcile()
             except Exception:

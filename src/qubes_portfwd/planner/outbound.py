@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from ..model.entries import FirewallEntry, format_firewall
 from ..model.rule import FilterRule, QubeName, Rule
 from ..model.topology import Topology
+from .expiry import is_expired
 
 OUTBOUND_POLICY = "drop"
 
@@ -20,8 +21,7 @@ def live_filter_rules(rules: Sequence[Rule], now: float, boot_id: str) -> tuple[
     return tuple(
         rule
         for rule in rules
-        if isinstance(rule, FilterRule)
-        and (rule.expire is None or not rule.expire.expired(now, boot_id))
+        if isinstance(rule, FilterRule) and not is_expired(rule, now, boot_id)
     )
 
 

@@ -10,6 +10,7 @@ from ..model.entries import format_hop, hop_key
 from ..model.rule import Action, FilterRule, ForwardRule, QubeName, Rule, forward_id
 from ..model.topology import Topology
 from .drafts import Draft, draft_forward
+from .expiry import is_expired
 from .network_facts import NetworkFacts
 from .outbound import outbound_entries
 from .settle import settle
@@ -45,18 +46,27 @@ def conflicts_for(
     order: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Why `new_rules` cannot be stored for `qube`: each added forward's conflict, naming the
-    existing forward it collides with ([] when none). Added forwards rank after every other."""
-    live_old = Counter(
-        forward_id(qube, r) for _, r in _live_forwards(rules_of(rules, qube), now, boot_id)
-    )
+    existing forward it collides with ([] when none). Added forwards rank after every other,
+    and so do rebound ones: a forward not active now whose via/follow changes must not take
+    a port from a forward that is."""
+    old_live = _live_forwards(rules_of(rules, qube), now, boot_id)
+    live_old = Counter(forward_id(qube, r) for _, r in old_live)
+    old_binding = {forward_id(qube, r): (r.via, r.follow) for _, r in old_live}
     new_positions = set()
+    rebound: dict[int, str] = {}
     for position, rule in _live_forwards(new_rules, now, boot_id):
         ident = forward_id(qube, rule)
         if live_old[ident] > 0:
             live_old[ident] -= 1
+            if (rule.via, rule.follow) != old_binding[ident]:
+                rebound[position] = ident
         else:
             new_positions.add(position)
     base_rank = _rank_by(order or {})
+    if rebound:
+        current = _plan(rules, topology, now, boot_id, base_rank)
+        active = {f.forward_id for f in current.of_target(qube) if f.active}
+        new_positions |= {p for p, ident in rebound.items() if ident not in active}
 
     def rank(draft: Draft) -> tuple[int | str, ...]:
         is_new = draft.target == qube and draft.position in new_positions
@@ -89,8 +99,7 @@ def _live_forwards(
     return [
         (position, rule)
         for position, rule in enumerate(rules)
-        if isinstance(rule, ForwardRule)
-        and (rule.expire is None or not rule.expire.expired(now, boot_id))
+        if isinstance(rule, ForwardRule) and not is_expired(rule, now, boot_id)
     ]
 
 

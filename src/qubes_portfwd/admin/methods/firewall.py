@@ -3,6 +3,7 @@
 from ...model.errors import ValidationError
 from ...model.rule import Rule
 from ...model.rule_text import format_rule
+from ...planner.expiry import live_rules
 from ..errors import QubesValueError
 from ..forward_binding import parse_and_bind
 from ..service import Service
@@ -21,7 +22,8 @@ def decode_rules_payload(untrusted_payload: bytes) -> str:
 
 @method("admin.vm.firewall.Get")
 async def firewall_get(service: Service, request: Request) -> bytes:
-    rules = service.state.rules_of(request.dest)
+    # A rule past its time is gone, even in the moment before its file is rewritten.
+    rules = live_rules(service.state.rules_of(request.dest), service.clock(), service.boot_id())
     return "".join(format_rule(r) + "\n" for r in rules).encode("ascii")
 
 
