@@ -4,6 +4,7 @@ from ..model.entries import FORWARD_PREFIX
 from ..nft.compiler import CompiledRules, QubeRules, compile_qube
 from ..nft.owned import parse_owned_jumps
 from .entries import ParsedEntries, QubeSettings
+from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .resolve import Resolved
 
 
@@ -12,8 +13,14 @@ def build_script(
     resolved: Resolved,
     settings: QubeSettings,
     untrusted_ruleset_json: str,
+    interface_addresses: InterfaceAddresses | None = None,
 ) -> CompiledRules:
-    """The transaction that replaces everything this project owns in the qube."""
+    """The transaction that replaces everything this project owns in the qube.
+
+    `interface_addresses` default to the ones the qube has now (read with `ip`).
+    """
+    if interface_addresses is None:
+        interface_addresses = read_interface_addresses()
     rules = QubeRules(
         hops=parsed.hops,
         network_qube=settings.firewall_service,
@@ -21,6 +28,7 @@ def build_script(
         broken_sources=parsed.broken_sources,
         resolved=resolved.addresses,
         dns_servers=settings.dns_servers,
+        interface_addresses=interface_addresses,
     )
     return compile_qube(rules, parse_owned_jumps(untrusted_ruleset_json))
 

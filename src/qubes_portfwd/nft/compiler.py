@@ -30,7 +30,8 @@ class QubeRules:
 
     `resolved` holds the addresses the agent found for dsthost names; `dns_servers` are the
     qube's own resolvers (Qubes' `dns-addr`); `broken_sources` are downstream addresses
-    whose firewall entries could not be parsed (they end in drop).
+    whose firewall entries could not be parsed (they end in drop); `interface_addresses`
+    are the qube's own addresses by interface (for hairpin, see `hairpin.py`).
     """
 
     hops: tuple[Hop, ...] = ()
@@ -39,6 +40,7 @@ class QubeRules:
     broken_sources: tuple[IPAddress, ...] = ()
     resolved: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
     dns_servers: tuple[IPAddress, ...] = ()
+    interface_addresses: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def compile_qube(rules: QubeRules, owned: OwnedJumps) -> CompiledRules:
     lines = ["#!/usr/sbin/nft -f", "# qubes-portfwd: generated, replaced whole on each apply"]
     lines += delete_jumps(owned)
     for family in FAMILIES:
-        lines += nat_table(family, hops)
+        lines += nat_table(family, hops, rules.interface_addresses)
     for family in sorted(owned.base_families):
         lines += qubes_accepts(family, hops)
     blocked: list[BlockedSource] = []

@@ -13,6 +13,15 @@ from dataclasses import dataclass
 
 from ..model.entries import DOWNSTREAM, AcceptHop, DnatHop, Hop
 from .disjoint import Element, disjoint_elements
+from .hairpin import (
+    HAIRPIN_MAP,
+    HAIRPIN_PORTS,
+    InterfaceAddresses,
+    hairpin_chain_lines,
+    hairpin_pieces,
+    hairpin_prerouting_rule,
+    masquerade_chain,
+)
 from .owned import OwnedJumps
 from .syntax import (
     BASE_TABLE,
@@ -89,8 +98,10 @@ def _clash(claimed: Claims, hop: DnatHop) -> str | None:
     return None
 
 
-def nat_table(family: int, hops: Sequence[Hop]) -> list[str]:
-    """Our NAT table for one family, deleted and rebuilt whole.
+def nat_table(
+    family: int, hops: Sequence[Hop], interfaces: InterfaceAddresses | None = None
+) -> list[str]:
+    """Our NAT table for one family, deleted and rebuilt whole (hairpin: see `hairpin.py`).
 
     The dispatch key holds the source, so a forward's chain has no set of its own: nft
     loads thousands of per-rule anonymous sets in quadratic time. Port remaps live in one
@@ -116,6 +127,7 @@ def nat_table(family: int, hops: Sequence[Hop]) -> list[str]:
                     f"{where}{proto} . {p} : {p + shift}"
                     for p in range(hop.ports.first, hop.ports.last + 1)
                 ]
+    hairpin, hairpin_remaps, hairpinned = hairpin_pieces(family, dnats, interfaces or {})
     lines = [*recreate_table(family, NAT_TABLE), f"table {ip} {NAT_TABLE} {{"]
     for internal, name, key in ((True, "downstream", ""), (False, "inbound", "ifname . ")):
         lines += [
@@ -130,8 +142,18 @@ def nat_table(family: int, hops: Sequence[Hop]) -> list[str]:
             "  }",
         ]
     lines += [
+        f"  map {HAIRPIN_MAP} {{",
+        f"    type {addr} . {addr} . inet_proto . inet_service : verdict",
+        "    flags interval",
+        *elements_line(hairpin, "    "),
+        "  }",
+        f"  map {HAIRPIN_PORTS} {{",
+        f"    type {addr} . inet_proto . inet_service : inet_service",
+        *elements_line(hairpin_remaps, "    "),
+        "  }",
         "  chain prerouting {",
         f"    type nat hook prerouting priority {NAT_PRIORITY}; policy accept;",
+        f"    {hairpin_prerouting_rule(family)}",
         f"    fib daddr type local iifgroup 2 {ip} saddr . meta l4proto . th dport "
         "vmap @dnat-downstream",
         f"    fib daddr type local iifname . {ip} saddr . meta l4proto . th dport "
@@ -140,6 +162,10 @@ def nat_table(family: int, hops: Sequence[Hop]) -> list[str]:
     ]
     for hop in dnats:
         lines += [f"  chain {forward_chain(hop.forward_id)} {{", f"    {_dnat_rule(hop)}", "  }"]
+    for hop in hairpinned:
+        lines += hairpin_chain_lines(hop)
+    if hairpinned:
+        lines += masquerade_chain()
     return [*lines, "}"]
 
 
@@ -174,7 +200,8 @@ def forward_elements(family: int, hops: Iterable[Hop], internal_only: bool = Fal
     ]
 
 
-def _input_elements(family: int, hops: Iterable[Hop]) -> list[str]:
+def input_elements(family: int, hops: Iterable[Hop]) -> list[str]:
+    """`saddr . proto . dport` of the target's input to let through, disjoint."""
     items = [
         Element(proto, source, hop.ports)
         for hop in hops
@@ -219,7 +246,7 @@ def qubes_accepts(family: int, hops: Sequence[Hop]) -> list[str]:
     ]
     for name, elements in (
         (FORWARD_SET, forward_elements(family, hops)),
-        (INPUT_SET, _input_elements(family, hops)),
+        (INPUT_SET, input_elements(family, hops)),
     ):
         if elements:
             lines.append(f"add element {where} {name} {{ {', '.join(elements)} }}")
