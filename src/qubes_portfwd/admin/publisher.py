@@ -31,6 +31,7 @@ class Snapshot:
     generation: int
     entries: Mapping[str, str]
     status: Status
+    public: Mapping[str, str] = field(default_factory=dict)  # a tunnel qube's lease keeper
 
     def applied(self, key: str) -> bool:
         return (
@@ -58,7 +59,7 @@ def owned(entries: Mapping[str, str]) -> dict[str, str]:
 
 def read_snapshot(store: EntryStore) -> Snapshot:
     generation, entries = store.read()
-    return Snapshot(generation, owned(entries), store.read_status())
+    return Snapshot(generation, owned(entries), store.read_status(), store.read_public())
 
 
 def depth(topology: Topology, qube: str) -> int:

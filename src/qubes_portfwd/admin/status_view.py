@@ -2,7 +2,16 @@
 
 from collections.abc import Mapping
 
-from ..model.forward_status import ForwardState, ForwardStatus, HopState, HopStatus
+from ..model.errors import ValidationError
+from ..model.forward_status import (
+    PUBLIC_PREFIX,
+    ForwardState,
+    ForwardStatus,
+    HopState,
+    HopStatus,
+    PublicEndpoint,
+    parse_public_entry,
+)
 from ..model.rule_text import format_rule
 from ..planner import ForwardPlan, Plan
 from ..planner import ForwardState as PlanState
@@ -25,6 +34,22 @@ def hop_status(qube: str, role: str, key: str, snapshot: Snapshot | None) -> Hop
     return HopStatus(qube, role, HopState.FAILED, error)
 
 
+def public_endpoints(forward_id: str, snapshot: Snapshot | None) -> tuple[PublicEndpoint, ...]:
+    """What the edge's lease keeper reported for this forward; malformed reports are dropped."""
+    reported: Mapping[str, str] = snapshot.public if snapshot is not None else {}
+    prefix = f"{PUBLIC_PREFIX}{forward_id}/"
+    found = []
+    for untrusted_key, untrusted_value in reported.items():
+        if not untrusted_key.startswith(prefix):
+            continue
+        try:
+            _, endpoint = parse_public_entry(untrusted_key, untrusted_value)
+        except ValidationError:
+            continue  # the qube wrote it: never let it break the listing
+        found.append(endpoint)
+    return tuple(sorted(found, key=lambda e: (e.proto, e.port)))
+
+
 def forward_status(forward: ForwardPlan, snapshots: Mapping[str, Snapshot]) -> ForwardStatus:
     rule_text = format_rule(forward.rule)
     if forward.state != PlanState.ACTIVE:
@@ -44,8 +69,10 @@ def forward_status(forward: ForwardPlan, snapshots: Mapping[str, Snapshot]) -> F
     failed = [h for h in hops if h.state == HopState.FAILED]
     state = ForwardState.FAILED if failed else ForwardState.ACTIVE
     reason = "; ".join(f"{h.qube}: {h.error}" for h in failed) or None
+    edge = hops[0] if hops and hops[0].role == "edge" else None
+    public = public_endpoints(forward.forward_id, snapshots.get(edge.qube)) if edge else ()
     return ForwardStatus(
-        forward.forward_id, forward.target, rule_text, forward.family, state, reason, hops
+        forward.forward_id, forward.target, rule_text, forward.family, state, reason, hops, public
     )
 
 

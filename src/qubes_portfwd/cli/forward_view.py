@@ -43,11 +43,20 @@ def expiry_text(expire: Expiry | None, now: float) -> str:
     return "reboot"
 
 
+def public_text(status: ForwardStatus) -> str:
+    """`203.0.113.2:40001`, or with protocols and ports when a forward has several."""
+    if len(status.public) == 1:
+        return status.public[0].text
+    return ",".join(f"{p.text}/{p.proto}→{p.port}" for p in status.public)
+
+
 def origin(status: ForwardStatus, rule: ForwardRule | None, tunnel_edges: Collection[str]) -> str:
     """Where connections come from: the named qubes, the LAN, or a tunnel's far side."""
     if rule is not None and rule.forwardtype == ForwardType.INTERNAL:
         return ",".join(rule.source_qubes)
     edge = status.hops[0].qube if status.hops else None
+    if status.public:
+        return f"VPN {public_text(status)}"
     return "VPN" if edge in tunnel_edges else "LAN"
 
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 ENTRIES_FILE = "entries.json"
 STATUS_FILE = "status.json"
+PUBLIC_FILE = "public.json"  # the tunnel qube's lease keeper: where its forwards are public
 LOCK_FILE = "lock"
 POLL_INTERVAL = 0.02  # seconds between stat() calls while waiting; cheap and well under 50 ms
 # A file rewritten within one coarse kernel tick at a recycled inode can keep its stat token,
@@ -145,6 +146,26 @@ class EntryStore:
             raise ValueError(f"keys {stray} are outside the replaced prefixes {list(prefixes)}")
         return self._update(entries, prefixes)
 
+    def replace_except(self, kept_prefixes: Iterable[str], entries: Mapping[str, str]) -> int:
+        """Keep only the keys under `kept_prefixes`, add `entries`; returns the generation.
+
+        With no prefixes kept this is a qube's fresh QubesDB at start; the generation still
+        rises, so nobody mistakes the new document for one already handled.
+        """
+        kept_prefixes = tuple(kept_prefixes)
+        clashing = [k for k in entries if kept_prefixes and k.startswith(kept_prefixes)]
+        if clashing:
+            raise ValueError(f"keys {clashing} lie under the kept prefixes {list(kept_prefixes)}")
+        with self._locked():
+            generation, current = self.read()
+            kept = {
+                k: v for k, v in current.items() if kept_prefixes and k.startswith(kept_prefixes)
+            }
+            generation += 1
+            document = {"generation": generation, "entries": {**kept, **entries}}
+            _write_atomically(self._entries_path, document)
+            return generation
+
     def set(self, key: str, value: str) -> int:
         return self._update({key: value})
 
@@ -191,6 +212,11 @@ class EntryStore:
         with self._locked():
             _write_atomically(self._status_path, document)
 
+    def clear_status(self) -> None:
+        """Forget the agent's report (its qube stopped): nothing counts as applied now."""
+        with self._locked(), contextlib.suppress(FileNotFoundError):
+            self._status_path.unlink()
+
     def read_status(self) -> Status:
         try:
             untrusted_document = json.loads(self._status_path.read_bytes())
@@ -228,3 +254,24 @@ class EntryStore:
                     f"within {timeout} s"
                 )
             time.sleep(POLL_INTERVAL)
+
+    # -- public endpoints (written by a tunnel qube's lease keeper, read by the admin service) --
+
+    def write_public(self, endpoints: Mapping[str, str]) -> None:
+        """Replace the public endpoints: `/qubes-portfwd-public/<id>/<proto>/<port>` = A:P."""
+        document = {"endpoints": dict(endpoints), "updated": time.time()}
+        with self._locked():
+            _write_atomically(self.path / PUBLIC_FILE, document)
+
+    def read_public(self) -> dict[str, str]:
+        """The keeper's last report as strings (untrusted: the qube wrote it); {} before one."""
+        try:
+            untrusted_document = json.loads((self.path / PUBLIC_FILE).read_bytes())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        untrusted_endpoints = (
+            untrusted_document.get("endpoints") if isinstance(untrusted_document, dict) else None
+        )
+        if not isinstance(untrusted_endpoints, dict):
+            return {}
+        return {str(k): str(v) for k, v in untrusted_endpoints.items()}

@@ -4,6 +4,7 @@ The service builds these from the plan and the agents' reports; the client and t
 read them back. Parsing treats the JSON as untrusted and checks every field.
 """
 
+import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from .errors import ValidationError
 from .hosts import is_qube_name
 
 MAX_TEXT = 4096
+# A tunnel qube's lease keeper reports `PUBLIC_PREFIX<id>/<proto>/<port>` = `ADDR:PORT`.
+PUBLIC_PREFIX = "/qubes-portfwd-public/"
+PUBLIC_PROTOS = ("tcp", "udp")
 
 
 class ForwardState(StrEnum):
@@ -45,6 +49,70 @@ class HopStatus:
 
 
 @dataclass(frozen=True)
+class PublicEndpoint:
+    """Where a VPN provider exposes one port of a forward: `address:public_port` → `port`."""
+
+    proto: str
+    port: int
+    address: ipaddress.IPv4Address
+    public_port: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.address}:{self.public_port}"
+
+
+def public_key(forward_id: str, proto: str, port: int) -> str:
+    return f"{PUBLIC_PREFIX}{forward_id}/{proto}/{port}"
+
+
+def _port(field: str, untrusted_value: object) -> int:
+    if isinstance(untrusted_value, str):
+        if (
+            not (untrusted_value.isascii() and untrusted_value.isdigit())
+            or len(untrusted_value) > 5
+        ):
+            raise ValidationError(field, "expected a port 1-65535")
+        untrusted_value = int(untrusted_value)
+    if isinstance(untrusted_value, bool) or not isinstance(untrusted_value, int):
+        raise ValidationError(field, "expected a port 1-65535")
+    if not 1 <= untrusted_value <= 65535:
+        raise ValidationError(field, "expected a port 1-65535")
+    return untrusted_value
+
+
+def _proto(field: str, untrusted_value: object) -> str:
+    if untrusted_value not in PUBLIC_PROTOS:
+        raise ValidationError(field, "expected tcp or udp")
+    return str(untrusted_value)
+
+
+def _address4(field: str, untrusted_value: object) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(untrusted_value))
+    except ValueError:
+        raise ValidationError(field, "expected an IPv4 address (a.b.c.d)") from None
+
+
+def parse_public_entry(untrusted_key: str, untrusted_value: str) -> tuple[str, PublicEndpoint]:
+    """(forward id, endpoint) from a keeper's `PUBLIC_PREFIX<id>/<proto>/<port>` = `A:P`."""
+    untrusted_parts = untrusted_key.removeprefix(PUBLIC_PREFIX).split("/")
+    if not untrusted_key.startswith(PUBLIC_PREFIX) or len(untrusted_parts) != 3:
+        raise ValidationError("key", f"expected {PUBLIC_PREFIX}<id>/<proto>/<port>")
+    forward_id = _forward_id(untrusted_parts[0])
+    address, colon, untrusted_public_port = untrusted_value.rpartition(":")
+    if not colon:
+        raise ValidationError("public", "expected ADDRESS:PORT")
+    endpoint = PublicEndpoint(
+        proto=_proto("public.proto", untrusted_parts[1]),
+        port=_port("public.port", untrusted_parts[2]),
+        address=_address4("public.address", address),
+        public_port=_port("public.public_port", untrusted_public_port),
+    )
+    return forward_id, endpoint
+
+
+@dataclass(frozen=True)
 class ForwardStatus:
     """One forward in one IP family: the rule, the planner's verdict and each hop outer → inner.
 
@@ -58,6 +126,7 @@ class ForwardStatus:
     state: ForwardState
     reason: str | None
     hops: tuple[HopStatus, ...]
+    public: tuple[PublicEndpoint, ...] = ()  # set for forwards a VPN provider exposes
 
     @property
     def forward_id(self) -> str:
@@ -83,6 +152,15 @@ def to_json_value(status: ForwardStatus) -> dict[str, Any]:
         "hops": [
             {"qube": h.qube, "role": h.role, "state": str(h.state), "error": h.error}
             for h in status.hops
+        ],
+        "public": [
+            {
+                "proto": p.proto,
+                "port": p.port,
+                "address": str(p.address),
+                "public_port": p.public_port,
+            }
+            for p in status.public
         ],
     }
 
@@ -127,22 +205,40 @@ def _hop(untrusted_hop: object) -> HopStatus:
     )
 
 
+def _forward_id(untrusted_value: object) -> str:
+    if not (
+        isinstance(untrusted_value, str)
+        and len(untrusted_value) == 12
+        and all(c in "0123456789abcdef" for c in untrusted_value)
+    ):
+        raise ValidationError("id", "expected 12 lowercase hex digits")
+    return untrusted_value
+
+
+def _public(untrusted_public: object) -> PublicEndpoint:
+    if not isinstance(untrusted_public, dict):
+        raise ValidationError("public", "expected a list of objects")
+    return PublicEndpoint(
+        proto=_proto("public.proto", untrusted_public.get("proto")),
+        port=_port("public.port", untrusted_public.get("port")),
+        address=_address4("public.address", untrusted_public.get("address")),
+        public_port=_port("public.public_port", untrusted_public.get("public_port")),
+    )
+
+
 def from_json_value(untrusted_value: object) -> ForwardStatus:
     if not isinstance(untrusted_value, dict):
         raise ValidationError("forward", "expected a JSON object")
-    forward_id = untrusted_value.get("id")
-    if not (
-        isinstance(forward_id, str)
-        and len(forward_id) == 12
-        and all(c in "0123456789abcdef" for c in forward_id)
-    ):
-        raise ValidationError("id", "expected 12 lowercase hex digits")
+    forward_id = _forward_id(untrusted_value.get("id"))
     family = untrusted_value.get("family")
     if family not in (4, 6) or isinstance(family, bool):
         raise ValidationError("family", "expected 4 or 6")
     untrusted_hops = untrusted_value.get("hops")
     if not isinstance(untrusted_hops, list):
         raise ValidationError("hops", "expected a list of objects")
+    untrusted_publics = untrusted_value.get("public", [])  # absent from older services
+    if not isinstance(untrusted_publics, list):
+        raise ValidationError("public", "expected a list of objects")
     return ForwardStatus(
         id=forward_id,
         target=_qube("target", untrusted_value.get("target")),
@@ -151,6 +247,7 @@ def from_json_value(untrusted_value: object) -> ForwardStatus:
         state=_enum("state", ForwardState, untrusted_value.get("state")),
         reason=_text("reason", untrusted_value.get("reason"), optional=True),
         hops=tuple(_hop(h) for h in untrusted_hops),
+        public=tuple(_public(p) for p in untrusted_publics),
     )
 
 
