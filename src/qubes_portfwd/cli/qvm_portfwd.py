@@ -14,6 +14,7 @@ from ..model.rule_text import format_rule, parse_rule
 from ..model.topology import FEATURE_TUNNEL
 from .forward_request import PROTO_CHOICES, ForwardRequest, forward_rule
 from .forward_view import concerns, forward_json, forward_line, table_lines
+from .nat_commands import add_nat_commands, run_nat_command
 from .reporting import EXIT_OK, CliParser, run_reported
 
 PROG = "qvm-portfwd"
@@ -90,6 +91,7 @@ def build_parser() -> CliParser:
     remove.add_argument("forward_id", metavar="ID", help="the forward's id (or a unique prefix)")
     rebind = commands.add_parser("rebind", help="bind a forward to its qube's current netvm path")
     rebind.add_argument("forward_id", metavar="ID", help="the forward's id (or a unique prefix)")
+    add_nat_commands(commands)
     return parser
 
 
@@ -189,6 +191,8 @@ def _run(argv: Sequence[str] | None) -> int:
         _add(client, args)
     elif args.command == "list":
         _list(client, args)
+    elif run_nat_command(client, args):
+        pass
     else:
         target, found_id = find_forward(_known_forwards(client, args.forward_id), args.forward_id)
         if args.command == "del":

@@ -136,3 +136,42 @@ class AdminClient:
 
     def remove_forward(self, qube: str, forward_id: str) -> None:
         self.call(qube, "admin.vm.portfwd.Remove", forward_id)
+
+    # -- NAT traversal (the network qube's daemon asks; the user decides pending asks) --
+
+    def nat_request(self, netvm: str, line: str) -> dict[str, str]:
+        """Ask for (or renew, or with lifetime=0 remove) a mapping; the reply's fields."""
+        return nat_fields(self._call_text(netvm, "admin.vm.portfwd.NatRequest", line))
+
+    def nat_address(self, netvm: str, client: str) -> str:
+        """The outside address the world reaches `client` (a qube behind `netvm`) at."""
+        return self._text(netvm, "admin.vm.portfwd.NatAddress", client).strip()
+
+    def nat_pending(self) -> list[dict[str, str]]:
+        text = self._text(ADMIN_VM, "admin.portfwd.Pending")
+        return [nat_fields(line) for line in text.splitlines() if line.strip()]
+
+    def nat_approve(self, request_id: str) -> dict[str, str]:
+        return nat_fields(self._text(ADMIN_VM, "admin.portfwd.Approve", request_id))
+
+    def nat_deny(self, request_id: str) -> None:
+        self.call(ADMIN_VM, "admin.portfwd.Deny", request_id)
+
+    def nat_policy_get(self, qube: str) -> list[str]:
+        return self._text(qube, "admin.vm.portfwd.NatPolicy.Get").splitlines()
+
+    def nat_policy_set(self, qube: str, lines: Iterable[str]) -> None:
+        payload = "".join(f"{line}\n" for line in lines).encode("ascii")
+        self.call(qube, "admin.vm.portfwd.NatPolicy.Set", payload=payload)
+
+    def _call_text(self, dest: str, method: str, payload: str) -> str:
+        return self.call(dest, method, payload=payload.encode("ascii")).decode("utf-8")
+
+
+def nat_fields(untrusted_line: str) -> dict[str, str]:
+    """`key=value …[description=free text]` as a dict (the NAT methods' reply form)."""
+    head, has_description, description = untrusted_line.strip().partition("description=")
+    fields = dict(word.split("=", 1) for word in head.split() if "=" in word)
+    if has_description:
+        fields["description"] = description
+    return fields

@@ -1,0 +1,346 @@
+"""NAT traversal methods: a network qube's daemon asks, dom0's policy or the user decides.
+
+- `admin.vm.portfwd.NatRequest` (dest: the asking network qube; payload: nat_mapping's line)
+  answers `result=granted id= address= port= lifetime=`, `result=pending id=`,
+  `result=removed count=`, or PermissionDenied.
+- `admin.vm.portfwd.NatAddress+CLIENT` (dest: the network qube): the outside address.
+- `admin.portfwd.Pending`, `admin.portfwd.Approve+ID`, `admin.portfwd.Deny+ID` (dom0).
+- `admin.vm.portfwd.NatPolicy.Get` / `.Set` (dest: the qube the policy is for).
+
+The daemon never creates rules: a grant is an external forward of the asking qube made
+here, under the service lock, like `admin.vm.portfwd.Add`.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import weakref
+from dataclasses import dataclass
+
+from ...model.errors import ValidationError
+from ...model.forward_status import parse_public_entry
+from ...model.rule import ForwardRule, Rule, forward_id
+from ...model.topology import PathError
+from ...planner import conflicts_for
+from ..errors import PermissionDenied, QubesValueError
+from ..forward_binding import bind_rule
+from ..nat_mapping import (
+    Address,
+    NatAsk,
+    candidate_ports,
+    find_mapping,
+    format_reply,
+    granted_lifetime,
+    is_mapping,
+    mapping_rule,
+    owner_of,
+    parse_nat_request,
+    renewed,
+)
+from ..nat_policy import Decision, NatAction, PolicyFile, decide, format_policy, parse_policy
+from ..pending import PendingEntry, PendingFull, PendingTable
+from ..service import Service
+from ..wire import Request
+from . import method
+
+# Where the outside address of an edge comes from: a dom0 feature the user may set (the
+# address the world sees, e.g. behind a home router), else the edge's own uplink address as
+# written into its QubesDB by whoever configured its uplink (the lab; an agent on a real host).
+FEATURE_PUBLIC_ADDRESS = "portfwd-public-address"
+UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
+# Behind a tunnel qube, its lease keeper records the provider's endpoint of each forward.
+PUBLIC_ENDPOINT_WAIT = 10.0
+POLL = 0.05
+UNKNOWN_ADDRESS = "0.0.0.0"
+
+log = logging.getLogger(__name__)
+
+Grant = dict[str, object]
+
+
+@dataclass
+class NatState:
+    policies: PolicyFile
+    pending: PendingTable[tuple[NatAsk, Decision], Grant]
+
+
+_states: "weakref.WeakKeyDictionary[Service, NatState]" = weakref.WeakKeyDictionary()
+
+
+def nat_state(service: Service) -> NatState:
+    state = _states.get(service)
+    if state is None:
+        state = NatState(
+            PolicyFile(service.state.state_dir),
+            PendingTable(service.clock, key=lambda item: item[0].identity),
+        )
+        _states[service] = state
+    return state
+
+
+def _request_text(untrusted_payload: bytes) -> str:
+    try:
+        return untrusted_payload.decode("ascii")
+    except UnicodeDecodeError:
+        raise QubesValueError("request: expected ASCII text") from None
+
+
+def _address_arg(untrusted_arg: str) -> Address:
+    try:
+        return ipaddress.ip_address(untrusted_arg)
+    except ValueError:
+        raise QubesValueError("client: expected an IPv4 or IPv6 address") from None
+
+
+def _asking_qube(service: Service, netvm: str, client: Address) -> str:
+    if not service.topology[netvm].provides_network:
+        raise PermissionDenied(f"{netvm} does not provide network")
+    qube = owner_of(service.topology, netvm, client)
+    if qube is None:
+        raise PermissionDenied(f"{client} is not a qube behind {netvm}")
+    return qube
+
+
+def _edge(service: Service, qube: str) -> str:
+    try:
+        return service.topology.path(qube)[-1]
+    except PathError as err:
+        raise QubesValueError(f"via: no network path ({err})") from None
+
+
+def outside_address(service: Service, edge: str) -> str:
+    """The edge's address as the world sees it, or 0.0.0.0 when nobody has said."""
+    candidates = [service.topology[edge].features.get(FEATURE_PUBLIC_ADDRESS, "")]
+    store = service.publisher.store_for(edge)
+    if service.topology[edge].is_tunnel:
+        # The provider's address, as the keeper saw it in its leases (none before the first).
+        candidates += [v.rpartition(":")[0] for v in sorted(store.read_public().values())]
+    else:
+        candidates.append(store.read()[1].get(UPLINK_ADDRESS_KEY, ""))
+    for untrusted_value in candidates:
+        try:
+            return str(ipaddress.IPv4Address(untrusted_value))
+        except ValueError:
+            continue
+    return UNKNOWN_ADDRESS
+
+
+def _endpoint_in(
+    untrusted_public: dict[str, str], fid: str, proto: str, port: int
+) -> tuple[str, int] | None:
+    for untrusted_key, untrusted_value in untrusted_public.items():
+        try:
+            found_id, endpoint = parse_public_entry(untrusted_key, untrusted_value)
+        except ValidationError:
+            continue
+        if (found_id, endpoint.proto, endpoint.port) == (fid, proto, port):
+            return str(endpoint.address), endpoint.public_port
+    return None
+
+
+async def tunnel_endpoint(
+    service: Service, edge: str, fid: str, proto: str, port: int
+) -> tuple[str, int] | None:
+    """The provider's endpoint of a forward ending at a tunnel qube, once its keeper has it."""
+    store = service.publisher.store_for(edge)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PUBLIC_ENDPOINT_WAIT
+    while True:
+        found = _endpoint_in(await asyncio.to_thread(store.read_public), fid, proto, port)
+        if found is not None or loop.time() >= deadline:
+            return found
+        await asyncio.sleep(POLL)
+
+
+async def _grant(service: Service, ask: NatAsk, decision: Decision) -> Grant:
+    """Create or renew the forward, publish it, and say where the world reaches it."""
+    lines = nat_state(service).policies.of(ask.qube)
+    lifetime = granted_lifetime(ask.lifetime, decision)
+    made: list[ForwardRule] = []
+
+    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+        now, boot_id = service.clock(), service.boot_id()
+        rules = list(current)
+        index = find_mapping(rules, ask)
+        if index is not None:
+            old = rules[index]
+            assert isinstance(old, ForwardRule)
+            rules[index] = renewed(old, lifetime, now)
+            made.append(rules[index])  # type: ignore[arg-type]
+            return rules
+        ports = candidate_ports(ask.wanted_port, lines, decision)
+        for port in [ask.wanted_port] if ask.exact else ports:
+            try:
+                rule = bind_rule(
+                    mapping_rule(ask, port, lifetime, now), ask.qube, service.topology, boot_id
+                )
+            except ValidationError as err:
+                raise QubesValueError(str(err)) from None
+            state = service.state
+            attempt = [*rules, rule]
+            if not conflicts_for(
+                ask.qube, attempt, state.rules, service.topology, now, boot_id, state.order
+            ):
+                assert isinstance(rule, ForwardRule)
+                made.append(rule)
+                return attempt
+        raise QubesValueError("external-port: no free outside port the policy allows")
+
+    await service.change_rules(ask.qube, change)
+    rule = made[0]
+    fid = forward_id(ask.qube, rule)
+    edge = _edge(service, ask.qube)
+    address, port = outside_address(service, edge), rule.srcports.first
+    if service.topology[edge].is_tunnel:
+        endpoint = await tunnel_endpoint(service, edge, fid, ask.proto, port)
+        address, port = endpoint if endpoint is not None else (UNKNOWN_ADDRESS, port)
+    log.info(
+        "NAT %s: %s %s/%d -> %s:%d for %d s",
+        ask.origin,
+        ask.qube,
+        ask.proto,
+        ask.internal_port,
+        address,
+        port,
+        lifetime,
+    )
+    return {
+        "result": "granted",
+        "id": fid,
+        "address": address,
+        "port": port,
+        "internal_port": ask.internal_port,
+        "lifetime": lifetime,
+    }
+
+
+async def _remove(service: Service, ask: NatAsk) -> int:
+    removed: list[int] = []
+
+    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+        kept = [r for r in current if not is_mapping(r, ask.proto, ask.internal_port)]
+        removed.append(len(current) - len(kept))
+        return kept
+
+    await service.change_rules(ask.qube, change)
+    return removed[0]
+
+
+@method("admin.vm.portfwd.NatRequest", payload=True)
+async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
+    try:
+        fields = parse_nat_request(_request_text(request.untrusted_payload))
+    except ValidationError as err:
+        raise QubesValueError(str(err)) from None
+    qube = _asking_qube(service, request.dest, fields.client)
+    ask = NatAsk(
+        request.dest,
+        qube,
+        fields.client,
+        fields.proto,
+        fields.internal_port,
+        fields.external_port,
+        fields.lifetime,
+        fields.origin,
+        fields.description,
+        fields.exact,
+    )
+    if ask.lifetime == 0:
+        return format_reply(result="removed", count=await _remove(service, ask))
+    state = nat_state(service)
+    existing = find_mapping(service.state.rules_of(qube), ask)
+    port = ask.wanted_port
+    if existing is not None:
+        rule = service.state.rules_of(qube)[existing]
+        assert isinstance(rule, ForwardRule)
+        port = rule.srcports.first
+    decision = decide(state.policies.of(qube), port)
+    if decision.action == NatAction.DENY:
+        raise PermissionDenied(f"NAT traversal for {qube} port {port}: denied by policy")
+    if decision.action == NatAction.ALLOW or existing is not None:
+        return format_reply(**await _grant(service, ask, decision))
+    try:
+        entry = state.pending.add((ask, decision))
+    except PendingFull as err:
+        raise PermissionDenied(str(err)) from None
+    wait = min(fields.wait, entry.remaining(service.clock()))
+    try:
+        grant = await asyncio.wait_for(asyncio.shield(entry.outcome), wait)
+    except TimeoutError:
+        return format_reply(result="pending", id=entry.id)
+    if grant is None:
+        raise PermissionDenied(f"NAT traversal for {qube} port {port}: refused by the user")
+    return format_reply(**grant)
+
+
+@method("admin.vm.portfwd.NatAddress", arg=True)
+async def vm_portfwd_nat_address(service: Service, request: Request) -> bytes:
+    qube = _asking_qube(service, request.dest, _address_arg(request.arg))
+    return f"{outside_address(service, _edge(service, qube))}\n".encode()
+
+
+def _pending_line(entry: PendingEntry[tuple[NatAsk, Decision], Grant], now: float) -> str:
+    ask, decision = entry.ask
+    fields = {
+        "id": entry.id,
+        "qube": ask.qube,
+        "via": ask.via,
+        "proto": ask.proto,
+        "port": ask.wanted_port,
+        "internal-port": ask.internal_port,
+        "lifetime": granted_lifetime(ask.lifetime, decision),
+        "origin": ask.origin,
+        "expires-in": int(entry.remaining(now)),
+    }
+    text = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{text} description={ask.description}" if ask.description else text
+
+
+@method("admin.portfwd.Pending", dest="adminvm")
+async def portfwd_pending(service: Service, request: Request) -> bytes:
+    now = service.clock()
+    lines = [_pending_line(e, now) for e in nat_state(service).pending.entries()]
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _take(service: Service, untrusted_id: str) -> PendingEntry[tuple[NatAsk, Decision], Grant]:
+    try:
+        return nat_state(service).pending.take(untrusted_id)
+    except KeyError:
+        raise QubesValueError(
+            "ID: no pending request with this id (it may have timed out)"
+        ) from None
+
+
+@method("admin.portfwd.Approve", dest="adminvm", arg=True)
+async def portfwd_approve(service: Service, request: Request) -> bytes:
+    entry = _take(service, request.arg)
+    ask, decision = entry.ask
+    try:
+        grant = await _grant(service, ask, decision)
+    except BaseException:
+        PendingTable.settle(entry, None)
+        raise
+    PendingTable.settle(entry, grant)
+    return format_reply(**grant)
+
+
+@method("admin.portfwd.Deny", dest="adminvm", arg=True)
+async def portfwd_deny(service: Service, request: Request) -> bytes:
+    PendingTable.settle(_take(service, request.arg), None)
+    return b""
+
+
+@method("admin.vm.portfwd.NatPolicy.Get")
+async def vm_portfwd_nat_policy_get(service: Service, request: Request) -> bytes:
+    return format_policy(nat_state(service).policies.of(request.dest)).encode()
+
+
+@method("admin.vm.portfwd.NatPolicy.Set", payload=None)
+async def vm_portfwd_nat_policy_set(service: Service, request: Request) -> bytes:
+    try:
+        lines = parse_policy(_request_text(request.untrusted_payload))
+    except ValidationError as err:
+        raise QubesValueError(str(err)) from None
+    await asyncio.to_thread(nat_state(service).policies.set, request.dest, lines)
+    return b""
