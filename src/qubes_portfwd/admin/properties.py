@@ -12,9 +12,12 @@ from ..model.topology import Qube, Topology
 from .errors import QubesNoSuchPropertyError, QubesPropertyValueError, QubesValueError
 
 ADMIN_VM = "dom0"
-PROPERTY_NAMES = ("gateway", "ip", "ip6", "name", "netvm", "provides_network", "qid")
+PROPERTY_NAMES = ("dispid", "gateway", "ip", "ip6", "name", "netvm", "provides_network", "qid")
 ADMIN_VM_PROPERTIES = ("name", "qid")
-WRITABLE = frozenset({"ip", "ip6", "netvm", "provides_network"})
+WRITABLE = frozenset({"dispid", "ip", "ip6", "netvm", "provides_network"})
+# A disposable's number (its 10.138.x.y address). Qubes assigns it when it creates the
+# disposable; here setting it is how dom0 says a disposable was replaced by a new one.
+DISPID_RANGE = (1, 65535)
 TRUE_WORDS = ("True", "true", "1", "yes", "on")
 FALSE_WORDS = ("False", "false", "0", "no", "off")
 
@@ -49,6 +52,8 @@ def get(qube_name: str, topology: Topology, explicit: frozenset[str], prop: str)
         return PropertyValue(False, "str", qube.name)
     if prop == "qid":
         return PropertyValue(False, "int", str(qube.qid))
+    if prop == "dispid":
+        return PropertyValue(is_default, "int", "" if qube.dispid is None else str(qube.dispid))
     if prop == "netvm":
         return PropertyValue(is_default, "vm", qube.netvm or "")
     if prop == "provides_network":
@@ -101,6 +106,8 @@ def set_value(topology: Topology, qube_name: str, prop: str, untrusted_value: st
             changed = qube.with_changes(provides_network=False)
         else:
             raise QubesPropertyValueError("provides_network: expected True or False")
+    elif prop == "dispid":
+        changed = qube.with_changes(dispid=_check_dispid(qube, untrusted_value))
     elif prop == "ip":
         try:
             changed = qube.with_changes(ip=ipaddress.IPv4Address(untrusted_value))
@@ -115,6 +122,15 @@ def set_value(topology: Topology, qube_name: str, prop: str, untrusted_value: st
     if prop == "netvm" and _netvm_loop(updated, qube_name):
         raise QubesValueError("netvm: loops in network are unsupported")
     return updated
+
+
+def _check_dispid(qube: Qube, untrusted_value: str) -> int:
+    if qube.klass != "DispVM":
+        raise QubesValueError(f"dispid: only a DispVM has one; {qube.name} is a {qube.klass}")
+    low, high = DISPID_RANGE
+    if not untrusted_value.isdigit() or not low <= int(untrusted_value) <= high:
+        raise QubesPropertyValueError(f"dispid: expected an integer from {low} to {high}")
+    return int(untrusted_value)
 
 
 def _check_netvm(topology: Topology, qube: Qube, untrusted_value: str) -> str | None:
@@ -138,6 +154,8 @@ def reset(topology: Topology, seed: Topology, qube_name: str, prop: str) -> Topo
         changed = qube.with_changes(netvm=original.netvm)
     elif prop == "provides_network":
         changed = qube.with_changes(provides_network=original.provides_network)
+    elif prop == "dispid":
+        changed = qube.with_changes(dispid=original.dispid)
     elif prop == "ip":
         changed = qube.with_changes(ip=original.ip)
     else:

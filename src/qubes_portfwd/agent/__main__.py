@@ -1,4 +1,4 @@
-"""`python -m qubes_portfwd.agent --qube NAME --store DIR [--once]`: the agent in one qube."""
+"""`python -m qubes_portfwd.agent --qube NAME --store DIR [--runtime-dir DIR] [--once]`."""
 
 import argparse
 import asyncio
@@ -7,6 +7,7 @@ import signal
 import sys
 
 from ..lab.entry_store import EntryStore
+from .in_force import InForceRecord
 from .service import Agent
 
 
@@ -17,6 +18,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--qube", required=True, help="the qube this agent runs in (for logs)")
     parser.add_argument("--store", required=True, help="the qube's entry store directory")
+    parser.add_argument(
+        "--runtime-dir",
+        help="where the hops in force are remembered across agent restarts (tmpfs, per qube)",
+    )
     parser.add_argument("--once", action="store_true", help="apply the current entries and exit")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"qubes-portfwd-agent[{args.qube}] %(levelname)s %(message)s",
     )
-    agent = Agent(EntryStore(args.store))
+    agent = Agent(EntryStore(args.store), in_force=InForceRecord(args.runtime_dir))
     if args.once:
         outcome = asyncio.run(agent.apply_current())
         return 0 if outcome.ok else 1

@@ -18,6 +18,8 @@ from ..model.entries import Hop, hop_key
 from .compile import build_script, left_out
 from .conntrack import forget_flows, removed_hops
 from .entries import ParsedEntries, parse_entries, parse_settings
+from .in_force import InForceRecord
+from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_runner import NftResult, NftRunner
 from .owned import owned_fingerprint
 from .resolve import Resolved, resolve_names, unresolved_sources
@@ -26,7 +28,8 @@ from .status import entry_status, overall_error
 POLL_INTERVAL = 0.05  # how often the store's stat token is compared
 CHECK_INTERVAL = 0.3  # at most this often after ruleset changes (restored "within a second")
 FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change reported by the monitor
-MONITOR_RESTART = 1.0  # after `nft monitor` ended unexpectedly
+MONITOR_RESTART = 1.0
+MONITOR_CHUNK = 65536  # after `nft monitor` ended unexpectedly
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
 NAMES_REFRESH = 60.0  # dsthost names are looked up again this often, as their records change
@@ -55,6 +58,7 @@ class ApplyOutcome:
     error: str | None
     parsed: ParsedEntries
     resolved: Resolved
+    interface_addresses: InterfaceAddresses | None = None
 
 
 class Agent:
@@ -66,6 +70,7 @@ class Agent:
         runner: NftRunner | None = None,
         *,
         check_interval: float = CHECK_INTERVAL,
+        in_force: InForceRecord | None = None,
     ) -> None:
         self.store = store
         self.runner = runner or NftRunner()
@@ -77,7 +82,10 @@ class Agent:
         self._next_fallback_check = 0.0
         self._ruleset_changed = asyncio.Event()
         self._next_resolve = 0.0
-        self._in_force: tuple[Hop, ...] = ()
+        self._record = in_force or InForceRecord(None)
+        # What an earlier agent left in force: flows of hops removed meanwhile end on the
+        # first apply.
+        self._in_force: tuple[Hop, ...] = self._record.load()
 
     @property
     def last(self) -> ApplyOutcome | None:
@@ -98,12 +106,13 @@ class Agent:
             unresolved_sources(parsed.dsthosts_by_source, resolved)
         )
         error: str | None = None
+        addresses = await asyncio.to_thread(read_interface_addresses)
         listing = await self.runner.list_ruleset_json()
         if not listing.ok:
             error = f"nft list ruleset failed: {listing.output}"
         else:
             try:
-                compiled = build_script(parsed, resolved, settings, listing.output)
+                compiled = build_script(parsed, resolved, settings, listing.output, addresses)
             except Exception as err:  # a compiler bug must not stop the agent; nothing applied
                 log.exception("generation %d: the compiler failed", generation)
                 error = f"not applied: compiling failed: {err}"
@@ -116,6 +125,9 @@ class Agent:
             self._fingerprint = await self._current_fingerprint()
             in_force = tuple(h for h in parsed.hops if hop_key(h) not in parsed.errors)
             await forget_flows(removed_hops(self._in_force, in_force), settings.addresses)
+            if in_force != self._in_force:
+                # After the flows are gone: a crash in between only repeats the cleanup.
+                await asyncio.to_thread(self._record.save, in_force)
             self._in_force = in_force
         per_key = entry_status(untrusted_entries, parsed, error)
         await asyncio.to_thread(
@@ -132,7 +144,7 @@ class Agent:
             len(per_key),
             rejected,
         )
-        self._last = ApplyOutcome(generation, error is None, error, parsed, resolved)
+        self._last = ApplyOutcome(generation, error is None, error, parsed, resolved, addresses)
         self._next_resolve = time.monotonic() + (
             NAMES_RETRY if resolved.failures else NAMES_REFRESH
         )
@@ -166,7 +178,8 @@ class Agent:
             process = await self.runner.monitor()
             try:
                 assert process.stdout is not None
-                while await process.stdout.readline():
+                # Chunks, not lines: one change can print a line longer than any line limit.
+                while await process.stdout.read(MONITOR_CHUNK):
                     self._ruleset_changed.set()
             finally:
                 with contextlib.suppress(ProcessLookupError):
@@ -206,6 +219,10 @@ class Agent:
             took = time.monotonic() - now
             if not intact:
                 log.warning("generation %d: owned rules changed; re-applying", last.generation)
+                await self.apply_current()
+            elif await asyncio.to_thread(read_interface_addresses) != last.interface_addresses:
+                # The edge's outside address (DHCP) decides what hairpins.
+                log.info("generation %d: interface addresses changed; re-applying", last.generation)
                 await self.apply_current()
             self._schedule_check(took / CHECK_SHARE)
             self._next_fallback_check = time.monotonic() + FALLBACK_CHECK_INTERVAL

@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -13,26 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from qubes_portfwd.admin import launcher as admin_launcher
+from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json, topology_from_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
+from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.topology import DNS_SERVERS4, Qube, Topology
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
+from qubes_portfwd.model.topology import Qube, Topology
+from qubes_portfwd.nft.qubes_base import base_ruleset
 
 from . import netns, processes, state, vpn
 from .entry_store import EntryStore
-from .layout import NamespaceSetup, has_ipv6_link, netns_name, qube_setup, qube_veths, vif_name
+from .layout import NamespaceSetup, netns_name, qube_veths
 from .outside import (
     LAN,
     OUTSIDE_HOSTS,
     PROVIDER,
     OutsideAddresses,
-    edge_uplink_commands,
     outside_addresses,
     outside_setups,
     outside_veths,
     provider_nat_ruleset,
 )
 from .qubesdb_keys import default_firewall_keys, static_keys
+from .restart import apply_network, base_params, full_setup, plan_restart
 from .status import LabStatus, collect_status
 from .topology_file import LabSpec, load_lab_spec, load_lab_spec_text
 
@@ -40,7 +43,16 @@ _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}\Z")
 AGENT_READY_TIMEOUT = 15.0
 DNS_READY_TIMEOUT = 5.0
 RUN_TIMEOUT = 60.0
+_PUBLISHED = (FORWARD_PREFIX, FIREWALL_PREFIX)  # keys dom0's admin service owns in a store
+NATD_READY_TIMEOUT = 15.0
 ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
+
+
+def serves_app_qubes(topology: Topology, qube: Qube) -> bool:
+    """A network qube with app qubes behind it: where applications ask for port mappings."""
+    return qube.provides_network and any(
+        not served.provides_network for served in topology.downstream(qube.name)
+    )
 
 
 class LabNotUp(RuntimeError):
@@ -75,12 +87,26 @@ class Lab:
             current = self._state()
             if current is None or not current.topology_text:
                 raise LabNotUp(f"lab {self.name} is not up")
-            self._spec = load_lab_spec_text(current.topology_text, str(self.state_dir))
+            spec = load_lab_spec_text(current.topology_text, str(self.state_dir))
+            topology = spec.topology
+            for untrusted_qube in current.restarted:
+                topology = topology.replace_qube(qube_from_json(untrusted_qube))
+            self._spec = dataclasses.replace(spec, topology=topology)
         return self._spec
 
     @property
     def topology(self) -> Topology:
+        """The running host: as built by `up`, with each restarted qube as it started."""
         return self.spec.topology
+
+    def dom0_topology(self) -> Topology:
+        """The qubes as the admin service (dom0) has them now: what a qube starts with."""
+        path = self.state_dir / "admin" / "topology.json"
+        try:
+            untrusted_document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return self.topology
+        return topology_from_json(untrusted_document["current"])
 
     @property
     def addresses(self) -> OutsideAddresses:
@@ -176,8 +202,12 @@ class Lab:
 
     def start_agent(self, qube: str) -> processes.TrackedProcess:
         argv = [sys.executable, "-m", "qubes_portfwd.agent", "--qube", qube]
-        argv += ["--store", str(self.store(qube).path)]
+        argv += ["--store", str(self.store(qube).path), "--runtime-dir", str(self._agent_run(qube))]
         return self._spawn(f"agent:{qube}", qube, argv)
+
+    def _agent_run(self, qube: str) -> Path:
+        """The agent's runtime dir: /run inside the qube, so it goes when the qube restarts."""
+        return self.state_dir / "run" / f"agent-{qube}"
 
     def stop_agent(self, qube: str) -> None:
         current = self._require_state()
@@ -191,6 +221,47 @@ class Lab:
         process = self.start_agent(qube)
         self._wait_agents_applied([qube], AGENT_READY_TIMEOUT)
         return process
+
+    # -- qube lifecycle ----------------------------------------------------------------
+
+    def restart_qube(self, qube: str) -> None:
+        """Shut `qube` down and start it again with the properties dom0 has for it now.
+
+        Its namespace, links, base rules and QubesDB are made anew and its agent starts on
+        an empty kernel; the admin service publishes its entries again by itself.
+        """
+        restarted = self.dom0_topology()[qube]
+        if restarted.is_tunnel or self.topology[qube].is_tunnel:
+            raise netns.LabCommandError(f"{qube}: restarting a tunnel qube is not emulated")
+        plan, spec = plan_restart(self.name, self.spec, restarted, self.addresses)
+        self.stop_agent(qube)
+        apply_network(plan, self.netns(LAN))
+        state.save(self.state_dir, self._require_state().with_restarted(qube_to_json(restarted)))
+        self._spec = spec
+        # A fresh QubesDB (static keys only: dom0 publishes the rest) and a fresh /run.
+        store = self.store(qube)
+        store.replace_except((), plan.static[qube])
+        store.clear_status()
+        shutil.rmtree(self._agent_run(qube), ignore_errors=True)
+        for served, keys in plan.static.items():
+            if served != qube:
+                self.store(served).replace_except(_PUBLISHED, keys)
+        self.start_agent(qube)
+        self._wait_agents_applied(list(plan.static), AGENT_READY_TIMEOUT)
+        old_natd = self._require_state().process(f"natd:{qube}")
+        if old_natd is not None:  # it went down with the namespace
+            state.save(self.state_dir, self._require_state().without_process(old_natd))
+        if serves_app_qubes(spec.topology, restarted):
+            self.start_natd(qube)
+
+    def reload_base_rules(self, qube: str) -> None:
+        """What a reload of Qubes' base rules does: the whole ruleset flushed and loaded again."""
+        spec = self.spec
+        params = base_params(spec, spec.topology[qube], self.addresses)
+        script = "flush ruleset\n" + base_ruleset(params)
+        if spec.topology[qube].is_tunnel:
+            script += vpn.leak_guard_ruleset(spec.topology[qube].uplink)
+        netns.nft_load(self.netns(qube), script)
 
     # -- the admin service (dom0's side, on the host) -----------------------------------
 
@@ -223,6 +294,26 @@ class Lab:
         self.stop_admin()
         return self.start_admin()
 
+    # -- NAT traversal (natd in network qubes that serve app qubes) -----------------------
+
+    def natd_ready_file(self, qube: str) -> Path:
+        return self.state_dir / "run" / f"natd-{qube}.ready"
+
+    def start_natd(self, qube: str) -> processes.TrackedProcess:
+        ready = self.natd_ready_file(qube)
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "qubes_portfwd.natd", "--qube", qube]
+        argv += ["--store", str(self.store(qube).path), "--socket", str(self.admin_socket)]
+        argv += ["--ready", str(ready), "-v"]
+        return self._spawn(f"natd:{qube}", qube, argv)
+
+    def natd_url(self, qube: str, timeout: float = NATD_READY_TIMEOUT) -> str:
+        """The UPnP description URL of `qube`'s natd, once it serves."""
+        ready = self.natd_ready_file(qube)
+        processes.wait_until(ready.exists, timeout, f"natd in {qube}")
+        return ready.read_text().strip()
+
     # -- building ----------------------------------------------------------------------
 
     def _require_state(self) -> state.LabState:
@@ -249,10 +340,11 @@ class Lab:
             netns.ip_batch(setup.netns, setup.commands)
             netns.sysctls(setup.netns, setup.sysctls)
         for qube in spec.qubes_by_qid():
-            netns.nft_load(self.netns(qube.name), base_ruleset(_base_params(spec, qube, a)))
+            netns.nft_load(self.netns(qube.name), base_ruleset(base_params(spec, qube, a)))
         netns.nft_load(self.netns(PROVIDER), provider_nat_ruleset(a))
         for qube in spec.qubes_by_qid():
-            keys = static_keys(spec.topology, qube)
+            edge_address = str(a.edge_lan4) if qube.name == spec.edge.name else None
+            keys = static_keys(spec.topology, qube, edge_address)
             if qube.provides_network:
                 keys |= default_firewall_keys(spec.topology, qube)
             self.store(qube.name).set_many(keys)
@@ -266,23 +358,12 @@ class Lab:
             self._start_dns(PROVIDER, a.provider_tunnel4, a)
         self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
         self.start_admin()
+        for qube in spec.qubes_by_qid():
+            if serves_app_qubes(spec.topology, qube):
+                self.start_natd(qube.name)
 
     def _setups(self, spec: LabSpec, a: OutsideAddresses) -> list[NamespaceSetup]:
-        setups = []
-        for qube in spec.qubes_by_qid():
-            setup = qube_setup(self.name, spec.topology, qube)
-            if qube == spec.edge:
-                setup = dataclasses.replace(
-                    setup,
-                    commands=setup.commands + tuple(edge_uplink_commands(a, qube.ipv6_enabled)),
-                    etc_files={**setup.etc_files, "resolv.conf": f"nameserver {a.lan_dns4}\n"},
-                )
-            elif qube.is_tunnel:
-                resolv = f"nameserver {a.provider_tunnel4}\n"
-                setup = dataclasses.replace(
-                    setup, etc_files={**setup.etc_files, "resolv.conf": resolv}
-                )
-            setups.append(setup)
+        setups = [full_setup(self.name, spec, qube, a) for qube in spec.qubes_by_qid()]
         return setups + outside_setups(self.name, a)
 
     def _start_dns(self, host: str, listen: Any, a: OutsideAddresses) -> None:
@@ -318,31 +399,6 @@ class Lab:
             process = vpn.start(end, logs)
             state.save(self.state_dir, self._require_state().with_process(process))
         vpn.configure(provider, clients, a)
-
-
-def _base_params(spec: LabSpec, qube: Qube, a: OutsideAddresses) -> BaseParams:
-    topology = spec.topology
-    downstream = tuple(
-        Downstream(
-            vif_name(d),
-            d.address4,
-            d.address6 if has_ipv6_link(d, qube) else None,
-        )
-        for d in topology.downstream(qube.name)
-    )
-    if qube == spec.edge:
-        upstream_dns: tuple[Any, ...] = (a.lan_dns4,)
-    elif qube.is_tunnel:
-        upstream_dns = (a.provider_tunnel4,)
-    else:
-        upstream_dns = DNS_SERVERS4
-    ipv6 = qube.ipv6_enabled if qube.netvm is None else has_ipv6_link(qube, topology[qube.netvm])
-    return BaseParams(
-        provides_network=qube.provides_network,
-        ipv6=ipv6,
-        downstream=downstream,
-        upstream_dns=upstream_dns,
-    )
 
 
 def spec_text(topology_path: Path | None) -> str:

@@ -108,7 +108,7 @@ def qube_veths(lab: str, topology: Topology) -> list[Veth]:
     ]
 
 
-def _uplink_commands(qube: Qube, netvm: Qube) -> list[str]:
+def uplink_commands(qube: Qube, netvm: Qube) -> list[str]:
     gateway = netvm.address4
     commands = [
         f"link set {UPLINK_IF} group {UPLINK_GROUP} up",
@@ -128,7 +128,7 @@ def _uplink_commands(qube: Qube, netvm: Qube) -> list[str]:
     return commands
 
 
-def _vif_commands(netvm: Qube, downstream: Qube) -> list[str]:
+def vif_commands(netvm: Qube, downstream: Qube) -> list[str]:
     vif = vif_name(downstream)
     metric = MAX_DOMID - downstream.qid
     mac = qube_mac(downstream)
@@ -149,7 +149,7 @@ def _vif_commands(netvm: Qube, downstream: Qube) -> list[str]:
     return commands
 
 
-def _vif_sysctls(netvm: Qube, downstream: Qube) -> dict[str, str]:
+def vif_sysctls(netvm: Qube, downstream: Qube) -> dict[str, str]:
     vif = vif_name(downstream)
     settings = {f"net/ipv4/conf/{vif}/proxy_arp": "1"}
     if has_ipv6_link(downstream, netvm):
@@ -170,13 +170,13 @@ def qube_setup(lab: str, topology: Topology, qube: Qube) -> NamespaceSetup:
     sysctls: dict[str, str] = {}
     if qube.netvm is not None:
         netvm = topology[qube.netvm]
-        commands += _uplink_commands(qube, netvm)
+        commands += uplink_commands(qube, netvm)
         if not has_ipv6_link(qube, netvm):
             sysctls[f"net/ipv6/conf/{UPLINK_IF}/disable_ipv6"] = "1"
     downstream = topology.downstream(qube.name)
     for served in downstream:
-        commands += _vif_commands(qube, served)
-        sysctls.update(_vif_sysctls(qube, served))
+        commands += vif_commands(qube, served)
+        sysctls.update(vif_sysctls(qube, served))
     if qube.provides_network:
         vifs = [vif_name(q) for q in downstream]
         sysctls.update(router_sysctls([UPLINK_IF, *vifs], qube.ipv6_enabled))

@@ -13,8 +13,17 @@ def _vm_type(qube: Qube) -> str:
     return "NetVM" if qube.netvm is None else "ProxyVM"
 
 
-def static_keys(topology: Topology, qube: Qube) -> dict[str, str]:
-    """Identity, addresses, gateway, DNS; in network qubes the firewall service and uplink."""
+UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
+
+
+def static_keys(
+    topology: Topology, qube: Qube, uplink_address: str | None = None
+) -> dict[str, str]:
+    """Identity, addresses, gateway, DNS; in network qubes the firewall service and uplink.
+
+    `uplink_address` is the edge's outside address (DHCP's on a real sys-net): NAT traversal
+    tells applications that address.
+    """
     keys = {
         "/name": qube.name,
         "/qubes-vm-type": _vm_type(qube),
@@ -42,6 +51,8 @@ def static_keys(topology: Topology, qube: Qube) -> dict[str, str]:
         }
         if qube.ipv6_enabled:
             keys["/qubes-netvm-gateway6"] = str(qube.address6)
+    if uplink_address is not None:
+        keys[UPLINK_ADDRESS_KEY] = uplink_address
     return keys
 
 

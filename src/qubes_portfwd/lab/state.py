@@ -26,12 +26,19 @@ class LabState:
     processes: tuple[TrackedProcess, ...] = ()
     complete: bool = False
     seconds_to_up: float | None = field(default=None, compare=False)
+    # Qubes restarted since `up`, as they started (JSON of admin.topology_json): the running
+    # host is the topology file with these in place.
+    restarted: tuple[dict[str, Any], ...] = ()
 
     def with_process(self, process: TrackedProcess) -> "LabState":
         return replace(self, processes=(*self.processes, process))
 
     def without_process(self, process: TrackedProcess) -> "LabState":
         return replace(self, processes=tuple(p for p in self.processes if p != process))
+
+    def with_restarted(self, qube: dict[str, Any]) -> "LabState":
+        others = tuple(q for q in self.restarted if q.get("name") != qube.get("name"))
+        return replace(self, restarted=(*others, qube))
 
     def process(self, role: str) -> TrackedProcess | None:
         return next((p for p in self.processes if p.role == role), None)
@@ -44,6 +51,7 @@ class LabState:
             "processes": [p.to_json() for p in self.processes],
             "complete": self.complete,
             "seconds_to_up": self.seconds_to_up,
+            "restarted": list(self.restarted),
         }
 
     @classmethod
@@ -55,6 +63,7 @@ class LabState:
             processes=tuple(TrackedProcess.from_json(p) for p in document.get("processes", [])),
             complete=bool(document.get("complete", False)),
             seconds_to_up=document.get("seconds_to_up"),
+            restarted=tuple(dict(q) for q in document.get("restarted", [])),
         )
 
 

@@ -1,0 +1,128 @@
+"""Self-healing: after Qubes' base rules are reloaded, the project's chains are flushed by
+hand, or the agent restarts, every hop's rules come back within a second without a change
+from dom0; a restarted admin service re-publishes without exposing or losing anything."""
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from test_lifecycle_support import CUT_DEADLINE, Env, poll, web_server
+
+from qubes_portfwd.agent.owned import owned_fingerprint
+from qubes_portfwd.lab.builder import Lab
+
+pytestmark = pytest.mark.lab
+
+PATH = ("sys-net", "sys-firewall", "work")
+measured: dict[str, list[float]] = {}
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    lab = Lab(f"sh{os.getpid() % 100000}")
+    try:
+        lab.up()
+        yield Env(lab)
+    finally:
+        lab.down()
+        for name, values in measured.items():
+            print(f"\n{name}: {', '.join(f'{v:.3f}' for v in values)} s")
+
+
+@pytest.fixture(scope="module")
+def forward(env: Env) -> str:
+    forward = env.cli(
+        "qvm_portfwd", "add", "work", "tcp", "80:8080", "--external", "--from", "any"
+    ).strip()
+    assert poll(lambda: env.all_hops_applied(forward), 20) is not None
+    return forward
+
+
+def fingerprint(env: Env, qube: str) -> str:
+    done = env.lab.run(qube, ["nft", "-j", "list", "ruleset"], capture_output=True, text=True)
+    return owned_fingerprint(done.stdout)
+
+
+def reached(env: Env) -> bool:
+    a = env.lab.addresses
+    url, source = f"http://{a.edge_lan4}:80/", str(a.lan_clients4[0])
+    with web_server(env.lab, "work") as page:
+        return poll(lambda: page in (env.fetch("lan", url, source) or ""), 10) is not None
+
+
+def healed(env: Env, qube: str, breaking: Callable[[], float], name: str) -> None:
+    """Break `qube`'s rules; they must be back as they were within the deadline (measured
+    from the moment `breaking` returns, the break done)."""
+    intact = fingerprint(env, qube)
+    t0 = breaking()
+    t_poll = time.monotonic()
+    took = poll(lambda: fingerprint(env, qube) == intact, CUT_DEADLINE)
+    assert took is not None, f"{qube}: rules not restored within {CUT_DEADLINE} s"
+    measured.setdefault(name, []).append(took + (t_poll - t0))
+    assert reached(env)
+
+
+@pytest.mark.parametrize("qube", PATH)
+def test_rules_come_back_after_a_base_rule_reload(env: Env, forward: str, qube: str) -> None:
+    def reload() -> float:
+        env.lab.reload_base_rules(qube)
+        return time.monotonic()
+
+    healed(env, qube, reload, "base rules reloaded")
+
+
+@pytest.mark.parametrize(
+    ("qube", "chain"), [("sys-net", "custom-forward"), ("work", "custom-input")]
+)
+def test_rules_come_back_after_a_chain_is_flushed_by_hand(
+    env: Env, forward: str, qube: str, chain: str
+) -> None:
+    def flush() -> float:
+        env.lab.run(qube, ["nft", "flush", "chain", "ip", "qubes", chain], check=True)
+        return time.monotonic()
+
+    healed(env, qube, flush, "chain flushed by hand")
+
+
+def test_our_table_deleted_by_hand_comes_back(env: Env, forward: str) -> None:
+    def delete() -> float:
+        env.lab.run("sys-firewall", ["nft", "delete", "table", "ip", "qubes-portfwd"], check=True)
+        return time.monotonic()
+
+    healed(env, "sys-firewall", delete, "table deleted by hand")
+
+
+@pytest.mark.parametrize("qube", PATH)
+def test_a_restarted_agent_restores_rules_lost_while_it_was_down(
+    env: Env, forward: str, qube: str
+) -> None:
+    def restart() -> float:
+        env.lab.stop_agent(qube)
+        assert reached(env)  # the kernel keeps the rules while the agent is away
+        env.lab.reload_base_rules(qube)
+        t0 = time.monotonic()
+        env.lab.start_agent(qube)
+        return t0
+
+    healed(env, qube, restart, "agent restarted (from its start)")
+
+
+def test_an_admin_restart_keeps_forwards_and_removals(env: Env, forward: str) -> None:
+    removed = env.cli(
+        "qvm_portfwd", "add", "work", "tcp", "81:8081", "--external", "--from", "any"
+    ).strip()
+    assert poll(lambda: env.all_hops_applied(removed), 20) is not None
+    env.cli("qvm_portfwd", "del", removed)
+    before = {q: env.lab.store(q).read() for q in PATH}
+    env.lab.stop_admin()
+    assert reached(env)  # the agents keep what they have while dom0's service is away
+    env.lab.start_admin()
+    env.client.firewall_reload("work")  # returns once the service re-planned and published
+    assert {q: env.lab.store(q).read() for q in PATH} == before, "entries were rewritten"
+    assert env.all_hops_applied(forward)
+    assert [f.id for f in env.client.forwards_of("work")] == [forward]
+    assert reached(env)
+    a = env.lab.addresses
+    with web_server(env.lab, "work", 8081):
+        assert env.fetch("lan", f"http://{a.edge_lan4}:81/", str(a.lan_clients4[0])) is None
