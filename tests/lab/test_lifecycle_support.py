@@ -1,7 +1,9 @@
 """Support for the lifecycle lab tests (no tests here): a lab driven through the admin
 service's client, real servers and clients inside its namespaces, and bounded polling."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,7 +96,11 @@ def _listening(lab: Lab, host: str, port: int) -> bool:
 
 @contextmanager
 def background(lab: Lab, host: str, argv: list[str]) -> Iterator[subprocess.Popen[str]]:
-    """A process inside `host`, killed by its PID when the block ends (also on failure)."""
+    """A process inside `host`, killed with its process group when the block ends.
+
+    The group matters: socat's per-connection children outlive their parent, and a child
+    whose flow a revoked forward cut never sees the connection end.
+    """
     process = lab.popen(
         host,
         argv,
@@ -102,11 +108,13 @@ def background(lab: Lab, host: str, argv: list[str]) -> Iterator[subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         yield process
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
 
 
