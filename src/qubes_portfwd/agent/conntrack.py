@@ -140,6 +140,9 @@ async def _conntrack(mode: str, argv: Sequence[str]) -> str | None:
 
 async def forget_flows(hops: Sequence[Hop], own_addresses: Sequence[IPAddress]) -> None:
     """Delete the tracked flows of removed hops; failures are logged, never raised."""
+    # Hops share filters (every forward of an edge answers from the same next hop): one
+    # listing per filter, not one per hop, keeps removing 10,000 forwards to a few commands.
+    listings: dict[tuple[str, ...], list[Flow] | None] = {}
     for hop in hops:
         for proto in hop.protos:
             narrowed = list_filter(hop, proto, own_addresses)
@@ -151,8 +154,12 @@ async def forget_flows(hops: Sequence[Hop], own_addresses: Sequence[IPAddress]) 
                     hop.family,
                 )
                 continue
-            listing = await _conntrack("-L", narrowed)
-            if listing is None:
+            key = tuple(narrowed)
+            if key not in listings:
+                listing = await _conntrack("-L", narrowed)
+                listings[key] = None if listing is None else parse_flows(listing)
+            flows = listings[key]
+            if flows is None:
                 continue
-            for argv in delete_commands(hop, proto, parse_flows(listing), own_addresses):
+            for argv in delete_commands(hop, proto, flows, own_addresses):
                 await _conntrack("-D", argv)
