@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "natpmp": {"model"},
     # The lab's entry store is the QubesDB stand-in: the platform adapter shells share.
     "agent": {"model", "nft", "lab"},
-    "lab": {"model", "nft", "natpmp", "admin"},
+    "lab": {"model", "nft", "natpmp", "store", "admin"},
     "admin": {"model", "planner", "store", "lab"},
     "tunnel": {"model", "natpmp", "lab"},
     "natd": {"model", "natpmp", "client", "lab"},

@@ -5,10 +5,7 @@ properties), `qubes/<name>/firewall.xml` (the only home of a qube's rules, forwa
 included) and `order.json` (which forward came first, for conflicts). Every write is atomic.
 """
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 from ..model.errors import ValidationError
 from ..model.rule import Action, FilterRule, ForwardRule, Rule, forward_id
 from ..model.topology import Topology
+from ..store.atomic_file import write_atomically
 from ..store.firewall_xml import load_firewall, save_firewall
 from .topology_json import topology_from_json, topology_to_json
 
@@ -27,23 +25,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (FilterRule(Action.ACCEPT),)
 
 def write_json_atomically(path: Path, document: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document, sort_keys=True, indent=1).encode()
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def forward_ids(target: str, rules: Iterable[Rule]) -> list[str]:

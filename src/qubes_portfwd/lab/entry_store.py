@@ -11,12 +11,13 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+from qubes_portfwd.store.atomic_file import write_atomically
 
 ENTRIES_FILE = "entries.json"
 STATUS_FILE = "status.json"
@@ -54,24 +55,7 @@ NO_STATUS = Status(handled=0)
 
 
 def _write_atomically(path: Path, document: object) -> None:
-    data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    # The rename is only durable once the directory itself is synced.
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _stat_token(path: Path) -> tuple[int, int, int] | None:
