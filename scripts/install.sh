@@ -4,7 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-tools
-          natpmpc miniupnpc miniupnpd-nftables procps python3-venv)
+          natpmpc miniupnpc miniupnpd-nftables procps python3-venv
+          # Qt (PySide6 wheels) on the offscreen platform: GL/EGL, fonts, xkb, glib, dbus.
+          libegl1 libgl1 libfontconfig1 fonts-dejavu-core libxkbcommon0 libglib2.0-0
+          libdbus-1-3)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
