@@ -2,7 +2,7 @@
 VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 
-.PHONY: install demo test test-fast lint bench
+.PHONY: install demo test test-fast lint bench screenshots
 
 install:
 	bash scripts/install.sh
@@ -26,3 +26,7 @@ test-fast:
 bench:
 	EXTRAS=test,bench bash scripts/install.sh
 	$(VENV)/python -m bench.run
+
+# The GUI's screenshots in docs/screenshots/, taken by the GUI lab tests (offscreen Qt).
+screenshots: install
+	GUI_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/python -m pytest -q tests/gui/test_gui_lab.py
