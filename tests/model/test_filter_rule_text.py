@@ -126,7 +126,14 @@ def test_refused_with_the_field_and_allowed_form(line: str, field: str, says: st
 def test_unknown_key_with_unprintable_name_is_not_echoed() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_rule("action=accept \x1b[2J=1")
-    assert caught.value.field == "?"
+    assert caught.value.field == "rule" and "\x1b" not in str(caught.value)
+
+
+def test_an_option_without_a_name_is_named_as_the_rule() -> None:
+    # Found by fuzzing: `=dns` gave an error whose field was empty.
+    with pytest.raises(ValidationError) as caught:
+        parse_rule("action=accept =dns")
+    assert caught.value.field == "rule" and "without a known name" in caught.value.message
 
 
 def test_a_request_is_all_or_nothing_and_errors_carry_the_line() -> None:

@@ -64,8 +64,11 @@ def split_options(
         if not has_value:
             raise ValidationError("rule", f"{untrusted_option!r} is not in the form key=value")
         if key not in known_keys:
-            shown = key if set(key) <= VALUE_CHARS else "?"
-            raise ValidationError(shown, f"unknown option; known: {', '.join(sorted(known_keys))}")
+            known = ", ".join(sorted(known_keys))
+            if key and set(key) <= VALUE_CHARS:
+                raise ValidationError(key, f"unknown option; known: {known}")
+            # No name, or one not safe to show: the error still says which part is wrong.
+            raise ValidationError("rule", f"an option without a known name; known: {known}")
         canonical = "dsthost" if key in DSTHOST_ALIASES else key
         if canonical in options:
             raise ValidationError(key, "given twice")

@@ -1,12 +1,14 @@
 """Whole-file reads with a size limit and crash-safe replacement of a file."""
 
 import contextlib
+import glob
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 DEFAULT_MODE = 0o664  # what Qubes' umask 002 gives its firewall.xml
+TEMP_SUFFIX = ".tmp"
 
 
 class FileTooLarge(ValueError):
@@ -26,14 +28,18 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` so that after a crash it holds either the old or the new bytes.
 
     The data is written to a temporary file in the same directory, synced, renamed over
-    `path`, and the directory is synced so the rename itself survives a crash.
+    `path`, and the directory is synced so the rename itself survives a crash. Temporary
+    files that a killed writer left behind are removed first; a failed write removes its own.
     """
     directory = path.parent
+    remove_stale_temps(path)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         mode = DEFAULT_MODE
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, temp_name = tempfile.mkstemp(
+        prefix=_temp_prefix(path, os.getpid()), suffix=TEMP_SUFFIX, dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as temp:
             temp.write(data)
@@ -46,6 +52,47 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(temp_name)
         raise
     _fsync_directory(directory)
+
+
+def _temp_prefix(path: Path, pid: int) -> str:
+    # The writer's pid in the name tells a killed writer's leftovers from a live one's.
+    return f".{path.name}.{pid}."
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temporary files of `path` present now (a live writer's, or a killed writer's)."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"))
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of `path` whose writer process no longer exists."""
+    for temp in temp_files(path):
+        pid_text = temp.name[len(path.name) + 2 :].partition(".")[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # A killed writer its parent has not reaped yet still answers kill(pid, 0).
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_text.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -4,6 +4,7 @@ Files are untrusted input: size-limited before parsing, DTDs and entities refuse
 element structure checked, and every property validated by the Admin API rule parser.
 """
 
+import io
 import os
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -29,18 +30,19 @@ V2_FORM = (
 DEFAULT_RULES: tuple[Rule, ...] = (FilterRule(Action.ACCEPT),)
 
 _SHOWN = 40
+_SHOWN_NAMES = 5
+# firewall > rules > rule > properties > property (v1: QubesFirewallRules > rule), and one
+# more so that an element inside a <property> gets the structure check's own message.
+MAX_DEPTH = 6
+# A 16 MiB file of real rules holds well under this (a rule is ~10 elements in ~300 bytes).
+MAX_ELEMENTS = 1_000_000
 
 
 def parse_firewall_xml(untrusted_data: bytes) -> list[Rule]:
     """The rules of a firewall.xml document, v2 or v1; ValidationError if anything is off."""
     if len(untrusted_data) > MAX_FIREWALL_XML_BYTES:
         raise ValidationError(FILE_FIELD, f"larger than {MAX_FIREWALL_XML_BYTES} bytes")
-    try:
-        root = defusedxml.ElementTree.fromstring(untrusted_data, forbid_dtd=True)
-    except defusedxml.DefusedXmlException as err:
-        raise ValidationError(FILE_FIELD, f"DTDs and entities are not allowed ({err})") from None
-    except ParseError as err:
-        raise ValidationError(FILE_FIELD, f"not well-formed XML ({err})") from None
+    root = _parse_bounded(untrusted_data)
     untrusted_version = root.get("version", "1")
     if untrusted_version == "2":
         return _rules_from_v2(root)
@@ -53,6 +55,33 @@ def parse_firewall_xml(untrusted_data: bytes) -> list[Rule]:
             f"(or Qubes 3's <{V1_ROOT}>)",
         )
     return rules_from_v1(root)
+
+
+def _parse_bounded(untrusted_data: bytes) -> Element:
+    """The element tree, refused as soon as it nests deeper or holds more than a firewall.xml
+    can (parsing a hostile tree to the end costs seconds and hundreds of MB)."""
+    depth = elements = 0
+    root: Element | None = None
+    try:
+        for event, element in defusedxml.ElementTree.iterparse(
+            io.BytesIO(untrusted_data), events=("start", "end"), forbid_dtd=True
+        ):
+            if event == "end":
+                depth -= 1
+                continue
+            depth, elements = depth + 1, elements + 1
+            root = element if root is None else root
+            if depth > MAX_DEPTH:
+                raise ValidationError(FILE_FIELD, f"nested deeper than {MAX_DEPTH}: {V2_FORM}")
+            if elements > MAX_ELEMENTS:
+                raise ValidationError(FILE_FIELD, f"more than {MAX_ELEMENTS} elements")
+    except defusedxml.DefusedXmlException as err:
+        raise ValidationError(FILE_FIELD, f"DTDs and entities are not allowed ({err})") from None
+    except ParseError as err:
+        raise ValidationError(FILE_FIELD, f"not well-formed XML ({err})") from None
+    if root is None:
+        raise ValidationError(FILE_FIELD, f"no element; expected {V2_FORM}")
+    return root
 
 
 def _rules_from_v2(root: Element) -> list[Rule]:
@@ -80,8 +109,9 @@ def _expect(element: Element, tag: str, attributes: set[str]) -> None:
         )
     unexpected = set(element.attrib) - attributes
     if unexpected:
-        shown = sorted(name[:_SHOWN] for name in unexpected)
-        raise ValidationError(FILE_FIELD, f"<{tag}> has unexpected attributes {shown}")
+        shown = sorted(name[:_SHOWN] for name in unexpected)[:_SHOWN_NAMES]
+        more = f" and {len(unexpected) - len(shown)} more" if len(unexpected) > len(shown) else ""
+        raise ValidationError(FILE_FIELD, f"<{tag}> has unexpected attributes {shown}{more}")
 
 
 def _children(parent: Element, tag: str, *, exactly_one: bool = False) -> list[Element]:
@@ -156,7 +186,8 @@ def save_firewall(
 ) -> None:
     """Write the rules as v2, atomically; on any error the old file is left untouched.
 
-    A document the loader would refuse is refused here, before anything is written.
+    A document the loader would refuse is refused here, before anything is written; a
+    failed write (full disk, read-only store) raises FirewallWriteError.
     """
     data = firewall_xml_bytes(rules, now, boot_id)
     if len(data) > MAX_FIREWALL_XML_BYTES:
@@ -165,4 +196,22 @@ def save_firewall(
             f"{len(rules)} rules make {len(data)} bytes, over the {MAX_FIREWALL_XML_BYTES} "
             "bytes a firewall.xml may have",
         )
-    write_atomically(Path(path), data)
+    try:
+        write_atomically(Path(path), data)
+    except OSError as err:
+        raise FirewallWriteError(Path(path), err) from None
+
+
+class FirewallWriteError(ValidationError, OSError):
+    """The rules were valid but the file could not be written; the old file is unchanged.
+
+    Also a ValidationError, so the Admin API answers it with this text rather than as an
+    internal error; `errno` is the OS error's.
+    """
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        reason = err.strerror or type(err).__name__
+        super().__init__(
+            FILE_FIELD, f"could not write {path} ({reason}); the rules stay as they were"
+        )
+        self.errno = err.errno
