@@ -3,9 +3,10 @@
 Stages as the admin service and the edge's agent run them: parse the Set payload, bind and
 store firewall.xml, plan, write the edge's entries, parse them in the agent, compile, `nft
 -f` into Qubes' base rules (with nft's peak memory), and the `nft -j list ruleset` plus
-fingerprint the agent does around each apply.
+fingerprint the agent does after each apply and on each check.
 """
 
+import asyncio
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from qubes_portfwd.admin.forward_binding import bind_rule
 from qubes_portfwd.admin.publisher import OWNED_PREFIXES, owned
 from qubes_portfwd.agent.entries import parse_entries
+from qubes_portfwd.agent.nft_runner import NftRunner
 from qubes_portfwd.agent.owned import owned_fingerprint
 from qubes_portfwd.lab.entry_store import EntryStore
 from qubes_portfwd.model.rule import Rule
@@ -71,9 +73,9 @@ def measure(
                 save_firewall(root / f"{target}.xml", target_rules, now, BOOT_ID)
 
         _timed(stages, "admin: write firewall.xml", store_all)
-        _timed(
+        _timed(  # only when the service starts: a change keeps what it wrote in memory
             stages,
-            "admin: read firewall.xml",
+            "admin: read firewall.xml (start)",
             lambda: [load_firewall(root / f"{t}.xml") for t in rules],
         )
         planned = _timed(stages, "admin: plan", lambda: plan(rules, topology, now, BOOT_ID))
@@ -91,7 +93,13 @@ def measure(
         ["ip", "netns", "exec", scratch_netns, "nft", "-f", "-"],
         stdin="flush ruleset\n" + edge_base,
     )
-    base_json = run(["ip", "netns", "exec", scratch_netns, "nft", "-j", "list", "ruleset"])
+    runner = NftRunner(("ip", "netns", "exec", scratch_netns))
+    listed = _timed(
+        stages,
+        "agent: nft -j list custom chains",
+        lambda: asyncio.run(runner.list_custom_chains_json()),
+    )
+    base_json = listed.output
     compiled = _timed(
         stages,
         "agent: compile",
@@ -105,8 +113,8 @@ def measure(
     load_s, load_peak_kib, _ = _nft(scratch_netns, ["-f", "-"], compiled.script)
     stages["agent: nft -f"] = load_s
     list_s, list_peak_kib, listing = _nft(scratch_netns, ["-j", "list", "ruleset"])
-    stages["agent: nft -j list ruleset"] = list_s
-    _timed(stages, "agent: fingerprint", lambda: owned_fingerprint(listing))
+    stages["agent: nft -j list ruleset (check)"] = list_s
+    _timed(stages, "agent: fingerprint (check)", lambda: owned_fingerprint(listing))
     return {
         "edge": edge,
         "edge_entries": len(entries),

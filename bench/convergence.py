@@ -25,6 +25,7 @@ FIRST_PORT = 30000
 POLL = 0.05
 CONVERGE_TIMEOUT = 900.0
 SETTLE_S = 3.0  # after convergence, before the rest window: the last status writes land
+LATER_S = 30.0  # a second window starts this long after convergence: the last apply's tail is over
 
 
 def spread(count: int, topology: Topology, sources: str) -> dict[str, list[str]]:
@@ -141,6 +142,10 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         f"agent:{edge_agent}": session.pid(f"agent:{edge_agent}"),
     }
     rest = sample_at_rest(rest_pids, settings.rest_seconds)
+    # The first window still holds the edge agent's tail of its last apply (its check and
+    # `nft monitor` printing that transaction); the later one is the steady state.
+    time.sleep(max(0.0, LATER_S - SETTLE_S - settings.rest_seconds))  # a fixed gap, no condition
+    rest_later = sample_at_rest(rest_pids, settings.rest_seconds)
 
     restart_started = time.monotonic()
     session.lab.restart_admin()
@@ -167,6 +172,8 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
             "edge_agent": edge_agent,
             "window_s": settings.rest_seconds,
             "processes": {name: vars(sample) for name, sample in rest.items()},
+            "later_start_s": LATER_S,
+            "later": {name: vars(sample) for name, sample in rest_later.items()},
         },
         "target_s": TARGET_S,
         "met": converge_s <= TARGET_S and cold["converge_s"] <= TARGET_S,

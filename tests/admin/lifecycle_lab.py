@@ -93,13 +93,17 @@ class LabUser:
 
     def input_allowed(self, qube: str, port: int) -> bool:
         """Whether the target's kernel accepts new flows to `port` (our input set in `qubes`)."""
-        done = self.lab.run(
-            qube,
-            ["nft", "list", "set", "ip", "qubes", "portfwd-input-allowed"],
-            capture_output=True,
-            text=True,
-        )
-        return f" . {port}" in done.stdout or f" . {port}-" in done.stdout
+        listed = ""
+        for name in (
+            "portfwd-input-allowed",
+            "portfwd-input-allowed-any",
+            "portfwd-input-allowed-host",
+        ):
+            done = self.lab.run(
+                qube, ["nft", "list", "set", "ip", "qubes", name], capture_output=True, text=True
+            )
+            listed += done.stdout
+        return f" . {port}" in listed or f" . {port}-" in listed
 
     def store_keys(self, qube: str) -> list[str]:
         return [k for k in self.lab.store(qube).read()[1] if k.startswith("/qubes-portfwd/")]

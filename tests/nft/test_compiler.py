@@ -27,8 +27,34 @@ def test_dnat_dispatches_by_interface_source_protocol_and_port_to_the_forward_ch
     assert '"eth0" . 10.0.0.0/8 . tcp . 80-90 : goto fwd-aaaaaaaaaaaa,' in text
     assert '"eth0" . 10.0.0.0/8 . udp . 80-90 : goto fwd-aaaaaaaaaaaa }' in text
     assert "meta l4proto { tcp, udp } dnat ip to 10.137.0.5" in lines(text)
+    assert "fib daddr type local jump dispatch" in lines(text)
+    assert "iifname . ip saddr . meta l4proto . th dport vmap @dnat-inbound" in lines(text)
+
+
+def test_single_ports_from_everywhere_or_one_address_dispatch_by_exact_lookups() -> None:
+    hops = (
+        dnat("aaaaaaaaaaaa", ports="80-80", srchost="0.0.0.0/0"),
+        dnat("bbbbbbbbbbbb", ports="81-81", srchost="192.0.2.7,192.0.2.9"),
+        dnat("cccccccccccc", ports="82-82", srchost="192.0.2.0/24"),
+    )
+    text = script(QubeRules(hops=hops))
+    declared = text[text.index("map dnat-inbound-any") :]
+    assert declared.index('"eth0" . tcp . 80 : goto fwd-aaaaaaaaaaaa') < declared.index(
+        "map dnat-inbound-host"
+    )
+    assert '"eth0" . 192.0.2.7 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in declared
+    assert '"eth0" . 192.0.2.0/24 . tcp . 82 : goto fwd-cccccccccccc' in declared
+    assert "iifname . meta l4proto . th dport vmap @dnat-inbound-any" in lines(text)
+    assert "iifname . ip saddr . meta l4proto . th dport vmap @dnat-inbound-host" in lines(text)
+    # Only the interval forms are interval sets: the others are hash tables.
+    assert text.count("flags interval") == 2 * 3 + 2  # dispatch maps per family, accept sets
+    assert "add element ip qubes portfwd-forward-allowed-any { 10.137.0.5 . tcp . 80 }" in text
     assert (
-        "fib daddr type local iifname . ip saddr . meta l4proto . th dport vmap @dnat-inbound"
+        "add element ip qubes portfwd-forward-allowed-host "
+        "{ 192.0.2.7 . 10.137.0.5 . tcp . 81, 192.0.2.9 . 10.137.0.5 . tcp . 81 }"
+    ) in text
+    assert (
+        "add element ip qubes portfwd-forward-allowed { 192.0.2.0/24 . 10.137.0.5 . tcp . 82 }"
     ) in text
 
 
@@ -48,7 +74,7 @@ def test_single_port_remap_and_ipv6_brackets() -> None:
     hop = dnat("aaaaaaaaaaaa", toports="8080-8080", to="fd09::5", srchost="::/0", family=6)
     text = script(QubeRules(hops=(hop,)), BOTH)
     assert "meta l4proto tcp dnat ip6 to [fd09::5]:8080" in lines(text)
-    assert "::/0 . fd09::5 . tcp . 8080" in text
+    assert "add element ip6 qubes portfwd-forward-allowed-any { fd09::5 . tcp . 8080 }" in text
 
 
 def test_internal_forward_uses_the_downstream_map_and_passes_the_outbound_firewall() -> None:
@@ -71,13 +97,15 @@ def test_accept_hops_open_input_only_for_their_sources_and_overlaps_are_merged()
         accept("bbbbbbbbbbbb", ports="8080-8081", srchost="10.0.0.0/8"),
     )
     text = script(QubeRules(hops=hops))
-    assert (
-        "add element ip qubes portfwd-input-allowed "
-        "{ 0.0.0.0/0 . tcp . 8080, 10.0.0.0/8 . tcp . 8081 }"
-    ) in text
+    assert "add element ip qubes portfwd-input-allowed-any { tcp . 8080 }" in text
+    assert "add element ip qubes portfwd-input-allowed { 10.0.0.0/8 . tcp . 8081 }" in text
     assert (
         "add rule ip qubes portfwd-input ct state new "
         "ip saddr . meta l4proto . th dport @portfwd-input-allowed accept"
+    ) in text
+    assert (
+        "add rule ip qubes portfwd-input ct state new "
+        "meta l4proto . th dport @portfwd-input-allowed-any accept"
     ) in text
 
 

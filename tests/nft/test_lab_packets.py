@@ -115,3 +115,29 @@ def test_a_source_outside_srchost_does_not(path: dict[str, str]) -> None:
     assert connect(path["client"], ALLOWED).strip() == "reached-target"  # the path works
     assert connect(path["client"], OUTSIDER) == ""
     assert "reached" not in connect(path["client"], OUTSIDER)
+
+
+@pytest.mark.parametrize(
+    ("srchost", "ports", "reached"),
+    [
+        ("0.0.0.0/0", "80-80", {ALLOWED, OUTSIDER}),  # exact lookup without a source
+        ("192.0.2.2/31", "80-80", {ALLOWED, OUTSIDER}),  # a network: the interval lookup
+        ("192.0.2.0/31", "80-80", set()),
+        (f"{ALLOWED}/32", "80-81", {ALLOWED}),  # a range: the interval lookup
+    ],
+)
+def test_every_lookup_shape_admits_exactly_its_sources(
+    path: dict[str, str], srchost: str, ports: str, reached: set[str]
+) -> None:
+    hop = dnat(
+        "bbbbbbbbbbbb",
+        ports=ports,
+        toports="8080-8080" if ports == "80-80" else "8080-8081",
+        srchost=srchost,
+    )
+    rules = QubeRules(hops=(hop,), network_qube=True, firewall=(firewall("10.137.0.5", "drop"),))
+    apply(path["netvm"], rules)
+    found = {
+        s for s in (ALLOWED, OUTSIDER) if connect(path["client"], s).strip() == "reached-target"
+    }
+    assert found == reached

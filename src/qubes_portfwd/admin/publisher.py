@@ -89,6 +89,10 @@ class Publisher:
         self.store_for = store_for
         self.agent_timeout = agent_timeout
 
+    def store_tokens(self, qubes: list[str]) -> tuple[object, ...]:
+        """Cheap (stat) tokens of every store's entries and report: equal means unchanged."""
+        return tuple(self.store_for(q).state_token() for q in qubes)
+
     def snapshots(self, qubes: list[str]) -> dict[str, Snapshot]:
         return {q: read_snapshot(self.store_for(q)) for q in qubes}
 

@@ -2,7 +2,10 @@
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass
+
+from ..nft.syntax import BASE_TABLE, CUSTOM_CHAINS
 
 NFT = "nft"
 APPLY_TIMEOUT = 60.0  # 10,000 forwards load in well under a second; this only bounds a hang
@@ -57,6 +60,33 @@ class NftRunner:
             return await self._run(("-j", "list", "ruleset"), None, LIST_TIMEOUT)
         except TimeoutError:
             return NftResult(False, f"nft -j list ruleset did not finish within {LIST_TIMEOUT} s")
+
+    async def list_custom_chains_json(self) -> NftResult:
+        """Qubes' custom chains (our jumps, with handles) as one `nft -j list ruleset` document.
+
+        What the compiler needs before an apply, at a fraction of a full listing's cost (with
+        10,000 forwards: 0.1 s instead of 1.5 s). A chain that does not exist is left out,
+        which is what a full listing would show too.
+        """
+        calls = [
+            self._run(("-j", "list", "chain", family, BASE_TABLE, chain), None, LIST_TIMEOUT)
+            for family in ("ip", "ip6")
+            for chain in CUSTOM_CHAINS.values()
+        ]
+        try:
+            results = await asyncio.gather(*calls)
+        except TimeoutError:
+            return NftResult(False, f"nft -j list chain did not finish within {LIST_TIMEOUT} s")
+        items: list[object] = []
+        for result in results:
+            if not result.ok:
+                continue
+            try:
+                untrusted_items = json.loads(result.output)["nftables"]
+            except (ValueError, KeyError, TypeError):
+                return NftResult(False, "nft -j list chain printed no nftables document")
+            items += [i for i in untrusted_items if "metainfo" not in i]
+        return NftResult(True, json.dumps({"nftables": items}))
 
     async def monitor(self) -> asyncio.subprocess.Process:
         """`nft monitor ruleset`: one line on stdout for every change anyone makes."""

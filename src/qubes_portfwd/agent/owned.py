@@ -8,6 +8,7 @@ without anyone touching the rules.
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from ..nft.syntax import BASE_TABLE, FIREWALL_TABLE, NAT_TABLE, OWNER_COMMENT
@@ -32,16 +33,16 @@ def _is_owned(kind: str, body: dict[str, Any]) -> bool:
     return kind in ("chain", "set", "map") and str(body.get("name", "")).startswith(OWNED_PREFIXES)
 
 
-def _without_volatile(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_volatile(v) for k, v in value.items() if k not in VOLATILE_KEYS}
-    if isinstance(value, list):
-        return [_without_volatile(v) for v in value]
-    return value
+# A volatile key with its number, as `json.dumps` writes it (keys are strings without quotes).
+_VOLATILE = re.compile(r'"(?:' + "|".join(sorted(VOLATILE_KEYS)) + r')": \d+(?:, )?')
 
 
 def owned_fingerprint(untrusted_ruleset_json: str) -> str:
-    """A digest of the owned tables, chains, sets and rules in `nft -j list ruleset` output."""
+    """A digest of the owned tables, chains, sets and rules in `nft -j list ruleset` output.
+
+    Volatile numbers are cut from the text rather than from the parsed objects: rebuilding
+    every nested dict of a 10,000-forward ruleset took most of a second.
+    """
     untrusted_objects = json.loads(untrusted_ruleset_json).get("nftables", [])
     owned = []
     for untrusted_object in untrusted_objects:
@@ -49,6 +50,6 @@ def owned_fingerprint(untrusted_ruleset_json: str) -> str:
             continue
         ((kind, body),) = untrusted_object.items()
         if isinstance(body, dict) and _is_owned(kind, body):
-            owned.append({kind: _without_volatile(body)})
-    text = json.dumps(owned, sort_keys=True, separators=(",", ":"))
+            owned.append({kind: body})
+    text = _VOLATILE.sub("", json.dumps(owned, sort_keys=True))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -163,6 +163,10 @@ class EntryStore:
         """Changes whenever the entries file is replaced; cheap enough to poll."""
         return _stat_token(self._entries_path)
 
+    def state_token(self) -> tuple[object, object]:
+        """Changes whenever the entries or the agent's report are replaced (or removed)."""
+        return (_stat_token(self._entries_path), _stat_token(self._status_path))
+
     def wait_for_change(self, after_generation: int, timeout: float) -> int:
         """Block until the generation exceeds `after_generation`; StoreTimeout after `timeout`."""
         deadline = time.monotonic() + timeout

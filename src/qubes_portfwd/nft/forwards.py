@@ -1,8 +1,10 @@
 """Forward hops to nft: DNAT in our own table, accepts inside Qubes' `qubes` tables.
 
-Per-packet cost is independent of the number of forwards: DNAT dispatches through one
-verdict-map lookup to the forward's own chain; accepts are one lookup in a concatenated
-interval set. Only a qube's `qubes` tables decide accept vs drop (DESIGN.md §1).
+Per-packet cost is independent of the number of forwards: DNAT dispatches through verdict-map
+lookups to the forward's own chain; accepts are set lookups. Each set and map is split by
+element shape (`lookups.py`): hash lookups for single ports from everywhere or from one
+address, an interval lookup only for the rest. Only a qube's `qubes` tables decide accept vs
+drop (DESIGN.md §1).
 """
 
 import bisect
@@ -18,10 +20,11 @@ from .hairpin import (
     HAIRPIN_PORTS,
     InterfaceAddresses,
     hairpin_chain_lines,
+    hairpin_key_form,
     hairpin_pieces,
-    hairpin_prerouting_rule,
     masquerade_chain,
 )
+from .lookups import SHAPES, Keyed, KeyForm, by_shape, source_expression
 from .owned import OwnedJumps
 from .syntax import (
     BASE_TABLE,
@@ -41,6 +44,7 @@ from .syntax import (
     table_family,
 )
 
+DISPATCH_CHAIN = "dispatch"  # entered for packets to this qube's own addresses only
 FORWARD_SET = "portfwd-forward-allowed"
 INPUT_SET = "portfwd-input-allowed"
 NAT_PRIORITY = "dstnat - 10"  # before Qubes' dnat-dns (dstnat): the first DNAT binding wins
@@ -98,6 +102,28 @@ def _clash(claimed: Claims, hop: DnatHop) -> str | None:
     return None
 
 
+def _dispatch_form(family: int, internal: bool) -> KeyForm:
+    before = () if internal else (("ifname", "iifname"),)
+    after = (("inet_proto", "meta l4proto"),)
+    return KeyForm(family, before, source_expression(family), after, "verdict")
+
+
+def _dispatch_items(hops: Sequence[DnatHop], internal: bool) -> list[Keyed]:
+    items = []
+    for hop in hops:
+        if (hop.inbound == DOWNSTREAM) != internal:
+            continue
+        where = () if internal else (f'"{hop.inbound}"',)
+        for proto in hop.protos:
+            for source in ipaddress.collapse_addresses(hop.sources):  # type: ignore[type-var]
+                items.append(
+                    Keyed(
+                        where, source, (proto,), hop.ports, f"goto {forward_chain(hop.forward_id)}"
+                    )
+                )
+    return items
+
+
 def nat_table(
     family: int, hops: Sequence[Hop], interfaces: InterfaceAddresses | None = None
 ) -> list[str]:
@@ -106,58 +132,53 @@ def nat_table(
     The dispatch key holds the source, so a forward's chain has no set of its own: nft
     loads thousands of per-rule anonymous sets in quadratic time. Port remaps live in one
     shared map for the same reason; keys are unique because clashing hops were left out.
+    Each dispatch map comes in the three shapes of `lookups.py`, so a new connection costs
+    hash lookups, plus an interval lookup over only the forwards with networks or ranges.
     """
     ip = table_family(family)
-    addr = addr_type(family)
     dnats = [h for h in hops if isinstance(h, DnatHop) and h.family == family]
-    dispatch: dict[bool, list[str]] = {True: [], False: []}
     remaps: dict[bool, list[str]] = {True: [], False: []}
     for hop in dnats:
         internal = hop.inbound == DOWNSTREAM
         where = "" if internal else f'"{hop.inbound}" . '
         shift = hop.ports.offset_to(hop.toports)
-        for proto in hop.protos:
-            for source in ipaddress.collapse_addresses(hop.sources):  # type: ignore[type-var]
-                dispatch[internal].append(
-                    f"{where}{network(source)} . {proto} . {ports(hop.ports)} "
-                    f": goto {forward_chain(hop.forward_id)}"
-                )
-            if shift:
+        if shift:
+            for proto in hop.protos:
                 remaps[internal] += [
                     f"{where}{proto} . {p} : {p + shift}"
                     for p in range(hop.ports.first, hop.ports.last + 1)
                 ]
     hairpin, hairpin_remaps, hairpinned = hairpin_pieces(family, dnats, interfaces or {})
+    hairpin_form = hairpin_key_form(family)
     lines = [*recreate_table(family, NAT_TABLE), f"table {ip} {NAT_TABLE} {{"]
+    rules: list[str] = []
+    for shape, elements in by_shape(hairpin).items():
+        lines += hairpin_form.declaration("map", HAIRPIN_MAP, shape, elements)
+        rules.append(f"iifgroup 2 {hairpin_form.selector(shape)} vmap @{shape.name(HAIRPIN_MAP)}")
     for internal, name, key in ((True, "downstream", ""), (False, "inbound", "ifname . ")):
+        form = _dispatch_form(family, internal)
+        for shape, elements in by_shape(_dispatch_items(dnats, internal)).items():
+            lines += form.declaration("map", f"dnat-{name}", shape, elements)
+            match = "iifgroup 2 " if internal else ""
+            rules.append(f"{match}{form.selector(shape)} vmap @{shape.name(f'dnat-{name}')}")
         lines += [
-            f"  map dnat-{name} {{",
-            f"    type {key}{addr} . inet_proto . inet_service : verdict",
-            "    flags interval",
-            *elements_line(dispatch[internal], "    "),
-            "  }",
             f"  map ports-{name} {{",
             f"    type {key}inet_proto . inet_service : inet_service",
             *elements_line(remaps[internal], "    "),
             "  }",
         ]
     lines += [
-        f"  map {HAIRPIN_MAP} {{",
-        f"    type {addr} . {addr} . inet_proto . inet_service : verdict",
-        "    flags interval",
-        *elements_line(hairpin, "    "),
-        "  }",
         f"  map {HAIRPIN_PORTS} {{",
-        f"    type {addr} . inet_proto . inet_service : inet_service",
+        f"    type {addr_type(family)} . inet_proto . inet_service : inet_service",
         *elements_line(hairpin_remaps, "    "),
         "  }",
         "  chain prerouting {",
         f"    type nat hook prerouting priority {NAT_PRIORITY}; policy accept;",
-        f"    {hairpin_prerouting_rule(family)}",
-        f"    fib daddr type local iifgroup 2 {ip} saddr . meta l4proto . th dport "
-        "vmap @dnat-downstream",
-        f"    fib daddr type local iifname . {ip} saddr . meta l4proto . th dport "
-        "vmap @dnat-inbound",
+        f"    fib daddr type local jump {DISPATCH_CHAIN}",
+        "  }",
+        # Hairpin first: a downstream packet to the outside address is the more specific.
+        f"  chain {DISPATCH_CHAIN} {{",
+        *(f"    {rule}" for rule in rules),
         "  }",
     ]
     for hop in dnats:
@@ -184,8 +205,7 @@ def _dnat_rule(hop: DnatHop) -> str:
     return f"{match} dnat {ip} to {target} : {key}meta l4proto . th dport map @{remap}"
 
 
-def forward_elements(family: int, hops: Iterable[Hop], internal_only: bool = False) -> list[str]:
-    """`saddr . daddr . proto . dport` of DNATed flows to let through, disjoint."""
+def _forward_items(family: int, hops: Iterable[Hop], internal_only: bool = False) -> list[Keyed]:
     items = [
         Element((str(hop.to), proto), source, hop.toports)
         for hop in hops
@@ -194,14 +214,10 @@ def forward_elements(family: int, hops: Iterable[Hop], internal_only: bool = Fal
         for proto in hop.protos
         for source in hop.sources
     ]
-    return [
-        f"{network(e.source)} . {e.key[0]} . {e.key[1]} . {ports(e.ports)}"
-        for e in disjoint_elements(items)
-    ]
+    return [Keyed((), e.source, e.key, e.ports) for e in disjoint_elements(items)]
 
 
-def input_elements(family: int, hops: Iterable[Hop]) -> list[str]:
-    """`saddr . proto . dport` of the target's input to let through, disjoint."""
+def _input_items(family: int, hops: Iterable[Hop]) -> list[Keyed]:
     items = [
         Element(proto, source, hop.ports)
         for hop in hops
@@ -209,7 +225,30 @@ def input_elements(family: int, hops: Iterable[Hop]) -> list[str]:
         for proto in hop.protos
         for source in hop.sources
     ]
-    return [f"{network(e.source)} . {e.key} . {ports(e.ports)}" for e in disjoint_elements(items)]
+    return [Keyed((), e.source, (e.key,), e.ports) for e in disjoint_elements(items)]
+
+
+def _full_text(item: Keyed) -> str:
+    return " . ".join([network(item.source), *item.after, ports(item.ports)])
+
+
+def forward_elements(family: int, hops: Iterable[Hop], internal_only: bool = False) -> list[str]:
+    """`saddr . daddr . proto . dport` of DNATed flows to let through, disjoint."""
+    return [_full_text(item) for item in _forward_items(family, hops, internal_only)]
+
+
+def input_elements(family: int, hops: Iterable[Hop]) -> list[str]:
+    """`saddr . proto . dport` of the target's input to let through, disjoint."""
+    return [_full_text(item) for item in _input_items(family, hops)]
+
+
+def forward_key_form(family: int) -> KeyForm:
+    after = ((addr_type(family), f"{table_family(family)} daddr"), ("inet_proto", "meta l4proto"))
+    return KeyForm(family, (), source_expression(family), after)
+
+
+def input_key_form(family: int) -> KeyForm:
+    return KeyForm(family, (), source_expression(family), (("inet_proto", "meta l4proto"),))
 
 
 def delete_jumps(owned: OwnedJumps) -> list[str]:
@@ -221,42 +260,30 @@ def delete_jumps(owned: OwnedJumps) -> list[str]:
 
 def qubes_accepts(family: int, hops: Sequence[Hop]) -> list[str]:
     """Our chains and sets inside `qubes` for one family: declared, emptied, refilled, jumped to."""
-    ip = table_family(family)
-    addr = addr_type(family)
-    where = f"{ip} {BASE_TABLE}"
-    lines = [
-        f"table {where} {{",
-        f"  set {FORWARD_SET} {{",
-        f"    type {addr} . {addr} . inet_proto . inet_service",
-        "    flags interval",
-        "  }",
-        f"  set {INPUT_SET} {{",
-        f"    type {addr} . inet_proto . inet_service",
-        "    flags interval",
-        "  }",
-        f"  chain {FORWARD_CHAIN} {{",
-        "  }",
-        f"  chain {INPUT_CHAIN} {{",
-        "  }",
-        "}",
-        f"flush chain {where} {FORWARD_CHAIN}",
-        f"flush chain {where} {INPUT_CHAIN}",
-        f"flush set {where} {FORWARD_SET}",
-        f"flush set {where} {INPUT_SET}",
-    ]
-    for name, elements in (
-        (FORWARD_SET, forward_elements(family, hops)),
-        (INPUT_SET, input_elements(family, hops)),
-    ):
-        if elements:
-            lines.append(f"add element {where} {name} {{ {', '.join(elements)} }}")
+    where = f"{table_family(family)} {BASE_TABLE}"
+    kinds = (
+        (FORWARD_SET, FORWARD_CHAIN, forward_key_form(family), _forward_items(family, hops)),
+        (INPUT_SET, INPUT_CHAIN, input_key_form(family), _input_items(family, hops)),
+    )
+    lines = [f"table {where} {{"]
+    for base, _chain, form, _items in kinds:
+        for shape in SHAPES:
+            lines += form.declaration("set", base, shape, ())
+    lines += [f"  chain {FORWARD_CHAIN} {{", "  }", f"  chain {INPUT_CHAIN} {{", "  }", "}"]
+    lines += [f"flush chain {where} {FORWARD_CHAIN}", f"flush chain {where} {INPUT_CHAIN}"]
+    lines += [f"flush set {where} {shape.name(base)}" for base, *_ in kinds for shape in SHAPES]
     # Only new flows: invalid ones must still meet Qubes' `ct state invalid drop`.
-    lines += [
-        f"add rule {where} {FORWARD_CHAIN} ct state new ct status dnat "
-        f"{ip} saddr . {ip} daddr . meta l4proto . th dport @{FORWARD_SET} accept",
-        f"add rule {where} {INPUT_CHAIN} ct state new "
-        f"{ip} saddr . meta l4proto . th dport @{INPUT_SET} accept",
-    ]
+    conditions = {FORWARD_CHAIN: "ct state new ct status dnat", INPUT_CHAIN: "ct state new"}
+    for base, chain, form, items in kinds:
+        for shape, elements in by_shape(items).items():
+            if elements:
+                name = shape.name(base)
+                lines.append(f"add element {where} {name} {{ {', '.join(elements)} }}")
+        for shape in SHAPES:
+            lines.append(
+                f"add rule {where} {chain} {conditions[chain]} "
+                f"{form.selector(shape)} @{shape.name(base)} accept"
+            )
     for ours, custom in CUSTOM_CHAINS.items():
         lines.append(f'add rule {where} {custom} jump {ours} comment "{OWNER_COMMENT}"')
     return lines

@@ -26,7 +26,8 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 
 from ..model.entries import DOWNSTREAM, DnatHop
-from .syntax import IPAddress, anonymous_set, dnat_address, network, ports, table_family
+from .lookups import Keyed, KeyForm, source_expression
+from .syntax import IPAddress, addr_type, anonymous_set, dnat_address, table_family
 
 HAIRPIN_LABEL = 127
 HAIRPIN_MAP = "dnat-hairpin"
@@ -45,12 +46,19 @@ def _usable(address: IPAddress) -> bool:
     return not (address.is_link_local or address.is_loopback or address.is_multicast)
 
 
+def hairpin_key_form(family: int) -> KeyForm:
+    """`daddr . saddr . proto . dport`: the outside address first, then as the dispatch."""
+    before = ((addr_type(family), f"{table_family(family)} daddr"),)
+    after = (("inet_proto", "meta l4proto"),)
+    return KeyForm(family, before, source_expression(family), after, "verdict")
+
+
 def hairpin_pieces(
     family: int, dnats: Sequence[DnatHop], interfaces: InterfaceAddresses
-) -> tuple[list[str], list[str], list[DnatHop]]:
+) -> tuple[list[Keyed], list[str], list[DnatHop]]:
     """Dispatch elements, port-remap elements and the hops that hairpin, for one family."""
     outside = outside_addresses(interfaces, family)
-    dispatch: list[str] = []
+    dispatch: list[Keyed] = []
     remaps: list[str] = []
     hairpinned: list[DnatHop] = []
     for hop in dnats:
@@ -59,13 +67,11 @@ def hairpin_pieces(
             continue
         hairpinned.append(hop)
         shift = hop.ports.offset_to(hop.toports)
+        goto = f"goto {hairpin_chain(hop.forward_id)}"
         for address in addresses:
             for proto in hop.protos:
                 for source in ipaddress.collapse_addresses(hop.sources):  # type: ignore[type-var]
-                    dispatch.append(
-                        f"{address} . {network(source)} . {proto} . {ports(hop.ports)} "
-                        f": goto {hairpin_chain(hop.forward_id)}"
-                    )
+                    dispatch.append(Keyed((str(address),), source, (proto,), hop.ports, goto))
                 if shift and len(hop.ports) > 1:
                     remaps += [
                         f"{address} . {proto} . {p} : {p + shift}"
@@ -102,15 +108,6 @@ def hairpin_chain_lines(hop: DnatHop) -> list[str]:
         remap = f"{ip} daddr . meta l4proto . th dport map @{HAIRPIN_PORTS}"
         rule = f"{match} dnat {ip} to {target} : {remap}"
     return [f"  chain {hairpin_chain(hop.forward_id)} {{", f"    {rule}", "  }"]
-
-
-def hairpin_prerouting_rule(family: int) -> str:
-    """Placed before the internal-forward dispatch: the outside address is the more specific."""
-    ip = table_family(family)
-    return (
-        f"fib daddr type local iifgroup 2 {ip} daddr . {ip} saddr . meta l4proto . th dport "
-        f"vmap @{HAIRPIN_MAP}"
-    )
 
 
 def masquerade_chain() -> list[str]:

@@ -15,10 +15,15 @@ from ..model.entries import DnatHop, Hop
 from ..model.errors import ValidationError
 from .forwards import FORWARD_SET, INPUT_SET, forward_elements, input_elements
 from .hairpin import HAIRPIN_MAP
+from .lookups import SHAPES, Shape
 from .syntax import BASE_TABLE, FAMILIES, NAT_TABLE, IPAddress
 
 _FAMILIES = {"ip": 4, "ip6": 6}
-_DISPATCH_MAPS = frozenset({"dnat-inbound", "dnat-downstream"})
+_ALL_SOURCES = {4: "0.0.0.0/0", 6: "::/0"}
+_DISPATCH_MAPS = frozenset(s.name(b) for b in ("dnat-inbound", "dnat-downstream") for s in SHAPES)
+_HAIRPIN_MAPS = frozenset(s.name(HAIRPIN_MAP) for s in SHAPES)
+# Each accept set's shapes, by name: what they hold and whether the source was left out.
+_SETS = {s.name(base): (base, s) for base in (INPUT_SET, FORWARD_SET) for s in SHAPES}
 _CHAIN_PREFIXES = {"fwd-": "dnat", "hairpin-": "hairpin"}
 
 
@@ -91,13 +96,17 @@ def inspect_ruleset(untrusted_json: str) -> LiveRules:
                 if found is not None:
                     targets[(family, found[0])] = found[1]
             elif kind == "map" and body.get("table") == NAT_TABLE:
-                into = hairpin_dispatched if body.get("name") == HAIRPIN_MAP else dispatched
-                if body.get("name") in _DISPATCH_MAPS or body.get("name") == HAIRPIN_MAP:
+                into = hairpin_dispatched if body.get("name") in _HAIRPIN_MAPS else dispatched
+                if body.get("name") in _DISPATCH_MAPS | _HAIRPIN_MAPS:
                     into.update((family, chain) for chain in _goto_targets(body))
-            elif kind == "set" and body.get("table") == BASE_TABLE:
-                into_set = {INPUT_SET: inputs, FORWARD_SET: forwards}.get(body.get("name", ""))
-                if into_set is not None:
-                    into_set.update((family, _element_text(e)) for e in body.get("elem") or [])
+            elif kind == "set" and body.get("table") == BASE_TABLE and body.get("name") in _SETS:
+                base, shape = _SETS[body["name"]]
+                into_set = inputs if base == INPUT_SET else forwards
+                prefix = _ALL_SOURCES[family] + " . " if shape == Shape.ANY else ""
+                into_set.update(
+                    (family, prefix + _element_text(e, sourced=shape != Shape.ANY))
+                    for e in body.get("elem") or []
+                )
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             problems.append(f"{kind} {body.get('name') or body.get('chain')}: {err!r}")
     dnats = set()
@@ -134,15 +143,20 @@ def _goto_targets(untrusted_map: dict[str, Any]) -> list[str]:
     return found
 
 
-def _element_text(untrusted_elem: Any) -> str:
-    """A set element in the compiler's text: networks with their length, ports `A-B` or `A`."""
+def _element_text(untrusted_elem: Any, sourced: bool = True) -> str:
+    """A set element in the compiler's text: networks with their length, ports `A-B` or `A`.
+
+    `sourced`: the element starts with a source (written as a network by the compiler).
+    """
     if isinstance(untrusted_elem, dict) and "elem" in untrusted_elem:  # element with options
         untrusted_elem = untrusted_elem["elem"]["val"]
     parts = untrusted_elem["concat"]
-    return " . ".join(_part_text(index, part, len(parts)) for index, part in enumerate(parts))
+    return " . ".join(
+        _part_text(index, part, len(parts), sourced) for index, part in enumerate(parts)
+    )
 
 
-def _part_text(index: int, untrusted_part: Any, count: int) -> str:
+def _part_text(index: int, untrusted_part: Any, count: int, sourced: bool) -> str:
     if isinstance(untrusted_part, dict) and "prefix" in untrusted_part:
         prefix = untrusted_part["prefix"]
         return str(ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}"))
@@ -154,6 +168,6 @@ def _part_text(index: int, untrusted_part: Any, count: int) -> str:
     if isinstance(untrusted_part, int):
         return str(untrusted_part)
     text = str(untrusted_part)
-    if index == 0:  # the source is written as a network by the compiler
+    if index == 0 and sourced:  # the source is written as a network by the compiler
         return str(ipaddress.ip_network(text))
     return text

@@ -1,0 +1,44 @@
+"""The periodic reconcile re-plans only when something it reads has changed."""
+
+import asyncio
+from pathlib import Path
+
+from qubes_portfwd.admin.publisher import Publisher, PublishReport
+from qubes_portfwd.admin.service import Service
+from qubes_portfwd.admin.state import HostState
+from qubes_portfwd.lab.entry_store import EntryStore
+from qubes_portfwd.model.topology import Topology
+from qubes_portfwd.planner import Plan
+
+from .service_helpers import BOOT_ID, small_topology
+
+
+class CountingPublisher(Publisher):
+    def __init__(self, root: Path) -> None:
+        super().__init__(lambda qube: EntryStore(root / qube), agent_timeout=0.05)
+        self.publishes = 0
+
+    def publish(self, plan: Plan, topology: Topology) -> PublishReport:
+        self.publishes += 1
+        return super().publish(plan, topology)
+
+
+def test_nothing_changed_means_no_replan_and_any_store_change_means_one(tmp_path: Path) -> None:
+    publisher = CountingPublisher(tmp_path / "qubesdb")
+    boot_id = [BOOT_ID]
+    state = HostState.open(tmp_path / "state", small_topology())
+    service = Service(state, publisher, lambda: boot_id[0])
+
+    def rounds(count: int) -> int:
+        before = publisher.publishes
+        for _ in range(count):
+            asyncio.run(service._reconcile_if_changed())
+        return publisher.publishes - before
+
+    # The first publish writes the firewall entries and times out (no agents); the second
+    # writes nothing, so nothing waits: settled. From then on, nothing to do.
+    assert rounds(4) == 2
+    EntryStore(tmp_path / "qubesdb" / "work").write_status(1, {}, None)  # an agent's report
+    assert rounds(3) == 1
+    boot_id[0] = "another-boot"
+    assert rounds(3) == 1
