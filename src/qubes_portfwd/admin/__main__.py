@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from ..defaults import DEFAULT_SOCKET
 from ..lab.entry_store import EntryStore
 from ..model.topology import Topology
+from . import platform_hook
+from .access import DEFAULT_ADMIN_GROUP
 from .publisher import Publisher
 from .server import Server
 from .service import Service, boot_id_reader
@@ -41,6 +44,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--agent-timeout", type=float, default=5.0, help="seconds per hop level")
     parser.add_argument("--reconcile-interval", type=float, default=5.0)
     parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--admin-group",
+        default=DEFAULT_ADMIN_GROUP,
+        help="group (name or number) whose members may call besides root (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-qube-sockets",
+        action="store_true",
+        help="no per-qube sockets (the network qubes' NAT traversal calls)",
+    )
+    parser.add_argument(
+        "--on-netvm-change",
+        metavar="COMMAND",
+        help="run COMMAND QUBE after QUBE's netvm changed (an emulated host re-attaches it)",
+    )
+    parser.add_argument(
+        "--on-netvm-change-timeout",
+        type=float,
+        default=platform_hook.DEFAULT_TIMEOUT,
+        help="seconds COMMAND may take (default %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -74,11 +98,42 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
         boot_id_reader(Path(args.boot_id_file)),
         reconcile_interval=args.reconcile_interval,
     )
+    if args.on_netvm_change:
+        try:
+            hook = platform_hook.NetvmChangeHook.from_command(
+                args.on_netvm_change, args.on_netvm_change_timeout
+            )
+        except ValueError as err:
+            sys.exit(f"qubes-portfwd-admind: error: {err}")
+        platform_hook.install(service, hook)
     return service, Path(args.socket or default_socket())
 
 
-async def serve(service: Service, socket_path: Path, request_timeout: float) -> None:
-    server = Server(service, socket_path, request_timeout)
+def admin_gid(untrusted_group: str) -> int | None:
+    """The group's id; None (root only) when this host has no such group."""
+    try:
+        return grp.getgrnam(untrusted_group).gr_gid
+    except KeyError:
+        pass
+    if untrusted_group.isdigit():
+        return int(untrusted_group)
+    log.warning("no group %r on this host: only root may use the socket", untrusted_group)
+    return None
+
+
+def qube_callers(service: Service) -> list[str]:
+    """The qubes that may run natd and so call dom0: every network qube."""
+    return [q.name for q in service.topology.qubes.values() if q.provides_network]
+
+
+async def serve(service: Service, socket_path: Path, args: argparse.Namespace) -> None:
+    server = Server(
+        service,
+        socket_path,
+        args.request_timeout,
+        admin_gid=admin_gid(args.admin_group),
+        qubes=[] if args.no_qube_sockets else qube_callers(service),
+    )
     await server.start()
     log.info("listening on %s", socket_path)
     stop = asyncio.Event()
@@ -109,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     service, socket_path = build_service(args)
-    asyncio.run(serve(service, socket_path, args.request_timeout))
+    asyncio.run(serve(service, socket_path, args))
     return 0
 
 

@@ -1,8 +1,6 @@
 """Start and stop the admin service as a background process (for the lab and tests)."""
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +8,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..lab import processes
 
 POLL_INTERVAL = 0.02
 
@@ -22,6 +22,7 @@ class ServiceStartError(RuntimeError):
 class AdminProcess:
     pid: int
     socket_path: Path
+    start_ticks: int | None = None
 
 
 def _answers(socket_path: Path) -> bool:
@@ -49,6 +50,8 @@ def start(
     boot_id_file: str | os.PathLike[str] | None = None,
     agent_timeout: float | None = None,
     reconcile_interval: float | None = None,
+    admin_group: str | None = None,
+    on_netvm_change: str | None = None,
     log_path: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
@@ -64,6 +67,8 @@ def start(
         "--boot-id-file": boot_id_file,
         "--agent-timeout": agent_timeout,
         "--reconcile-interval": reconcile_interval,
+        "--admin-group": admin_group,
+        "--on-netvm-change": on_netvm_change,
     }
     for flag, value in options.items():
         if value is not None:
@@ -76,42 +81,24 @@ def start(
         )
     finally:
         log_file.close()
+    ticks = processes.start_ticks(process.pid)
     deadline = time.monotonic() + timeout
     while not _answers(socket_path):
         if process.poll() is not None:
             raise ServiceStartError(f"admin service exited with {process.returncode}; see log")
         if time.monotonic() >= deadline:
-            stop(process.pid)
+            stop(process.pid, start_ticks=ticks)
             raise ServiceStartError(f"admin service did not answer on {socket_path}")
         time.sleep(POLL_INTERVAL)
-    return AdminProcess(process.pid, socket_path)
+    return AdminProcess(process.pid, socket_path, ticks)
 
 
-def _gone(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def stop(pid: int, timeout: float = 10.0, start_ticks: int | None = None) -> None:
+    """SIGTERM, a bounded wait, then SIGKILL; by PID, and only while it is the same process.
 
-
-def stop(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, a bounded wait, then SIGKILL; by PID only."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    `start_ticks` (from `AdminProcess`) tells our process from a later one with its PID.
+    """
+    ticks = processes.start_ticks(pid) if start_ticks is None else start_ticks
+    if ticks is None:
         return
-    deadline = time.monotonic() + timeout
-    while not _gone(pid):
-        if time.monotonic() >= deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            kill_deadline = time.monotonic() + 5.0
-            while not _gone(pid) and time.monotonic() < kill_deadline:
-                time.sleep(POLL_INTERVAL)
-            return
-        time.sleep(POLL_INTERVAL)
+    processes.stop(processes.TrackedProcess("admind", "", pid, ticks, ""), grace=timeout)

@@ -2,9 +2,10 @@
 
 from ..model.forward_status import ForwardState, ForwardStatus, HopState, HopStatus
 from .admin_client import AdminClient, PropertyValue, QubeInfo
-from .connection import ProtocolViolation, QubesdError, ServiceNotRunning
+from .connection import AccessDenied, ProtocolViolation, QubesdError, ServiceNotRunning
 
 __all__ = [
+    "AccessDenied",
     "AdminClient",
     "ForwardState",
     "ForwardStatus",

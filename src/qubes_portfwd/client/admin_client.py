@@ -45,16 +45,23 @@ def _unescape(line: str) -> str:
 
 
 class AdminClient:
-    """`socket_path` defaults to `$QUBESD_SOCKET`, else /run/qubes-portfwd/qubesd.sock."""
+    """`socket_path` defaults to `$QUBESD_SOCKET`, else /run/qubes-portfwd/qubesd.sock.
+
+    `source` is the caller's name: dom0 for dom0's tools, a qube's name on its qrexec socket.
+    """
 
     def __init__(
-        self, socket_path: str | os.PathLike[str] | None = None, timeout: float = 120.0
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        timeout: float = 120.0,
+        source: str = "dom0",
     ) -> None:
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
         self.timeout = timeout
+        self.source = source
 
     def call(self, dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
-        return call(self.socket_path, dest, method, arg, payload, self.timeout)
+        return call(self.socket_path, dest, method, arg, payload, self.timeout, self.source)
 
     def _text(self, dest: str, method: str, arg: str = "") -> str:
         return self.call(dest, method, arg).decode("utf-8")

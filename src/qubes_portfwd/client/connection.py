@@ -22,6 +22,10 @@ class ServiceNotRunning(ConnectionError):
     """Nothing answers on the socket: the admin service is not running (or not reachable)."""
 
 
+class AccessDenied(ConnectionError):
+    """The socket refuses this user: only root and the admin group may use dom0's socket."""
+
+
 class ProtocolViolation(ConnectionError):
     """The reply does not follow the qubesd framing."""
 
@@ -30,8 +34,10 @@ def default_socket_path() -> Path:
     return Path(os.environ.get("QUBESD_SOCKET") or DEFAULT_SOCKET)
 
 
-def frame_request(dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
-    return f"{method}+{arg} dom0 name {dest}\0".encode("ascii") + payload
+def frame_request(
+    dest: str, method: str, arg: str = "", payload: bytes = b"", source: str = "dom0"
+) -> bytes:
+    return f"{method}+{arg} {source} name {dest}\0".encode("ascii") + payload
 
 
 def parse_reply(untrusted_reply: bytes) -> bytes:
@@ -62,7 +68,9 @@ def call(
     arg: str = "",
     payload: bytes = b"",
     timeout: float = 120.0,
+    source: str = "dom0",
 ) -> bytes:
+    """One request; `source` is who asks (dom0's tools; a qube on its own qrexec socket)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -73,7 +81,12 @@ def call(
                 f"the admin service is not running (nothing answers on {socket_path}: "
                 f"{err.strerror})"
             ) from None
-        sock.sendall(frame_request(dest, method, arg, payload))
+        except PermissionError:
+            raise AccessDenied(
+                f"not allowed to use {socket_path}: run as root or as a member of the "
+                "admin group (qubes)"
+            ) from None
+        sock.sendall(frame_request(dest, method, arg, payload, source))
         sock.shutdown(socket.SHUT_WR)
         chunks = []
         size = 0

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qubes_portfwd.admin import launcher as admin_launcher
+from qubes_portfwd.admin.access import qube_socket_path
 from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json, topology_from_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.topology import Qube, Topology
+from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.nft.qubes_base import base_ruleset
 
-from . import netns, processes, state, vpn
+from . import host_lock, netns, processes, reattach, state, vpn
+from .daemons import LabDaemons
 from .entry_store import EntryStore
 from .layout import NamespaceSetup, netns_name, qube_veths
 from .outside import (
@@ -34,7 +35,7 @@ from .outside import (
     outside_veths,
     provider_nat_ruleset,
 )
-from .qubesdb_keys import default_firewall_keys, static_keys
+from .qubesdb_keys import default_firewall_keys, serves_app_qubes, static_keys
 from .restart import apply_network, base_params, full_setup, plan_restart
 from .status import LabStatus, collect_status
 from .topology_file import LabSpec, load_lab_spec, load_lab_spec_text
@@ -44,15 +45,7 @@ AGENT_READY_TIMEOUT = 15.0
 DNS_READY_TIMEOUT = 5.0
 RUN_TIMEOUT = 60.0
 _PUBLISHED = (FORWARD_PREFIX, FIREWALL_PREFIX)  # keys dom0's admin service owns in a store
-NATD_READY_TIMEOUT = 15.0
-ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
-
-
-def serves_app_qubes(topology: Topology, qube: Qube) -> bool:
-    """A network qube with app qubes behind it: where applications ask for port mappings."""
-    return qube.provides_network and any(
-        not served.provides_network for served in topology.downstream(qube.name)
-    )
+TOPOLOGY_LOCK_TIMEOUT = 120.0  # a restart or re-attach of another process may be under way
 
 
 class LabNotUp(RuntimeError):
@@ -67,14 +60,14 @@ def check_lab_name(untrusted_name: str) -> str:
     return untrusted_name
 
 
-class Lab:
+class Lab(LabDaemons):
     """One emulated Qubes host; every namespace it makes is `qlab-<name>-<host>`."""
 
     def __init__(self, name: str = "default", run_root: Path = state.RUN_ROOT) -> None:
         self.name = check_lab_name(name)
         self.run_root = run_root
         self.state_dir = run_root / self.name
-        self._spec: LabSpec | None = None
+        self._spec: tuple[object, LabSpec] | None = None  # (what it was made from, spec)
 
     # -- what the lab is -----------------------------------------------------------------
 
@@ -83,16 +76,18 @@ class Lab:
 
     @property
     def spec(self) -> LabSpec:
-        if self._spec is None:
-            current = self._state()
-            if current is None or not current.topology_text:
-                raise LabNotUp(f"lab {self.name} is not up")
+        """The running host; read again whenever another process restarted or moved a qube."""
+        current = self._state()
+        if current is None or not current.topology_text:
+            raise LabNotUp(f"lab {self.name} is not up")
+        made_from = (current.topology_text, current.restarted)
+        if self._spec is None or self._spec[0] != made_from:
             spec = load_lab_spec_text(current.topology_text, str(self.state_dir))
             topology = spec.topology
             for untrusted_qube in current.restarted:
                 topology = topology.replace_qube(qube_from_json(untrusted_qube))
-            self._spec = dataclasses.replace(spec, topology=topology)
-        return self._spec
+            self._spec = (made_from, dataclasses.replace(spec, topology=topology))
+        return self._spec[1]
 
     @property
     def topology(self) -> Topology:
@@ -167,7 +162,6 @@ class Lab:
         hosts = [q.name for q in spec.qubes_by_qid()] + list(OUTSIDE_HOSTS)
         namespaces = tuple(netns_name(self.name, host) for host in hosts)
         state.save(self.state_dir, state.LabState(self.name, text, namespaces))
-        self._spec = spec
         try:
             self._build(spec, namespaces, agents)
         except BaseException:
@@ -192,6 +186,7 @@ class Lab:
         with contextlib.suppress(OSError):  # other labs may still be up
             self.run_root.rmdir()
         if self.name == "default":
+            shutil.rmtree(qube_socket_path(self.admin_socket, "-").parent, ignore_errors=True)
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
             with contextlib.suppress(OSError):
@@ -230,6 +225,10 @@ class Lab:
         Its namespace, links, base rules and QubesDB are made anew and its agent starts on
         an empty kernel; the admin service publishes its entries again by itself.
         """
+        with host_lock.held(self.state_dir, TOPOLOGY_LOCK_TIMEOUT):
+            self._restart_qube_locked(qube)
+
+    def _restart_qube_locked(self, qube: str) -> None:
         restarted = self.dom0_topology()[qube]
         if restarted.is_tunnel or self.topology[qube].is_tunnel:
             raise netns.LabCommandError(f"{qube}: restarting a tunnel qube is not emulated")
@@ -237,7 +236,6 @@ class Lab:
         self.stop_agent(qube)
         apply_network(plan, self.netns(LAN))
         state.save(self.state_dir, self._require_state().with_restarted(qube_to_json(restarted)))
-        self._spec = spec
         # A fresh QubesDB (static keys only: dom0 publishes the rest) and a fresh /run.
         store = self.store(qube)
         store.replace_except((), plan.static[qube])
@@ -254,6 +252,29 @@ class Lab:
         if serves_app_qubes(spec.topology, restarted):
             self.start_natd(qube)
 
+    def reattach(self, qube: str) -> bool:
+        """Move running `qube`'s uplink to the netvm dom0 has for it now, as Qubes does live.
+
+        Its namespace and processes stay; its gateway keys change. False when it already
+        runs behind that netvm.
+        """
+        if qube not in self.topology:
+            raise ValidationError("qube", f"{qube!r} is not a qube of this lab")
+        with host_lock.held(self.state_dir, TOPOLOGY_LOCK_TIMEOUT):
+            netvm = self.dom0_topology()[qube].netvm
+            running = self.spec
+            plan, spec = reattach.plan_reattach(self.name, running, qube, netvm, self.addresses)
+            if not plan.changes_anything:
+                return False
+            reattach.apply_network(plan)
+            state.save(
+                self.state_dir, self._require_state().with_restarted(qube_to_json(plan.qube))
+            )
+            self.store(qube).replace_except(_PUBLISHED, plan.static)
+            for name in {running.topology[qube].netvm, netvm} - {None}:
+                self.match_natd(spec.topology, str(name))
+        return True
+
     def reload_base_rules(self, qube: str) -> None:
         """What a reload of Qubes' base rules does: the whole ruleset flushed and loaded again."""
         spec = self.spec
@@ -262,57 +283,6 @@ class Lab:
         if spec.topology[qube].is_tunnel:
             script += vpn.leak_guard_ruleset(spec.topology[qube].uplink)
         netns.nft_load(self.netns(qube), script)
-
-    # -- the admin service (dom0's side, on the host) -----------------------------------
-
-    def start_admin(self) -> processes.TrackedProcess:
-        log = self.state_dir / "logs" / "admind.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
-        started = admin_launcher.start(
-            self.admin_socket,
-            self.state_dir / "admin",
-            lab=self.name,
-            boot_id_file=self.boot_id_file,
-            reconcile_interval=ADMIN_RECONCILE_INTERVAL,
-            log_path=log,
-        )
-        ticks = processes.start_ticks(started.pid)
-        if ticks is None:
-            raise netns.LabCommandError(f"admin service exited at once; see {log}")
-        process = processes.TrackedProcess("admind", "", started.pid, ticks, str(log))
-        state.save(self.state_dir, self._require_state().with_process(process))
-        return process
-
-    def stop_admin(self) -> None:
-        process = self._require_state().process("admind")
-        if process is not None:
-            processes.stop(process)
-            state.save(self.state_dir, self._require_state().without_process(process))
-
-    def restart_admin(self) -> processes.TrackedProcess:
-        self.stop_admin()
-        return self.start_admin()
-
-    # -- NAT traversal (natd in network qubes that serve app qubes) -----------------------
-
-    def natd_ready_file(self, qube: str) -> Path:
-        return self.state_dir / "run" / f"natd-{qube}.ready"
-
-    def start_natd(self, qube: str) -> processes.TrackedProcess:
-        ready = self.natd_ready_file(qube)
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "qubes_portfwd.natd", "--qube", qube]
-        argv += ["--store", str(self.store(qube).path), "--socket", str(self.admin_socket)]
-        argv += ["--ready", str(ready), "-v"]
-        return self._spawn(f"natd:{qube}", qube, argv)
-
-    def natd_url(self, qube: str, timeout: float = NATD_READY_TIMEOUT) -> str:
-        """The UPnP description URL of `qube`'s natd, once it serves."""
-        ready = self.natd_ready_file(qube)
-        processes.wait_until(ready.exists, timeout, f"natd in {qube}")
-        return ready.read_text().strip()
 
     # -- building ----------------------------------------------------------------------
 

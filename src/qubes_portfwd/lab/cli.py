@@ -1,4 +1,4 @@
-"""`qubes-lab up [--topology FILE] | down | status | exec QUBE -- CMD…` for one named lab."""
+"""`qubes-lab up [--topology FILE] | down | status | exec QUBE -- CMD… | reattach QUBE`."""
 
 import argparse
 import os
@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-agents", action="store_true", help="do not start the qubes' agents")
     commands.add_parser("down", help="remove every namespace, process and file of the lab")
     commands.add_parser("status", help="show namespaces, processes and agents")
+    moved = commands.add_parser(
+        "reattach", help="move a running qube's uplink to the netvm dom0 has for it now"
+    )
+    moved.add_argument("qube")
     run = commands.add_parser("exec", help="run a command inside a qube or outside host")
     run.add_argument("qube", help="a qube, or lan, server, provider")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG…]")
@@ -45,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lab.down()
         elif args.command == "status":
             print(lab.status().format(), end="")
+        elif args.command == "reattach":
+            changed = lab.reattach(args.qube)
+            netvm = lab.topology[args.qube].netvm or "(none)"
+            print(f"{args.qube}: {'re-attached to' if changed else 'already behind'} {netvm}")
         else:
             command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not command:

@@ -1,5 +1,6 @@
 """Long-running lab processes: started inside a namespace, tracked and stopped by PID only."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -86,8 +87,13 @@ def spawn(role: str, netns_name: str, argv: Sequence[str], log_path: Path) -> Tr
 
 def _reap(pid: int) -> None:
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        del _children[pid]
+    if child is not None:
+        if child.poll() is not None:
+            del _children[pid]
+        return
+    # A child started elsewhere in this process (e.g. by the admin launcher): collect it too.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _wait_gone(process: TrackedProcess, deadline: float) -> bool:

@@ -14,12 +14,23 @@ def _vm_type(qube: Qube) -> str:
 
 
 UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
+NATD_GATEWAY_SERVICE_KEY = "/qubes-service/portfwd-natd-gateway"
+
+
+def serves_app_qubes(topology: Topology, qube: Qube) -> bool:
+    """A network qube with app qubes behind it: where natd answers applications' requests."""
+    return qube.provides_network and any(
+        not served.provides_network for served in topology.downstream(qube.name)
+    )
 
 
 def static_keys(
     topology: Topology, qube: Qube, uplink_address: str | None = None
 ) -> dict[str, str]:
     """Identity, addresses, gateway, DNS; in network qubes the firewall service and uplink.
+
+    Behind a netvm that runs natd, the qube is told so: its agent lets the gateway's SSDP
+    replies in.
 
     `uplink_address` is the edge's outside address (DHCP's on a real sys-net): NAT traversal
     tells applications that address.
@@ -40,6 +51,8 @@ def static_keys(
         }
         if has_ipv6_link(qube, netvm):
             keys |= {"/qubes-ip6": str(qube.address6), "/qubes-gateway6": str(netvm.address6)}
+        if serves_app_qubes(topology, netvm):
+            keys[NATD_GATEWAY_SERVICE_KEY] = "1"
     if qube.provides_network:
         keys |= {
             "/qubes-netvm-gateway": str(qube.address4),

@@ -116,7 +116,19 @@ def antispoof_script(params: BaseParams) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def _uplink_veth(lab: str, qube: Qube, netvm: Qube) -> Veth:
+def antispoof_refresh(
+    lab: str, spec: LabSpec, netvms: tuple[str | None, ...], a: OutsideAddresses
+) -> tuple[tuple[str, str], ...]:
+    """(namespace, script) refilling the anti-spoofing sets of each netvm as `spec` has it."""
+    names = sorted({q for q in netvms if q is not None and q in spec.topology})
+    return tuple(
+        (netns_name(lab, name), antispoof_script(base_params(spec, spec.topology[name], a)))
+        for name in names
+    )
+
+
+def uplink_veth(lab: str, qube: Qube, netvm: Qube) -> Veth:
+    """The qube's eth0 and its vif in the netvm."""
     return Veth(
         netns_name(lab, qube.name),
         UPLINK_IF,
@@ -141,16 +153,12 @@ def plan_restart(
     setups = [full_setup(lab, spec, restarted, a)]
     if restarted.netvm is not None:
         netvm = topology[restarted.netvm]
-        veths.append(_uplink_veth(lab, restarted, netvm))
-        setups.append(_netvm_side(lab, netvm, restarted))
+        veths.append(uplink_veth(lab, restarted, netvm))
+        setups.append(netvm_side(lab, netvm, restarted))
     for served in topology.downstream(restarted.name):
-        veths.append(_uplink_veth(lab, served, restarted))
-        setups.append(_served_side(lab, served, restarted, a))
-    netvms = {q for q in (old.netvm, restarted.netvm) if q is not None and q in topology}
-    antispoof = tuple(
-        (netns_name(lab, name), antispoof_script(base_params(spec, topology[name], a)))
-        for name in sorted(netvms)
-    )
+        veths.append(uplink_veth(lab, served, restarted))
+        setups.append(served_side(lab, served, restarted, a))
+    antispoof = antispoof_refresh(lab, spec, (old.netvm, restarted.netvm), a)
     edge_address = str(a.edge_lan4) if restarted.name == spec.edge.name else None
     static = {restarted.name: static_keys(topology, restarted, edge_address)}
     for served in topology.downstream(restarted.name):
@@ -168,7 +176,8 @@ def plan_restart(
     return plan, spec
 
 
-def _netvm_side(lab: str, netvm: Qube, qube: Qube) -> NamespaceSetup:
+def netvm_side(lab: str, netvm: Qube, qube: Qube) -> NamespaceSetup:
+    """The netvm's end of a qube's link, as vif-route-qubes sets it up."""
     sysctls = vif_sysctls(netvm, qube)
     sysctls.update(
         {k: v for k, v in router_sysctls([vif_name(qube)], False).items() if vif_name(qube) in k}
@@ -176,7 +185,8 @@ def _netvm_side(lab: str, netvm: Qube, qube: Qube) -> NamespaceSetup:
     return NamespaceSetup(netns_name(lab, netvm.name), tuple(vif_commands(netvm, qube)), sysctls)
 
 
-def _served_side(lab: str, served: Qube, netvm: Qube, a: OutsideAddresses) -> NamespaceSetup:
+def served_side(lab: str, served: Qube, netvm: Qube, a: OutsideAddresses) -> NamespaceSetup:
+    """The qube's end of its uplink: address, gateway, routes (a tunnel keeps its default)."""
     commands = uplink_commands(served, netvm)
     if served.is_tunnel:
         # Its default route is the tunnel's; only the way to the provider uses the uplink.

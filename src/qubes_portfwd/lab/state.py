@@ -26,8 +26,8 @@ class LabState:
     processes: tuple[TrackedProcess, ...] = ()
     complete: bool = False
     seconds_to_up: float | None = field(default=None, compare=False)
-    # Qubes restarted since `up`, as they started (JSON of admin.topology_json): the running
-    # host is the topology file with these in place.
+    # Qubes restarted or re-attached since `up`, as they run now (JSON of
+    # admin.topology_json): the running host is the topology file with these in place.
     restarted: tuple[dict[str, Any], ...] = ()
 
     def with_process(self, process: TrackedProcess) -> "LabState":

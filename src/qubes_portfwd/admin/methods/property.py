@@ -1,9 +1,9 @@
 """admin.vm.property.*: the properties the feature needs, in Qubes' reply forms."""
 
 from ...model.topology import Topology
-from .. import properties
+from .. import platform_hook, properties
 from ..errors import ProtocolError
-from ..service import Service
+from ..service import Service, TopologyChange
 from ..wire import Request
 from . import method
 
@@ -63,7 +63,7 @@ async def property_set(service: Service, request: Request) -> bytes:
         explicit[qube] = explicit.get(qube, frozenset()) | {prop}
         return updated
 
-    await service.change_topology(change)
+    await _change_and_tell(service, qube, prop, change)
     return b""
 
 
@@ -76,5 +76,18 @@ async def property_reset(service: Service, request: Request) -> bytes:
         explicit[qube] = explicit.get(qube, frozenset()) - {prop}
         return updated
 
-    await service.change_topology(change)
+    await _change_and_tell(service, qube, prop, change)
     return b""
+
+
+async def _change_and_tell(service: Service, qube: str, prop: str, change: TopologyChange) -> None:
+    """Commit the change; if it moved a qube to another netvm, let the platform re-attach it.
+
+    Like qubesd, the call returns once the running qube is re-attached; a failed re-attach
+    is logged and leaves the committed change in place.
+    """
+    moves = prop == "netvm" and qube in service.topology
+    netvm_before = service.topology[qube].netvm if moves else None
+    await service.change_topology(change)
+    if moves and service.topology[qube].netvm != netvm_before:
+        await platform_hook.netvm_changed(service, qube)

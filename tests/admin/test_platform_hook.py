@@ -1,0 +1,91 @@
+"""`--on-netvm-change`: the admin service runs the platform's command with the qube's name
+after a netvm change it committed; the command's failure or hang never undoes the change."""
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qubes_portfwd.admin.__main__ import build_service, parse_args
+from qubes_portfwd.admin.platform_hook import NetvmChangeHook
+from qubes_portfwd.client import AdminClient
+
+from .service_helpers import ThreadedService, make_service
+
+# Records its last argument (the qube) and its PID, exits with argv[2], after argv[3] seconds.
+RECORDER = (
+    "import os, sys, time; "
+    "open(sys.argv[1], 'a').write(f'{os.getpid()} {sys.argv[-1]}\\n'); "
+    "time.sleep(float(sys.argv[3])); sys.exit(int(sys.argv[2]))"
+)
+
+
+def hooked_client(
+    tmp_path: Path, exit_code: int, seconds: float, timeout: float
+) -> Iterator[tuple[AdminClient, Path]]:
+    running = make_service(tmp_path, agent_timeout=0.05)
+    calls = tmp_path / "calls"
+    command = f'{sys.executable} -c "{RECORDER}" {calls} {exit_code} {seconds}'
+    argv = [
+        "--socket", str(running.socket_path),
+        "--state-dir", str(running.state_dir),
+        "--topology", str(tmp_path / "topology.json"),
+        "--qubesdb-dir", str(running.qubesdb_dir),
+        "--boot-id-file", str(running.boot_id_file),
+        "--agent-timeout", "0.05",
+        "--on-netvm-change", command,
+        "--on-netvm-change-timeout", str(timeout),
+    ]  # fmt: skip
+    service, socket_path = build_service(parse_args(argv))
+    runner = ThreadedService(service, socket_path)
+    runner.start()
+    try:
+        yield AdminClient(socket_path, timeout=30), calls
+    finally:
+        runner.stop()
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Iterator[tuple[AdminClient, Path]]:
+    yield from hooked_client(tmp_path, 0, 0, 10)
+
+
+def qubes_called(calls: Path) -> list[str]:
+    if not calls.exists():
+        return []
+    return [line.split()[1] for line in calls.read_text().splitlines()]
+
+
+def test_runs_after_each_netvm_change_only(hooked: tuple[AdminClient, Path]) -> None:
+    client, calls = hooked
+    client.set_property("work", "netvm", "other-net")
+    assert qubes_called(calls) == ["work"]  # done by the time Set returned
+    client.set_property("work", "netvm", "other-net")  # no change: nothing to re-attach
+    client.set_feature("work", "ipv6", "")
+    client.reset_property("work", "netvm")
+    client.set_property("personal", "netvm", "")
+    assert qubes_called(calls) == ["work", "work", "personal"]
+    assert client.get_property("work", "netvm").value == "sys-firewall"
+
+
+def test_a_failing_command_does_not_undo_the_change(tmp_path: Path) -> None:
+    for client, calls in hooked_client(tmp_path, 3, 0, 10):
+        client.set_property("work", "netvm", "other-net")
+        assert qubes_called(calls) == ["work"]
+        assert client.get_property("work", "netvm").value == "other-net"
+
+
+def test_a_hanging_command_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    for client, calls in hooked_client(tmp_path, 0, 60, 0.5):
+        client.set_property("work", "netvm", "other-net")  # the client's own timeout is 30 s
+        assert client.get_property("work", "netvm").value == "other-net"
+        pid = int(calls.read_text().split()[0])
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_an_empty_command_is_refused() -> None:
+    with pytest.raises(ValueError, match="--on-netvm-change"):
+        NetvmChangeHook.from_command("  ")
