@@ -163,10 +163,25 @@ def rest_lines(section: dict[str, Any]) -> list[str]:
         [name, num(p["cpu_percent"], 2), num(p["rss_kib"] / 1024), num(p["tree_rss_kib"] / 1024)]
         for name, p in rest["processes"].items()
     ]
-    return [
+    lines = [
         f"5. At rest with {section['forwards']:,} forwards (CPU over {rest['window_s']:g} s)",
         *render(["process", "CPU %", "RSS MiB", "with children MiB"], rows),
     ]
+    if "later" in rest:
+        later = [
+            [
+                name,
+                num(p["cpu_percent"], 2),
+                num(p["rss_kib"] / 1024),
+                num(p["tree_rss_kib"] / 1024),
+            ]
+            for name, p in rest["later"].items()
+        ]
+        lines += [
+            f"  the same, {rest['later_start_s']:g} s after convergence:",
+            *render(["process", "CPU %", "RSS MiB", "with children MiB"], later),
+        ]
+    return lines
 
 
 def _section(results: dict[str, Any], key: str, lines: Any) -> list[str]:
@@ -196,6 +211,11 @@ def format_report(results: dict[str, Any]) -> str:
         part = _section(results, key, build)
         if part:
             lines += [*part, ""]
+    from .nat_latency import nat_latency_lines  # here: nat_latency formats with this module
+
+    part = _section(results, "nat_latency", nat_latency_lines)
+    if part:
+        lines += [*part, ""]
     if "convergence" not in results and breakdown is not None:
         lines += ["4. Convergence (stages only)", *breakdown_lines(breakdown)]
     return "\n".join(lines)

@@ -17,14 +17,30 @@ from typing import Any
 
 from qubes_portfwd.lab.topology_file import load_lab_spec
 
-from . import breakdown, convergence, machine, plots, propagation, scaling, throughput
+from . import (
+    breakdown,
+    convergence,
+    machine,
+    nat_latency,
+    plots,
+    propagation,
+    scaling,
+    throughput,
+)
 from .chain import Chain, run
 from .lab_session import TOPOLOGY, LabSession
 from .report import format_report
 from .settings import FULL, QUICK, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MEASUREMENTS = ("throughput", "scaling", "propagation", "convergence", "breakdown")
+MEASUREMENTS = (
+    "throughput",
+    "scaling",
+    "propagation",
+    "nat_latency",
+    "convergence",
+    "breakdown",
+)
 EDGE = "sys-net"
 
 
@@ -59,6 +75,8 @@ def run_lab(results: dict[str, Any], settings: Settings, wanted: set[str]) -> No
         session.up()
         if "propagation" in wanted:
             _guarded(results, "propagation", lambda: propagation.measure(session, settings))
+        if "nat_latency" in wanted:
+            _guarded(results, "nat_latency", lambda: nat_latency.measure(session, settings))
         if "convergence" in wanted:
             _guarded(results, "convergence", lambda: convergence.measure(session, settings))
     finally:
@@ -121,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if wanted & {"throughput", "scaling"}:
         run_chain(results, settings, wanted)
-    if wanted & {"propagation", "convergence"}:
+    if wanted & {"propagation", "nat_latency", "convergence"}:
         run_lab(results, settings, wanted)
     if "breakdown" in wanted:
         run_breakdown(results, settings)

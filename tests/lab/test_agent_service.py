@@ -41,6 +41,13 @@ def netns() -> Iterator[str]:
     name = f"qpt-agent-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
+        # WORK is a downstream qube: the agent DNATs only to addresses routed out of a vif.
+        for command in (
+            ["link", "add", "vif6.0", "type", "veth", "peer", "name", "vif6.0-peer"],
+            ["link", "set", "vif6.0", "up"],
+            ["route", "add", WORK, "dev", "vif6.0"],
+        ):
+            subprocess.run(["ip", "-n", name, *command], check=True)
         params = BaseParams(
             provides_network=True,
             downstream=(Downstream("vif6.0", ipaddress.IPv4Address(WORK)),),

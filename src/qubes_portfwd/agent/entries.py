@@ -29,6 +29,9 @@ SECONDARY_DNS6_KEY = "/qubes-secondary-dns6"
 FIREWALL_SERVICE_KEY = "/qubes-service/qubes-firewall"
 OWN_ADDRESS_KEYS = ("/qubes-ip", "/qubes-ip6")
 NAME_KEY = "/name"
+# Set by dom0 when this qube's netvm runs natd: the gateway's SSDP replies may come in.
+NATD_GATEWAY_SERVICE_KEY = "/qubes-service/portfwd-natd-gateway"
+GATEWAY_KEY = "/qubes-gateway"  # natd serves IPv4 only, so `/qubes-gateway6` is not needed
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,12 @@ class QubeSettings:
     dns_servers: tuple[IPAddress, ...]
     problems: tuple[str, ...] = ()
     addresses: tuple[IPAddress, ...] = ()
+    natd_gateway: ipaddress.IPv4Address | None = None
 
 
 def parse_settings(untrusted_entries: Mapping[str, str]) -> QubeSettings:
-    """The qube's name, whether it runs Qubes' firewall, and its DNS servers (for dns rules)."""
+    """The qube's name, whether it runs Qubes' firewall, its DNS servers (for dns rules), and
+    its gateway when that one runs natd."""
     problems: list[str] = []
     servers = _addresses(
         untrusted_entries,
@@ -192,13 +197,31 @@ def parse_settings(untrusted_entries: Mapping[str, str]) -> QubeSettings:
     own = _addresses(untrusted_entries, OWN_ADDRESS_KEYS, problems)
     untrusted_name = untrusted_entries.get(NAME_KEY)
     name = untrusted_name if untrusted_name and is_qube_name(untrusted_name) else None
+    natd_gateway = _natd_gateway(untrusted_entries, problems)
     return QubeSettings(
         name=name,
         firewall_service=untrusted_entries.get(FIREWALL_SERVICE_KEY) == "1",
         dns_servers=servers,
         problems=tuple(problems),
         addresses=own,
+        natd_gateway=natd_gateway,
     )
+
+
+def _natd_gateway(
+    untrusted_entries: Mapping[str, str], problems: list[str]
+) -> ipaddress.IPv4Address | None:
+    if untrusted_entries.get(NATD_GATEWAY_SERVICE_KEY) != "1":
+        return None
+    untrusted_value = untrusted_entries.get(GATEWAY_KEY, "")
+    try:
+        return ipaddress.IPv4Address(untrusted_value)
+    except ValueError:
+        problems.append(
+            f"{GATEWAY_KEY}: {untrusted_value[:64]!r} is not an IPv4 address; "
+            "the gateway's SSDP replies stay blocked"
+        )
+        return None
 
 
 def _addresses(

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..model.entries import Hop, hop_key
-from .compile import build_script, left_out
+from .compile import TargetDevices, build_script, dnat_targets, left_out
 from .conntrack import forget_flows, removed_hops
+from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
 from .in_force import InForceRecord
 from .local_addresses import InterfaceAddresses, read_interface_addresses
@@ -28,6 +29,7 @@ from .status import entry_status, overall_error
 POLL_INTERVAL = 0.05  # how often the store's stat token is compared
 CHECK_INTERVAL = 0.3  # at most this often after ruleset changes (restored "within a second")
 FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change reported by the monitor
+FALLBACK_CHECK_SHARE = 0.02  # of the time at rest (10,000 forwards: a 1.5 s check every 75 s)
 MONITOR_RESTART = 1.0
 MONITOR_CHUNK = 65536  # after `nft monitor` ended unexpectedly
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
@@ -59,6 +61,7 @@ class ApplyOutcome:
     parsed: ParsedEntries
     resolved: Resolved
     interface_addresses: InterfaceAddresses | None = None
+    target_devices: TargetDevices | None = None
 
 
 class Agent:
@@ -107,12 +110,15 @@ class Agent:
         )
         error: str | None = None
         addresses = await asyncio.to_thread(read_interface_addresses)
-        listing = await self.runner.list_ruleset_json()
+        devices = await asyncio.to_thread(route_devices, dnat_targets(parsed))
+        listing = await self.runner.list_custom_chains_json()
         if not listing.ok:
             error = f"nft list ruleset failed: {listing.output}"
         else:
             try:
-                compiled = build_script(parsed, resolved, settings, listing.output, addresses)
+                compiled = build_script(
+                    parsed, resolved, settings, listing.output, addresses, devices
+                )
             except Exception as err:  # a compiler bug must not stop the agent; nothing applied
                 log.exception("generation %d: the compiler failed", generation)
                 error = f"not applied: compiling failed: {err}"
@@ -144,7 +150,9 @@ class Agent:
             len(per_key),
             rejected,
         )
-        self._last = ApplyOutcome(generation, error is None, error, parsed, resolved, addresses)
+        self._last = ApplyOutcome(
+            generation, error is None, error, parsed, resolved, addresses, devices
+        )
         self._next_resolve = time.monotonic() + (
             NAMES_RETRY if resolved.failures else NAMES_REFRESH
         )
@@ -224,11 +232,25 @@ class Agent:
                 # The edge's outside address (DHCP) decides what hairpins.
                 log.info("generation %d: interface addresses changed; re-applying", last.generation)
                 await self.apply_current()
+            elif await self._targets_rerouted(last):
+                # A downstream qube came (back): a DNAT to it refused before may apply now.
+                log.info(
+                    "generation %d: routes to DNAT targets changed; re-applying", last.generation
+                )
+                await self.apply_current()
             self._schedule_check(took / CHECK_SHARE)
-            self._next_fallback_check = time.monotonic() + FALLBACK_CHECK_INTERVAL
+            # Without a reported change the check is only insurance: keep it a small share.
+            fallback = max(FALLBACK_CHECK_INTERVAL, took / FALLBACK_CHECK_SHARE)
+            self._next_fallback_check = time.monotonic() + fallback
         elif await self._names_changed(last):
             log.info("generation %d: dsthost addresses changed; re-applying", last.generation)
             await self.apply_current()
+
+    async def _targets_rerouted(self, last: ApplyOutcome) -> bool:
+        targets = dnat_targets(last.parsed)
+        if not targets:
+            return False
+        return await asyncio.to_thread(route_devices, targets) != last.target_devices
 
     def _schedule_check(self, extra: float) -> None:
         self._next_check = time.monotonic() + max(self.check_interval, extra)

@@ -1,4 +1,5 @@
-"""Debian's miniupnpd as the lab VPN provider's NAT-PMP server: a real peer with fixed ports.
+"""Debian's miniupnpd in the lab: the VPN provider's NAT-PMP server (a real peer with fixed
+ports), and a gateway in a network qube to compare natd with (`start_gateway`).
 
 miniupnpd refuses to forward when its outside address is in a reserved range, and the lab's
 provider address (203.0.113.2) is one; so it is told a public address of its own
@@ -59,14 +60,19 @@ def nft_tables() -> str:
 
 def config(a: "OutsideAddresses", lease_file: Path) -> str:
     tunnel = ipaddress.IPv4Network(f"{a.provider_tunnel4}/{a.tunnel_prefix4}", strict=False)
+    # A netmask wider than /32, or every client is "not from a LAN".
+    listening = f"{a.provider_tunnel4}/{a.tunnel_prefix4}"
+    return _config(PROVIDER_OUTSIDE_IF, listening, str(tunnel), lease_file)
+
+
+def _config(ext_if: str, listening: str, allowed: str, lease_file: Path) -> str:
     # A denied request makes miniupnpd search every port for ~80 s: allow the whole range
-    # to the tunnel clients, deny everyone else.
+    # to the clients, deny everyone else.
     return "\n".join(
         [
-            f"ext_ifname={PROVIDER_OUTSIDE_IF}",
+            f"ext_ifname={ext_if}",
             f"ext_ip={MINIUPNPD_PUBLIC4}",
-            # A netmask wider than /32, or every client is "not from a LAN".
-            f"listening_ip={a.provider_tunnel4}/{a.tunnel_prefix4}",
+            f"listening_ip={listening}",
             "enable_natpmp=yes",
             "enable_upnp=no",
             "secure_mode=yes",
@@ -78,7 +84,7 @@ def config(a: "OutsideAddresses", lease_file: Path) -> str:
             "upnp_nat_postrouting_chain=postrouting_miniupnpd",
             f"lease_file={lease_file}",
             f"uuid={uuid.uuid4()}",
-            f"allow 1-65535 {tunnel} 1-65535",
+            f"allow 1-65535 {allowed} 1-65535",
             "deny 0-65535 0.0.0.0/0 0-65535",
             "",
         ]
@@ -137,3 +143,97 @@ def stop(lab: "Lab") -> None:
             netns.ip_batch(namespace, commands)
     with contextlib.suppress(netns.LabCommandError):
         netns.run_in(provider_ns, ["nft", "delete", "table", "inet", NFT_TABLE])
+
+
+# -- miniupnpd as a network qube's gateway (for the side-by-side latency benchmark) ---------
+
+GATEWAY_COMMENT = "qlab-miniupnpd"  # marks the rules `start_gateway` adds in Qubes' chains
+
+
+def gateway_role(qube: str) -> str:
+    return f"miniupnpd:{qube}"
+
+
+def _gateway_openings(service_port: int) -> dict[str, list[str]]:
+    """What Qubes' default deny must let through for miniupnpd's mappings, per chain.
+
+    miniupnpd writes its DNAT and forward accepts in its own table; Qubes' `qubes` tables
+    drop the same packets unless their custom chains accept them (nftables: every base
+    chain must accept). The client qube's input for `service_port` is opened separately.
+    """
+    tag = f'comment "{GATEWAY_COMMENT}"'
+    return {
+        "custom-input": [f"iifgroup 2 udp dport 5351 accept {tag}"],
+        "custom-forward": [f"iifgroup 1 oifgroup 2 ct state new ct status dnat accept {tag}"],
+        "client-input": [f"tcp dport {service_port} ct state new accept {tag}"],
+    }
+
+
+def start_gateway(
+    lab: "Lab", qube: str, client: str, service_port: int
+) -> processes.TrackedProcess:
+    """miniupnpd in network qube `qube` for its downstream `client` only, outside side eth0.
+
+    Opens in Qubes' chains exactly what its mappings need (see `_gateway_openings`) and
+    `client`'s input for `service_port`; `stop_gateway` removes all of it.
+    """
+    address = lab.topology[qube].address4
+    client_address = lab.topology[client].address4
+    run_dir = lab.state_dir / "run" / f"miniupnpd-{qube}"
+    tmp_dir = run_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf = run_dir / "miniupnpd.conf"
+    # The qube's address is /32 on each vif; a /24 makes its clients "from the LAN".
+    conf.write_text(_config("eth0", f"{address}/24", f"{client_address}/32", run_dir / "leases"))
+    qube_ns, client_ns = lab.netns(qube), lab.netns(client)
+    openings = _gateway_openings(service_port)
+    rules = [
+        f"add rule ip qubes {chain} {rule}"
+        for chain in ("custom-input", "custom-forward")
+        for rule in openings[chain]
+    ]
+    netns.nft_load(qube_ns, nft_tables() + "\n".join(rules) + "\n")
+    netns.nft_load(client_ns, f"add rule ip qubes custom-input {openings['client-input'][0]}\n")
+    script = 'mount --bind "$0" /tmp && exec "$@"'
+    argv = ["sh", "-c", script, str(tmp_dir), MINIUPNPD, "-d", "-f", str(conf)]
+    argv += ["-P", str(run_dir / "miniupnpd.pid")]
+    role = gateway_role(qube)
+    log_path = lab.state_dir / "logs" / f"{role.replace(':', '-')}.log"
+    log_path.unlink(missing_ok=True)
+    process = processes.spawn(role, qube_ns, argv, log_path)
+    current = state.load(lab.state_dir)
+    assert current is not None, "the lab is not up"
+    state.save(lab.state_dir, current.with_process(process))
+
+    def listening() -> bool:
+        if not processes.is_running(process):
+            raise netns.LabCommandError(f"miniupnpd exited; see {log_path}")
+        return LISTEN_LOG_LINE in log_path.read_text(errors="replace")
+
+    processes.wait_until(listening, READY_TIMEOUT, f"miniupnpd in {qube}")
+    return process
+
+
+def stop_gateway(lab: "Lab", qube: str, client: str) -> None:
+    """Stop `qube`'s miniupnpd; remove its table and every rule `start_gateway` added."""
+    current = state.load(lab.state_dir)
+    process = None if current is None else current.process(gateway_role(qube))
+    if current is not None and process is not None:
+        processes.stop(process)
+        state.save(lab.state_dir, current.without_process(process))
+    for host, chains in ((qube, ("custom-input", "custom-forward")), (client, ("custom-input",))):
+        _delete_tagged(lab.netns(host), chains)
+    with contextlib.suppress(netns.LabCommandError):
+        netns.run_in(lab.netns(qube), ["nft", "delete", "table", "inet", NFT_TABLE])
+
+
+def _delete_tagged(namespace: str, chains: tuple[str, ...]) -> None:
+    for chain in chains:
+        with contextlib.suppress(netns.LabCommandError):
+            listing = netns.run_in(namespace, ["nft", "-a", "list", "chain", "ip", "qubes", chain])
+            for line in listing.splitlines():
+                if f'comment "{GATEWAY_COMMENT}"' in line and "# handle " in line:
+                    handle = line.rsplit("# handle ", 1)[1].strip()
+                    netns.run_in(
+                        namespace, ["nft", "delete", "rule", "ip", "qubes", chain, "handle", handle]
+                    )

@@ -58,7 +58,7 @@ def gateway_address(args: argparse.Namespace) -> ipaddress.IPv4Address:
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     gateway = str(gateway_address(args))
-    dom0 = Dom0(AdminClient(args.socket), args.qube)
+    dom0 = Dom0(AdminClient(args.socket, source=args.qube), args.qube)
     table = MappingTable()
     device_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{args.qube}.qubes-portfwd-natd"))
     transport, _ = await loop.create_datagram_endpoint(
@@ -74,8 +74,12 @@ async def serve(args: argparse.Namespace) -> None:
             lambda: ssdp.SsdpResponder(location, device_uuid),
             sock=ssdp.multicast_socket(vifs),
         )
+    stop = asyncio.Event()
+    keeper = None
     if not args.no_input_rules:
-        await asyncio.to_thread(input_rules.open_ports, [NATPMP_PORT, ssdp.SSDP_PORT], [http_port])
+        udp_ports, tcp_ports = [NATPMP_PORT, ssdp.SSDP_PORT], [http_port]
+        await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports)
+        keeper = asyncio.create_task(input_rules.keep_open(udp_ports, tcp_ports, stop))
     log.info(
         "serving on %s (NAT-PMP/PCP %d, UPnP %s, SSDP on %s)",
         gateway,
@@ -85,12 +89,15 @@ async def serve(args: argparse.Namespace) -> None:
     )
     if args.ready:
         Path(args.ready).write_text(f"{location}\n")
-    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         transport.close()
         if ssdp_transport is not None:
             ssdp_transport.close()

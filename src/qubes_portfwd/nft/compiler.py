@@ -21,6 +21,7 @@ from .forwards import (
 )
 from .outbound import BlockedSource, OutboundInputs, firewall_table
 from .owned import OwnedJumps
+from .ssdp_reply import SsdpReply, ssdp_reply_rules
 from .syntax import FAMILIES, IPAddress
 
 
@@ -41,6 +42,7 @@ class QubeRules:
     resolved: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
     dns_servers: tuple[IPAddress, ...] = ()
     interface_addresses: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+    ssdp_replies: tuple[SsdpReply, ...] = ()  # the netvm's natd may answer M-SEARCH
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def compile_qube(rules: QubeRules, owned: OwnedJumps) -> CompiledRules:
         lines += nat_table(family, hops, rules.interface_addresses)
     for family in sorted(owned.base_families):
         lines += qubes_accepts(family, hops)
+    lines += ssdp_reply_rules(rules.ssdp_replies, owned.base_families)
     blocked: list[BlockedSource] = []
     if rules.network_qube:
         for family in FAMILIES:
