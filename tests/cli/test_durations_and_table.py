@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.cli.durations import format_remaining, parse_duration
+from qubes_portfwd.cli.durations import parse_duration
 from qubes_portfwd.cli.table import format_table
+from qubes_portfwd.model.countdown import countdown_text
 from qubes_portfwd.model.errors import ValidationError
 
 
@@ -36,7 +37,7 @@ def test_bad_durations_name_the_field(text: str) -> None:
     ],
 )
 def test_countdowns(seconds: float, text: str) -> None:
-    assert format_remaining(seconds) == text
+    assert countdown_text(seconds) == text
 
 
 def test_columns_are_aligned_two_spaces_apart() -> None:

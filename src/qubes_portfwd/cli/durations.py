@@ -19,20 +19,3 @@ def parse_duration(field: str, untrusted_text: str) -> int:
     if not 1 <= seconds <= MAX_DURATION:
         raise ValidationError(field, f"{untrusted_text!r} is out of range; expected 1s to 3660d")
     return seconds
-
-
-def format_remaining(seconds: float) -> str:
-    """A countdown in its two largest units: `45s`, `9m58s`, `2h00m`, `3d04h`."""
-    if seconds <= 0:
-        return "expired"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02}h"
-    if hours:
-        return f"{hours}h{minutes:02}m"
-    if minutes:
-        return f"{minutes}m{secs:02}s"
-    return f"{secs}s"

@@ -4,11 +4,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.errors import ValidationError
-from ..model.forward_status import ForwardState, ForwardStatus, HopStatus, to_json_value
+from ..model.countdown import countdown_text
+from ..model.forward_status import (
+    ForwardState,
+    ForwardStatus,
+    HopStatus,
+    parsed_rule,
+    to_json_value,
+)
 from ..model.rule import ExpireAt, Expiry, ForwardRule, ForwardType
-from ..model.rule_text import parse_rule
-from .durations import format_remaining
 from .firewall_table import port_mapping
 from .table import format_table
 
@@ -26,20 +30,11 @@ class ForwardLine:
     details: tuple[str, ...]
 
 
-def parsed_rule(status: ForwardStatus) -> ForwardRule | None:
-    """The forward's rule as a value; None if the service sent text this client cannot read."""
-    try:
-        rule = parse_rule(status.rule)
-    except ValidationError:
-        return None
-    return rule if isinstance(rule, ForwardRule) else None
-
-
 def expiry_text(expire: Expiry | None, now: float) -> str:
     if expire is None:
         return "never"
     if isinstance(expire, ExpireAt):
-        return format_remaining(expire.timestamp - now)
+        return countdown_text(expire.timestamp - now)
     return "reboot"
 
 

@@ -3,14 +3,12 @@
 import time
 from collections.abc import Sequence
 
-from PySide6.QtCore import QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
@@ -18,6 +16,7 @@ from PySide6.QtWidgets import (
 
 from ..client import AdminClient, ForwardState, ForwardStatus
 from .calls import Calls
+from .card_column import build_card_column
 from .path_widget import PathWidget, path_steps
 from .rows import STATE_COLOUR, forward_row
 
@@ -87,23 +86,10 @@ class OverviewWindow(QWidget):
         self.cards: list[ForwardCard] = []
         self._refreshing = False
         self.setWindowTitle("Port forwarding overview")
-        layout = QVBoxLayout(self)
         self.summary = QLabel("Loading…")
-        layout.addWidget(self.summary)
-        self.list_widget = QWidget()
-        self.list_layout = QVBoxLayout(self.list_widget)
-        self.list_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.list_widget)
-        layout.addWidget(scroll, 1)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        frame = build_card_column(self, self.summary, self.refresh, refresh_ms)
+        self.list_layout, self.status, self.timer = frame.cards, frame.status, frame.timer
         self.resize(1000, 640)
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start(refresh_ms)
         self.refresh()
 
     def refresh(self) -> None:

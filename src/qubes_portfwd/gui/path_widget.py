@@ -7,8 +7,8 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..model.forward_status import ForwardStatus, HopState
-from .rows import HOP_COLOUR, is_internal, parsed_rule
+from ..model.forward_status import ForwardStatus, HopState, parsed_rule
+from .rows import HOP_COLOUR, is_internal
 
 ORIGIN_COLOUR = "#1565c0"
 PAD_X = 10

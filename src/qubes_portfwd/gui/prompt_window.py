@@ -6,14 +6,12 @@ of the qube's NAT policy, then approves; Deny refuses it.
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -21,6 +19,7 @@ from PySide6.QtWidgets import (
 from ..client import AdminClient
 from ..model.errors import ValidationError
 from .calls import Calls
+from .card_column import build_card_column
 from .pending_ask import PendingAsk, always_policy, duration_text, parse_pending, question
 
 POLL_MS = 1000
@@ -99,23 +98,10 @@ class PromptWindow(QWidget):
         self.cards: list[AskCard] = []
         self._polling = False
         self.setWindowTitle("Port forwarding requests")
-        layout = QVBoxLayout(self)
         self.empty = QLabel("No qube is asking to open a port.")
-        layout.addWidget(self.empty)
-        self.list_widget = QWidget()
-        self.list_layout = QVBoxLayout(self.list_widget)
-        self.list_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.list_widget)
-        layout.addWidget(scroll, 1)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        frame = build_card_column(self, self.empty, self.poll, poll_ms)
+        self.list_layout, self.status, self.timer = frame.cards, frame.status, frame.timer
         self.resize(660, 280)
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self.poll)
-        self.timer.start(poll_ms)
         self.poll()
 
     def poll(self) -> None:

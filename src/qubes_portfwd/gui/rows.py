@@ -3,8 +3,15 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..model.countdown import countdown_text
 from ..model.errors import ValidationError
-from ..model.forward_status import ForwardState, ForwardStatus, HopState, HopStatus
+from ..model.forward_status import (
+    ForwardState,
+    ForwardStatus,
+    HopState,
+    HopStatus,
+    parsed_rule,
+)
 from ..model.rule import ExpireAt, Expiry, FilterRule, ForwardRule, ForwardType
 from ..model.rule_text import parse_rule
 
@@ -44,36 +51,11 @@ STATE_COLOUR = {
 }
 
 
-def parsed_rule(status: ForwardStatus) -> ForwardRule | None:
-    """The forward's rule as a value; None if the service sent text this client cannot read."""
-    try:
-        rule = parse_rule(status.rule)
-    except ValidationError:
-        return None
-    return rule if isinstance(rule, ForwardRule) else None
-
-
-def remaining_text(seconds: float) -> str:
-    """A countdown in its two largest units: `45s`, `9m58s`, `2h00m`, `3d04h`."""
-    if seconds <= 0:
-        return "expired"
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02}h"
-    if hours:
-        return f"{hours}h{minutes:02}m"
-    if minutes:
-        return f"{minutes}m{secs:02}s"
-    return f"{secs}s"
-
-
 def expiry_text(expire: Expiry | None, now: float) -> str:
     if expire is None:
         return "never"
     if isinstance(expire, ExpireAt):
-        return f"in {remaining_text(expire.timestamp - now)}"
+        return f"in {countdown_text(expire.timestamp - now)}"
     return "at reboot"
 
 

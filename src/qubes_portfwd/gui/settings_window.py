@@ -24,12 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from ..client import AdminClient, ForwardStatus
+from ..model.forward_status import parsed_rule
 from ..model.rule import ForwardRule
 from .calls import Calls
 from .forward_dialog import ForwardDialog
 from .forward_form import form_of_rule
 from .forward_table import ForwardTable
-from .rows import FORWARD_HEADER, OUTBOUND_HEADER, forward_rows, outbound_rows, parsed_rule
+from .rows import FORWARD_HEADER, OUTBOUND_HEADER, forward_rows, outbound_rows
 from .rule_lines import outbound_summary, replaced_lines
 
 REFRESH_MS = 3000

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from .errors import ValidationError
 from .hosts import is_qube_name
+from .rule import ForwardRule
+from .rule_text import parse_rule
 
 MAX_TEXT = 4096
 # A tunnel qube's lease keeper reports `PUBLIC_PREFIX<id>/<proto>/<port>` = `ADDR:PORT`.
@@ -260,3 +262,12 @@ def loads(untrusted_data: bytes) -> list[ForwardStatus]:
     if not isinstance(untrusted_document, list):
         raise ValidationError("payload", "expected a JSON list of forwards")
     return [from_json_value(item) for item in untrusted_document]
+
+
+def parsed_rule(status: ForwardStatus) -> ForwardRule | None:
+    """The forward's rule as a value; None if the service sent text this client cannot read."""
+    try:
+        rule = parse_rule(status.rule)
+    except ValidationError:
+        return None
+    return rule if isinstance(rule, ForwardRule) else None
