@@ -87,15 +87,3 @@ class NftRunner:
                 return NftResult(False, "nft -j list chain printed no nftables document")
             items += [i for i in untrusted_items if "metainfo" not in i]
         return NftResult(True, json.dumps({"nftables": items}))
-
-    async def monitor(self) -> asyncio.subprocess.Process:
-        """`nft monitor ruleset`: one line on stdout for every change anyone makes."""
-        return await asyncio.create_subprocess_exec(
-            *self.argv_prefix,
-            NFT,
-            "monitor",
-            "ruleset",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )

@@ -2,8 +2,8 @@
 
 It re-applies when the entries change, when a failed apply is due for a retry, and when
 a check finds that the rules it owns are no longer as it left them. The check runs when
-`nft monitor` reports a change to the ruleset (so an idle qube costs nothing) and, in case
-the monitor misses something, every few seconds anyway.
+the kernel announces a change to the ruleset (so an idle qube costs nothing) and, in case
+a notification is missed, every few seconds anyway.
 """
 
 import asyncio
@@ -24,14 +24,14 @@ from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_runner import NftResult, NftRunner
 from .owned import owned_fingerprint
 from .resolve import Resolved, resolve_names, unresolved_sources
+from .ruleset_events import RulesetEvents
 from .status import entry_status, overall_error
 
 POLL_INTERVAL = 0.05  # how often the store's stat token is compared
 CHECK_INTERVAL = 0.3  # at most this often after ruleset changes (restored "within a second")
-FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change reported by the monitor
+FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change announced
 FALLBACK_CHECK_SHARE = 0.02  # of the time at rest (10,000 forwards: a 1.5 s check every 75 s)
-MONITOR_RESTART = 1.0
-MONITOR_CHUNK = 65536  # after `nft monitor` ended unexpectedly
+EVENTS_RESTART = 1.0  # after the notification socket failed
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
 NAMES_REFRESH = 60.0  # dsthost names are looked up again this often, as their records change
@@ -181,22 +181,24 @@ class Agent:
                 await watcher
 
     async def _watch_ruleset(self, stop: asyncio.Event) -> None:
-        """Flag every ruleset change that `nft monitor` reports, restarting it if it ends."""
+        """Flag every ruleset change the kernel announces, re-subscribing if reading fails."""
         while not stop.is_set():
-            process = await self.runner.monitor()
             try:
-                assert process.stdout is not None
-                # Chunks, not lines: one change can print a line longer than any line limit.
-                while await process.stdout.read(MONITOR_CHUNK):
+                events = RulesetEvents()
+            except OSError as err:
+                log.error("no ruleset notifications (%s): checking on the timer only", err)
+                return
+            try:
+                while True:
+                    await events.next_change()
                     self._ruleset_changed.set()
+            except OSError as err:
+                log.warning("reading ruleset notifications failed (%s); subscribing again", err)
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            log.warning("nft monitor ended; restarting it")
+                events.close()
             self._ruleset_changed.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), MONITOR_RESTART)
+                await asyncio.wait_for(stop.wait(), EVENTS_RESTART)
 
     async def step(self) -> None:
         """One turn of the loop: a new generation first, else a retry or a due check."""
