@@ -152,6 +152,7 @@ class StandInAgent:
         self.verdict = verdict
         self.first_seen: list[tuple[str, str]] = []
         self.removed: list[tuple[str, str]] = []
+        self.paused: set[str] = set()  # qubes whose agent is busy: their changes wait
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -169,6 +170,8 @@ class StandInAgent:
         present: dict[str, set[str]] = {q: set() for q in self.stores}
         while not self._stop.is_set():
             for qube, store in self.stores.items():
+                if qube in self.paused:
+                    continue
                 try:
                     generation = store.wait_for_change(handled[qube], timeout=0.05)
                 except StoreTimeout:

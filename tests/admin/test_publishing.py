@@ -100,6 +100,59 @@ def test_silent_agents_leave_hops_pending_then_reconcile_opens_them(
         running.stop()
 
 
+def test_a_slow_inner_agent_leaves_working_forwards_open_outside(tmp_path: Path) -> None:
+    """An agent still busy with a new generation keeps its old rules: the hops outside it
+    stay published (retracting them cut every forward at the edge); the new one waits."""
+    running = make_service(tmp_path, agent_timeout=0.3)
+    running.start()
+    try:
+        stores = {q: running.store(q) for q in QUBES}
+        with StandInAgent(stores, lambda qube, key: "applied") as agent:
+            client = running.client()
+            client.firewall_set("work", [WEB])
+            _, edge_before = stores["sys-net"].read()
+            web_keys = {k for k in edge_before if k.startswith("/qubes-portfwd/")}
+            assert web_keys
+
+            agent.paused.add("sys-firewall")
+            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            _, edge = stores["sys-net"].read()
+            assert {k for k in edge if k.startswith("/qubes-portfwd/")} == web_keys
+            hops = {f.target: {h.qube: h.state for h in f.hops} for f in client.forwards()}
+            assert hops["work"]["sys-net"] == HopState.APPLIED
+            assert hops["personal"]["sys-net"] == HopState.PENDING
+
+            agent.paused.clear()
+            wait_until(
+                lambda: all(h.state == HopState.APPLIED for f in client.forwards() for h in f.hops)
+            )
+    finally:
+        running.stop()
+
+
+def test_an_open_hop_is_retracted_once_a_hop_inside_it_fails(tmp_path: Path) -> None:
+    running = make_service(tmp_path, agent_timeout=3.0)
+    running.start()
+    failing: set[str] = set()
+
+    def verdict(qube: str, key: str) -> str:
+        return "nft: Error: gone" if qube in failing else "applied"
+
+    try:
+        stores = {q: running.store(q) for q in QUBES}
+        with StandInAgent(stores, verdict):
+            client = running.client()
+            client.firewall_set("work", [WEB])
+            assert any(k.startswith("/qubes-portfwd/") for k in stores["sys-net"].read()[1])
+
+            failing.add("sys-firewall")
+            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            _, edge = stores["sys-net"].read()
+            assert not any(k.startswith("/qubes-portfwd/") for k in edge)
+    finally:
+        running.stop()
+
+
 def test_service_process_restart_keeps_forwards(tmp_path: Path) -> None:
     running = make_service(tmp_path, agent_timeout=0.05)
     running.start_process()

@@ -3,7 +3,8 @@
 Removals go outer hops first, additions inner hops first, one depth level at a time, waiting
 (bounded) for each level's agents to report the generation they handled. A hop is published
 only once every hop inside it is applied, so a failed or silent inner hop never leaves an
-outer one open.
+outer one open; an outer hop already open stays while the hops inside it are still in force
+(their agent busy with a newer generation) and is retracted once one of them fails.
 """
 
 import logging
@@ -39,6 +40,14 @@ class Snapshot:
             and self.status.handled >= self.generation
             and self.status.per_key.get(key) == APPLIED
         )
+
+    def in_force(self, key: str) -> bool:
+        """Published, and applied in the agent's last report, even if a newer generation waits.
+
+        An agent applies each generation as one transaction, so until it reports the new
+        one its earlier rules stay in the kernel.
+        """
+        return key in self.entries and self.status.per_key.get(key) == APPLIED
 
 
 @dataclass
@@ -118,7 +127,15 @@ class Publisher:
             for q in by_level[level]:
                 ready = {}
                 for key, value in desired[q].items():
-                    if all(snaps[iq].applied(ik) for iq, ik in inner.get((q, key), [])):
+                    hops_inside = inner.get((q, key), [])
+                    if all(snaps[iq].applied(ik) for iq, ik in hops_inside):
+                        ready[key] = value
+                    elif snaps[q].entries.get(key) == value and all(
+                        snaps[iq].in_force(ik) for iq, ik in hops_inside
+                    ):
+                        # Unchanged here and still working inside while a slow agent catches
+                        # up: retracting it would cut a working forward (and cost the edge a
+                        # full re-apply). A failure reported inside still retracts it.
                         ready[key] = value
                     else:
                         report.withheld.setdefault(q, []).append(key)
