@@ -128,7 +128,6 @@ class Agent:
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
         if error is None:
-            self._fingerprint = await self._current_fingerprint()
             in_force = tuple(h for h in parsed.hops if hop_key(h) not in parsed.errors)
             await forget_flows(removed_hops(self._in_force, in_force), settings.addresses)
             if in_force != self._in_force:
@@ -142,6 +141,10 @@ class Agent:
             per_key,
             overall_error(error, settings.problems),
         )
+        if error is None:
+            # After the report: with 10,000 forwards this listing takes over a second, and
+            # only the later repair checks need it. Nothing else applies in between.
+            self._fingerprint = await self._current_fingerprint()
         rejected = sum(1 for key in per_key if key in parsed.errors)
         log.info(
             "generation %d: %s; %d entries, %d rejected",
