@@ -22,12 +22,19 @@ RECORDER = (
 )
 
 
+# Copies what the new netvm's entry store holds at the moment the command runs.
+STORE_COPIER = (
+    "import pathlib, sys; store = pathlib.Path(sys.argv[1]); "
+    "pathlib.Path(sys.argv[2]).write_text(store.read_text() if store.exists() else '')"
+)
+
+
 def hooked_client(
-    tmp_path: Path, exit_code: int, seconds: float, timeout: float
+    tmp_path: Path, exit_code: int, seconds: float, timeout: float, command: str | None = None
 ) -> Iterator[tuple[AdminClient, Path]]:
     running = make_service(tmp_path, agent_timeout=0.05)
     calls = tmp_path / "calls"
-    command = f'{sys.executable} -c "{RECORDER}" {calls} {exit_code} {seconds}'
+    command = command or f'{sys.executable} -c "{RECORDER}" {calls} {exit_code} {seconds}'
     argv = [
         "--socket", str(running.socket_path),
         "--state-dir", str(running.state_dir),
@@ -68,6 +75,18 @@ def test_runs_after_each_netvm_change_only(hooked: tuple[AdminClient, Path]) -> 
     client.set_property("personal", "netvm", "")
     assert qubes_called(calls) == ["work", "work", "personal"]
     assert client.get_property("work", "netvm").value == "sys-firewall"
+
+
+def test_runs_before_the_new_netvm_gets_the_qube_entries(tmp_path: Path) -> None:
+    """The qube is re-attached before anything is published for it: otherwise the new
+    netvm's agent refuses its forwards (target not behind it yet) until a later reconcile."""
+    store = tmp_path / "qubesdb" / "other-net" / "entries.json"
+    seen = tmp_path / "seen.json"
+    command = f'{sys.executable} -c "{STORE_COPIER}" {store} {seen}'
+    for client, _calls in hooked_client(tmp_path, 0, 0, 10, command):
+        client.set_property("work", "netvm", "other-net")
+        assert "/qubes-firewall/10.137.0.6/" not in seen.read_text()
+        assert "/qubes-firewall/10.137.0.6/" in store.read_text()
 
 
 def test_a_failing_command_does_not_undo_the_change(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ..model.rule import Rule
@@ -29,6 +29,7 @@ FULL_RECONCILE_INTERVAL = 30.0
 
 RulesChange = Callable[[tuple[Rule, ...], "Service"], Sequence[Rule]]
 TopologyChange = Callable[[Topology, dict[str, frozenset[str]]], Topology]
+AfterCommit = Callable[[Topology, Topology], Awaitable[None]]
 
 
 def boot_id_reader(path: Path) -> Callable[[], str]:
@@ -149,11 +150,18 @@ class Service:
             self._changed.set()
             await self._publish_locked()
 
-    async def change_topology(self, change: TopologyChange) -> None:
+    async def change_topology(
+        self, change: TopologyChange, after_commit: AfterCommit | None = None
+    ) -> None:
+        """Commit `change`; run `after_commit(before, after)` (the platform moving a qube's
+        network, as qubesd does within the call); then publish the new plan."""
         async with self.lock:
+            before = self.topology
             explicit = dict(self.state.explicit)
-            topology = change(self.topology, explicit)
+            topology = change(before, explicit)
             await asyncio.to_thread(self.state.commit_topology, topology, explicit)
+            if after_commit is not None:
+                await after_commit(before, self.topology)
             await self._publish_locked()
 
     async def run_reconciler(self) -> None:

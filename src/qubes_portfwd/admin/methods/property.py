@@ -83,11 +83,16 @@ async def property_reset(service: Service, request: Request) -> bytes:
 async def _change_and_tell(service: Service, qube: str, prop: str, change: TopologyChange) -> None:
     """Commit the change; if it moved a qube to another netvm, let the platform re-attach it.
 
-    Like qubesd, the call returns once the running qube is re-attached; a failed re-attach
+    Like qubesd, the call returns once the running qube is re-attached. The re-attach comes
+    before the publish: a netvm's agent refuses a DNAT to a qube not yet behind it, which
+    would hold the forward's outer hops back until the next reconcile. A failed re-attach
     is logged and leaves the committed change in place.
     """
-    moves = prop == "netvm" and qube in service.topology
-    netvm_before = service.topology[qube].netvm if moves else None
-    await service.change_topology(change)
-    if moves and service.topology[qube].netvm != netvm_before:
-        await platform_hook.netvm_changed(service, qube)
+
+    async def reattach(before: Topology, after: Topology) -> None:
+        if prop != "netvm" or qube not in before or qube not in after:
+            return
+        if after[qube].netvm != before[qube].netvm:
+            await platform_hook.netvm_changed(service, qube)
+
+    await service.change_topology(change, reattach)
