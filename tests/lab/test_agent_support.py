@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from servers import CLIENT
+
 from qubes_portfwd.lab.builder import Lab
 from qubes_portfwd.lab.entry_store import Status
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
@@ -41,26 +43,6 @@ while True:
     else:
         data, peer = s.recvfrom(2048)
         s.sendto((peer[0] + "\n").encode(), peer)
-"""
-
-CLIENT = r"""
-import socket, sys
-proto, host, port, source, timeout = sys.argv[1:6]
-af = socket.AF_INET6 if ":" in host else socket.AF_INET
-s = socket.socket(af, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-s.settimeout(float(timeout))
-if source:
-    s.bind((source, 0))
-try:
-    if proto == "tcp":
-        s.connect((host, int(port)))
-        print(s.recv(200).decode().strip())
-    else:
-        s.sendto(b"hello", (host, int(port)))
-        print(s.recvfrom(200)[0].decode().strip())
-except OSError as e:
-    print("FAIL", type(e).__name__, e)
-    sys.exit(1)
 """
 
 ECHO_SERVER = r"""

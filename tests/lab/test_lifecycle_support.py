@@ -1,15 +1,15 @@
 """Support for the lifecycle lab tests (no tests here): a lab driven through the admin
 service's client, real servers and clients inside its namespaces, and bounded polling."""
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from servers import background
 
 from qubes_portfwd.client.admin_client import AdminClient
 from qubes_portfwd.lab.builder import Lab
@@ -92,30 +92,6 @@ def poll(condition: Callable[[], object], timeout: float) -> float | None:
 def _listening(lab: Lab, host: str, port: int) -> bool:
     out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
     return f":{port}" in out.stdout
-
-
-@contextmanager
-def background(lab: Lab, host: str, argv: list[str]) -> Iterator[subprocess.Popen[str]]:
-    """A process inside `host`, killed with its process group when the block ends.
-
-    The group matters: socat's per-connection children outlive their parent, and a child
-    whose flow a revoked forward cut never sees the connection end.
-    """
-    process = lab.popen(
-        host,
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 # A dual-stack HTTP responder. Unlike http.server it never looks its own name up, so it
