@@ -34,13 +34,6 @@ class Snapshot:
     status: Status
     public: Mapping[str, str] = field(default_factory=dict)  # a tunnel qube's lease keeper
 
-    def applied(self, key: str) -> bool:
-        return (
-            key in self.entries
-            and self.status.handled >= self.generation
-            and self.status.per_key.get(key) == APPLIED
-        )
-
     def in_force(self, key: str) -> bool:
         """Published, and applied in the agent's last report, even if a newer generation waits.
 
@@ -48,6 +41,10 @@ class Snapshot:
         one its earlier rules stay in the kernel.
         """
         return key in self.entries and self.status.per_key.get(key) == APPLIED
+
+    def applied(self, key: str) -> bool:
+        """In force as of the generation published now."""
+        return self.status.handled >= self.generation and self.in_force(key)
 
 
 @dataclass
