@@ -47,9 +47,16 @@ def list_netns() -> list[str]:
         return []
 
 
+# Interfaces made later inherit `default`. Without duplicate address detection a new link's
+# link-local address is usable at once: with it, the first IPv6 packet after a veth came up
+# waited about a second for neighbour discovery (seen: the first connect after `up` failing).
+NO_DAD = {"net/ipv6/conf/default/accept_dad": "0", "net/ipv6/conf/all/accept_dad": "0"}
+
+
 def add(netns: str) -> None:
     run(["ip", "netns", "add", netns])
     run(["ip", "-n", netns, "link", "set", "lo", "up"])
+    sysctls(netns, NO_DAD)
 
 
 def delete(netns: str) -> None:
