@@ -127,8 +127,16 @@ def test_a_forward_added_in_the_dialog_exists_and_carries_traffic(
     edge = f"{user.lab.addresses.edge_lan4}:80"
     _wait(lambda: curl(user, "lan", edge) == MARKER, "LAN reaches work through the forward")
     qtbot.waitUntil(lambda: _shown(window, forward_id), timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: window.forwards.rows[0].state == ForwardState.ACTIVE, timeout=WAIT_MS)
-    assert window.forwards.cell_texts()[0][-1] == "sys-net ✔ → sys-firewall ✔ → work ✔"
+    # A refresh taken while the hops were still being published shows the forward active with
+    # hops pending ("…"); wait for the one after it.
+    applied_path = "sys-net ✔ → sys-firewall ✔ → work ✔"
+    qtbot.waitUntil(
+        lambda: (
+            window.forwards.rows[0].state == ForwardState.ACTIVE
+            and window.forwards.cell_texts()[0][-1] == applied_path
+        ),
+        timeout=WAIT_MS,
+    )
 
 
 def test_invalid_input_shows_the_message_and_creates_nothing(qtbot: QtBot, user: LabUser) -> None:
