@@ -151,10 +151,15 @@ class Service:
             await self._publish_locked()
 
     async def change_topology(
-        self, change: TopologyChange, after_commit: AfterCommit | None = None
+        self,
+        change: TopologyChange,
+        after_commit: AfterCommit | None = None,
+        *,
+        publish: bool = True,
     ) -> None:
         """Commit `change`; run `after_commit(before, after)` (the platform moving a qube's
-        network, as qubesd does within the call); then publish the new plan."""
+        network, as qubesd does within the call); then publish the new plan unless the change
+        cannot alter it (`publish=False`)."""
         async with self.lock:
             before = self.topology
             explicit = dict(self.state.explicit)
@@ -162,7 +167,8 @@ class Service:
             await asyncio.to_thread(self.state.commit_topology, topology, explicit)
             if after_commit is not None:
                 await after_commit(before, self.topology)
-            await self._publish_locked()
+            if publish:
+                await self._publish_locked()
 
     async def run_reconciler(self) -> None:
         """Re-publish when a rule expires, and periodically: agents come back, withheld hops

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from ..client import AdminClient
+from ..client.guarded_update import update_rules
 from ..model.errors import ValidationError
 from ..model.rule import ForwardRule, Rule, forward_id
 from ..model.rule_text import format_rule, parse_rule
@@ -96,38 +97,43 @@ def _same_rule(target: str, existing: Rule, wanted: Rule) -> bool:
 
 
 def _add(client: AdminClient, target: str, rule: Rule, before: int | None) -> None:
-    lines = _rule_lines(client, target)
-    if isinstance(rule, ForwardRule):
-        new_id = forward_id(target, rule)
-        for number, line in enumerate(lines):
-            if _same_rule(target, parse_rule(line), rule):
-                raise ValidationError(
-                    "rule", f"forward {new_id} is already rule {number} of {target}"
-                )
-    position = len(lines) if before is None else before
-    if not 0 <= position <= len(lines):
-        raise ValidationError("--before", f"{position}; expected a rule number 0-{len(lines)}")
-    lines.insert(position, format_rule(rule))
-    client.firewall_set(target, lines)
+    def edit(lines: list[str]) -> list[str]:
+        if isinstance(rule, ForwardRule):
+            new_id = forward_id(target, rule)
+            for number, line in enumerate(lines):
+                if _same_rule(target, parse_rule(line), rule):
+                    raise ValidationError(
+                        "rule", f"forward {new_id} is already rule {number} of {target}"
+                    )
+        position = len(lines) if before is None else before
+        if not 0 <= position <= len(lines):
+            raise ValidationError("--before", f"{position}; expected a rule number 0-{len(lines)}")
+        return [*lines[:position], format_rule(rule), *lines[position:]]
+
+    # Guarded: a rule list read here and changed by someone else meanwhile is read again.
+    update_rules(client, target, edit)
     if isinstance(rule, ForwardRule):
         print(forward_id(target, rule))
 
 
 def _remove(client: AdminClient, target: str, rule_no: int | None, wanted: Rule | None) -> None:
-    lines = _rule_lines(client, target)
-    if rule_no is not None:
-        if not 0 <= rule_no < len(lines):
-            last = f"0-{len(lines) - 1}" if lines else "none: the list is empty"
-            raise ValidationError("--rule-no", f"{rule_no}; expected a rule number ({last})")
-        del lines[rule_no]
-    elif wanted is not None:
-        matches = [
-            n for n, line in enumerate(lines) if _same_rule(target, parse_rule(line), wanted)
-        ]
-        if not matches:
-            raise ValidationError("rule", f"no such rule in {target}: {format_rule(wanted)}")
-        del lines[matches[0]]
-    client.firewall_set(target, lines)
+    def edit(lines: list[str]) -> list[str]:
+        if rule_no is not None:
+            if not 0 <= rule_no < len(lines):
+                last = f"0-{len(lines) - 1}" if lines else "none: the list is empty"
+                raise ValidationError("--rule-no", f"{rule_no}; expected a rule number ({last})")
+            doomed = rule_no
+        else:
+            assert wanted is not None
+            matches = [
+                n for n, line in enumerate(lines) if _same_rule(target, parse_rule(line), wanted)
+            ]
+            if not matches:
+                raise ValidationError("rule", f"no such rule in {target}: {format_rule(wanted)}")
+            doomed = matches[0]
+        return lines[:doomed] + lines[doomed + 1 :]
+
+    update_rules(client, target, edit)
 
 
 def _show(target: str, lines: Sequence[str], raw: bool) -> None:

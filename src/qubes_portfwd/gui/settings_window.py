@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..client import AdminClient, ForwardStatus
+from ..client.guarded_update import update_rules
 from ..model.forward_status import parsed_rule
 from ..model.rule import ForwardRule
 from .calls import Calls
@@ -225,8 +226,10 @@ class SettingsWindow(QWidget):
                 return
 
             def swap(client: AdminClient) -> None:
-                lines = replaced_lines(client.firewall_get(qube), qube, forward_id, line)
-                client.firewall_set(qube, lines)
+                # Guarded: a list changed by someone else meanwhile is read again, not lost.
+                update_rules(
+                    client, qube, lambda lines: replaced_lines(lines, qube, forward_id, line)
+                )
 
             self._change("Changing the forward", swap)
 

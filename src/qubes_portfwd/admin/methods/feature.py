@@ -2,8 +2,12 @@
 
 import re
 
+from ...model.errors import ValidationError
+from ...model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
+from ...model.firewall_revision import BaseRevision
 from ...model.topology import FEATURE_UPLINK, Topology
 from ..errors import QubesFeatureNotFoundError, QubesValueError
+from ..firewall_guard import stale_guards
 from ..service import Service
 from ..wire import Request
 from . import method
@@ -28,6 +32,11 @@ def _check_value(name: str, untrusted_payload: bytes) -> str:
         raise QubesValueError(f"{name}: the value must be printable ASCII, at most {MAX_VALUE}")
     if name == FEATURE_UPLINK and untrusted_value and not _IFACE_RE.match(untrusted_value):
         raise QubesValueError(f"{name}: expected an interface name (letters, digits, -_.)")
+    if name.startswith(GUARD_PREFIX):
+        try:
+            BaseRevision.parse(untrusted_value)
+        except ValidationError as err:
+            raise QubesValueError(str(err)) from None
     return untrusted_value
 
 
@@ -51,11 +60,17 @@ async def feature_set(service: Service, request: Request) -> bytes:
     value = _check_value(name, request.untrusted_payload)
     qube = request.dest
 
+    guard = name.startswith(GUARD_PREFIX)
+
     def change(topology: Topology, explicit: dict[str, frozenset[str]]) -> Topology:
         features = {**topology[qube].features, name: value}
+        if guard:  # a guarded writer's word on what it read: old ones of dead writers go
+            for stale in stale_guards(features, service.clock()):
+                del features[stale]
         return topology.replace_qube(topology[qube].with_changes(features=features))
 
-    await service.change_topology(change)
+    # A guard changes no forward: re-planning the host for it would only slow writers down.
+    await service.change_topology(change, publish=not guard)
     return b""
 
 

@@ -1,10 +1,12 @@
 """admin.vm.firewall.Get/Set/Reload: a qube's whole rule list, forwards included."""
 
 from ...model.errors import ValidationError
+from ...model.firewall_revision import rules_text
 from ...model.rule import Rule
 from ...model.rule_text import format_rule
 from ...planner.expiry import live_rules
 from ..errors import QubesValueError
+from ..firewall_guard import check_guarded_set
 from ..forward_binding import parse_and_bind
 from ..service import Service
 from ..wire import Request
@@ -20,11 +22,15 @@ def decode_rules_payload(untrusted_payload: bytes) -> str:
         raise QubesValueError(f"rule: not ASCII (line {line_no})") from None
 
 
+def current_text(service: Service, rules: tuple[Rule, ...]) -> str:
+    """The list as Get answers it: a rule past its time is gone before its file is rewritten."""
+    live = live_rules(rules, service.clock(), service.boot_id())
+    return rules_text(format_rule(r) for r in live)
+
+
 @method("admin.vm.firewall.Get")
 async def firewall_get(service: Service, request: Request) -> bytes:
-    # A rule past its time is gone, even in the moment before its file is rewritten.
-    rules = live_rules(service.state.rules_of(request.dest), service.clock(), service.boot_id())
-    return "".join(format_rule(r) + "\n" for r in rules).encode("ascii")
+    return current_text(service, service.state.rules_of(request.dest)).encode("ascii")
 
 
 @method("admin.vm.firewall.Set", payload=None)
@@ -33,6 +39,11 @@ async def firewall_set(service: Service, request: Request) -> bytes:
     qube = request.dest
 
     def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+        check_guarded_set(
+            service.topology[qube].features,
+            rules_text(untrusted_text.splitlines()),
+            current_text(service, current),
+        )
         try:
             return parse_and_bind(untrusted_text, qube, service.topology, service.boot_id())
         except ValidationError as err:
