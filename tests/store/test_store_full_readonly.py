@@ -145,3 +145,28 @@ def test_read_only_store_is_a_clear_error_and_changes_nothing(store: PrivateStor
             store.mount("-o", "remount,rw", str(store.files.state_dir))
     client.firewall_set(TARGET, filter_lines(2, 30))
     assert client.firewall_get(TARGET) == filter_lines(2, 30)
+
+
+def test_full_state_dir_with_room_for_firewall_xml_stores_and_publishes_nothing(
+    store: PrivateStore,
+) -> None:
+    """The order file cannot be written but firewall.xml could: the add is refused whole."""
+    client = store.files.client()
+    client.firewall_set(TARGET, filter_lines(1, 5))
+    qube_dir = store.inside(store.files.firewall_xml()).parent
+    kept = (qube_dir / "firewall.xml").read_bytes()
+    store.mount("-t", "tmpfs", "-o", "size=1m", "qpt-qube", str(store.files.firewall_xml().parent))
+    (qube_dir / "firewall.xml").write_bytes(kept)
+    before = snapshot(store)
+    filler = store.fill()
+
+    err = refused(lambda: client.add_forward(TARGET, forward_line(2)))
+    assert "No space left on device" in err.message
+    client.firewall_reload(TARGET)  # a re-plan right away publishes whatever is kept
+    assert snapshot(store) == before
+    assert client.firewall_get(TARGET) == filter_lines(1, 5)
+    assert client.forwards() == []
+
+    filler.unlink()
+    added = client.add_forward(TARGET, forward_line(2))
+    assert [f.id for f in client.forwards()] == [added]

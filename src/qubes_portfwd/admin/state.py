@@ -5,6 +5,7 @@ properties), `qubes/<name>/firewall.xml` (the only home of a qube's rules, forwa
 included) and `order.json` (which forward came first, for conflicts). Every write is atomic.
 """
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,26 +89,44 @@ class HostState:
         self.explicit = dict(explicit)
 
     def commit_rules(self, qube: str, rules: Sequence[Rule], now: float, boot_id: str) -> None:
+        """One step for the caller: on any failure the files and memory are as before.
+
+        The ranks of new forwards are stored first (extra ranks name nothing and are pruned
+        later), so a failure after firewall.xml was written cannot leave a rule without one.
+        """
+        kept = live_rules(rules, now, boot_id)
+        rules_after = {**self.rules, qube: kept}
+        self._write_order(_ranked(self.order, rules_after, prune=False))
         path = self.firewall_path(qube)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The store drops expired rules and refuses any rule that would not read back equal,
+        # so memory matches the file without reading 10,000 rules back (1 s).
         save_firewall(path, list(rules), now, boot_id)
-        # What the store kept: it drops expired rules and refuses any rule that would not read
-        # back equal, so memory matches the file without reading 10,000 rules back (1 s).
-        self.rules[qube] = live_rules(rules, now, boot_id)
-        self._update_order()
+        self.rules[qube] = kept
+        with contextlib.suppress(OSError):  # only forgotten ranks stay; the next commit prunes
+            self._write_order(_ranked(self.order, self.rules, prune=True))
 
     def _update_order(self) -> None:
-        """New forwards rank after every existing one; forgotten ones leave the table."""
-        present = [fid for q, rules in sorted(self.rules.items()) for fid in forward_ids(q, rules)]
-        next_rank = max(self.order.values(), default=-1) + 1
-        order = {fid: rank for fid, rank in self.order.items() if fid in present}
-        for fid in present:
-            if fid not in order:
-                order[fid] = next_rank
-                next_rank += 1
+        self._write_order(_ranked(self.order, self.rules, prune=True))
+
+    def _write_order(self, order: dict[str, int]) -> None:
         if order != self.order or not (self.state_dir / ORDER_FILE).exists():
             write_json_atomically(self.state_dir / ORDER_FILE, order)
             self.order = order
+
+
+def _ranked(
+    order: Mapping[str, int], rules: Mapping[str, Sequence[Rule]], *, prune: bool
+) -> dict[str, int]:
+    """New forwards rank after every existing one; with `prune`, forgotten ones leave."""
+    present = [fid for q, qube_rules in sorted(rules.items()) for fid in forward_ids(q, qube_rules)]
+    next_rank = max(order.values(), default=-1) + 1
+    ranked = {fid: rank for fid, rank in order.items() if not prune or fid in present}
+    for fid in present:
+        if fid not in ranked:
+            ranked[fid] = next_rank
+            next_rank += 1
+    return ranked
 
 
 def _topology_document(
