@@ -279,10 +279,11 @@ def test_the_overview_shows_a_failed_hop_as_failed(qtbot: QtBot, user: LabUser) 
     """Last in the module: it breaks sys-firewall's base rules on purpose."""
     client = client_of(user)
     stale = client.add_forward(
-        "work",
+        "personal",
         "action=forward forwardtype=external proto=tcp srcports=8443 dstports=443 "
-        "srchost=0.0.0.0/0 via=sys-net",
+        "srchost=0.0.0.0/0",
     )
+    client.set_property("personal", "netvm", "sys-net")  # the path it was made for is gone
     window = OverviewWindow(client, refresh_ms=REFRESH_MS)
     qtbot.addWidget(window)
     window.resize(1000, 720)

@@ -174,6 +174,8 @@ def _list(client: AdminClient, args: argparse.Namespace) -> None:
     else:
         statuses = client.forwards()
     if args.qube is not None:
+        if args.qube not in {q.name for q in client.list_qubes()}:
+            raise ValidationError("QUBE", f"no qube {args.qube!r}; expected a qube of this host")
         statuses = [s for s in statuses if concerns(s, args.qube)]
     now = time.time()
     if args.json:

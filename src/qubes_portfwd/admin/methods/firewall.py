@@ -45,7 +45,9 @@ async def firewall_set(service: Service, request: Request) -> bytes:
             current_text(service, current),
         )
         try:
-            return parse_and_bind(untrusted_text, qube, service.topology, service.boot_id())
+            return parse_and_bind(
+                untrusted_text, qube, service.topology, service.boot_id(), current
+            )
         except ValidationError as err:
             raise QubesValueError(str(err)) from None
 

@@ -75,7 +75,7 @@ async def vm_portfwd_add(service: Service, request: Request) -> bytes:
 
     def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
         try:
-            new = parse_and_bind(untrusted_text, qube, service.topology, service.boot_id())
+            new = parse_and_bind(untrusted_text, qube, service.topology, service.boot_id(), current)
         except ValidationError as err:
             raise QubesValueError(str(err)) from None
         if len(new) != 1 or not isinstance(new[0], ForwardRule):
