@@ -90,6 +90,10 @@ def format_hop(hop: Hop) -> str:
     return f"role=accept {common} ports={hop.ports.text} srchost={sources}"
 
 
+# Qubes numbers a qube's rules with four digits (0000-9999): service and agent agree on this.
+MAX_FIREWALL_RULES = 10_000
+
+
 def format_firewall(entry: FirewallEntry) -> dict[str, str]:
     base = f"{FIREWALL_PREFIX}{entry.address}/"
     values = {f"{base}policy": entry.policy}
@@ -155,6 +159,10 @@ def parse_firewall(untrusted_address: str, untrusted_values: Mapping[str, str]) 
     if policy not in ("accept", "drop"):
         raise ValidationError("policy", "expected accept or drop")
     numbers = sorted(k for k in untrusted_values if k != "policy")
+    if len(numbers) > MAX_FIREWALL_RULES:
+        raise ValidationError(
+            "key", f"{len(numbers)} rules; at most {MAX_FIREWALL_RULES} (0000-9999)"
+        )
     rules = []
     for position, name in enumerate(numbers):
         if name != f"{position:04}":

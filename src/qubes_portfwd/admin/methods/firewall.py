@@ -1,8 +1,9 @@
 """admin.vm.firewall.Get/Set/Reload: a qube's whole rule list, forwards included."""
 
+from ...model.entries import MAX_FIREWALL_RULES
 from ...model.errors import ValidationError
 from ...model.firewall_revision import rules_text
-from ...model.rule import Rule
+from ...model.rule import FilterRule, Rule
 from ...model.rule_text import format_rule
 from ...planner.expiry import live_rules
 from ..errors import QubesValueError
@@ -45,11 +46,18 @@ async def firewall_set(service: Service, request: Request) -> bytes:
             current_text(service, current),
         )
         try:
-            return parse_and_bind(
+            rules = parse_and_bind(
                 untrusted_text, qube, service.topology, service.boot_id(), current
             )
         except ValidationError as err:
             raise QubesValueError(str(err)) from None
+        filters = sum(isinstance(r, FilterRule) for r in rules)
+        if filters > MAX_FIREWALL_RULES:
+            raise QubesValueError(
+                f"rules: {filters} accept/drop rules; at most {MAX_FIREWALL_RULES} per qube"
+                " (Qubes numbers them with four digits)"
+            )
+        return rules
 
     await service.change_rules(qube, change)
     return b""
