@@ -1,7 +1,12 @@
-"""Conflicts: who keeps a contested port, the loser's reason, and checking a proposed list."""
+"""Conflicts: who keeps a contested port, the loser's reason, and checking a proposed list.
+
+A conflict is one listening port claimed twice on the same side of one network qube (its
+uplink, or its downstream side); the target claims nothing, it accepts the union.
+"""
 
 from planner_lab import BOOT, NOW, forward_keys, lab_topology, rules
 
+from qubes_portfwd.model.entries import AcceptHop, DnatHop, Hop, parse_hop
 from qubes_portfwd.planner import ForwardState, Plan, conflicts_for, plan
 
 
@@ -12,12 +17,20 @@ def external(ports: str, *, proto: str = "tcp", to: str = "", sources: str = "0.
     )
 
 
-def internal(ports: str, sources: str, *, proto: str = "tcp") -> str:
-    return f"action=forward forwardtype=internal proto={proto} srcports={ports} srchost={sources}"
+def internal(ports: str, sources: str, *, proto: str = "tcp", to: str = "") -> str:
+    dst = f" dstports={to}" if to else ""
+    return (
+        f"action=forward forwardtype=internal proto={proto} srcports={ports}{dst} srchost={sources}"
+    )
 
 
 def states(result: Plan) -> dict[tuple[str, int], ForwardState]:
     return {(f.target, f.position): f.state for f in result.forwards}
+
+
+def hops_on(result: Plan, qube: str) -> list[Hop]:
+    """The forward entries of `qube`, read back as the agent reads them."""
+    return [parse_hop(k, result.entries[qube][k]) for k in forward_keys(result.entries[qube])]
 
 
 def test_same_port_on_two_targets_first_by_name_wins_and_loser_names_it() -> None:
@@ -33,9 +46,9 @@ def test_same_port_on_two_targets_first_by_name_wins_and_loser_names_it() -> Non
     assert lost.state == ForwardState.CONFLICT
     assert lost.conflict_with == kept.forward_id
     assert lost.reason == (
-        f"tcp/80 on sys-firewall (IPv4) is taken by forward {kept.forward_id} of personal: "
-        "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=80-80 "
-        "srchost=0.0.0.0/0"
+        f"tcp/80 on sys-net (uplink eth0, IPv4) is taken by forward {kept.forward_id} of "
+        "personal: action=forward forwardtype=external proto=tcp srcports=80-80 "
+        "dstports=80-80 srchost=0.0.0.0/0"
     )
     assert forward_keys(result.entries["work"]) == []
     assert forward_keys(result.entries["sys-net"]) == [kept.hops[0].key]
@@ -67,7 +80,7 @@ def test_overlapping_ranges_conflict_and_adjacent_ones_do_not() -> None:
         BOOT,
     )
     (lost,) = overlapping.in_state(ForwardState.CONFLICT)
-    assert lost.reason is not None and lost.reason.startswith("tcp/85 on sys-firewall")
+    assert lost.reason is not None and lost.reason.startswith("tcp/85 on sys-net (uplink eth0")
 
 
 def test_other_protocol_or_family_does_not_conflict() -> None:
@@ -83,28 +96,101 @@ def test_other_protocol_or_family_does_not_conflict() -> None:
     assert set(states(result).values()) == {ForwardState.ACTIVE}
 
 
-def test_internal_and_external_on_the_same_netvm_port_conflict() -> None:
+def test_internal_and_external_on_the_same_netvm_port_are_on_different_sides() -> None:
+    # sys-firewall: work's external forward enters by its uplink on 8080, personal's
+    # internal one listens on its downstream side on 8080.
     result = plan(
         {"work": rules(external("8080")), "personal": rules(internal("8080", "work"))},
         lab_topology(),
         NOW,
         BOOT,
     )
-    (lost,) = result.in_state(ForwardState.CONFLICT)
-    assert lost.target == "work"
-    assert lost.reason is not None and "tcp/8080 on sys-firewall" in lost.reason
+    assert set(states(result).values()) == {ForwardState.ACTIVE}
+    sides = sorted(h.inbound for h in hops_on(result, "sys-firewall") if isinstance(h, DnatHop))
+    assert sides == ["downstream", "eth0"]
 
 
-def test_same_target_port_from_two_forwards_conflicts() -> None:
+def test_two_internal_forwards_on_one_netvm_port_conflict_on_its_downstream_side() -> None:
+    result = plan(
+        {"work": rules(internal("8443", "personal")), "personal": rules(internal("8443", "work"))},
+        lab_topology(),
+        NOW,
+        BOOT,
+    )
+    (kept,) = result.of_target("personal")
+    (lost,) = result.of_target("work")
+    assert (kept.state, lost.state) == (ForwardState.ACTIVE, ForwardState.CONFLICT)
+    assert lost.reason is not None
+    assert lost.reason.startswith("tcp/8443 on sys-firewall (downstream side, IPv4) is taken by")
+
+
+def test_external_and_internal_to_one_port_of_one_qube_both_run() -> None:
+    # A web server exposed to the LAN and, internally, to personal.
+    lan = external("80", to="8080", sources="192.0.2.0/24")
+    result = plan(
+        {"work": rules(lan, internal("8443", "personal", to="8080"))},
+        lab_topology(),
+        NOW,
+        BOOT,
+    )
+    assert set(states(result).values()) == {ForwardState.ACTIVE}
+    accepts = [h for h in hops_on(result, "work") if isinstance(h, AcceptHop)]
+    assert sorted((h.ports.text, tuple(map(str, h.sources))) for h in accepts) == [
+        ("8080-8080", ("10.137.0.7/32",)),
+        ("8080-8080", ("192.0.2.0/24",)),
+    ]
+    dnats = [h for h in hops_on(result, "sys-firewall") if isinstance(h, DnatHop)]
+    assert sorted((h.inbound, h.ports.text, h.toports.text) for h in dnats) == [
+        ("downstream", "8443-8443", "8080-8080"),
+        ("eth0", "80-80", "8080-8080"),
+    ]
+
+
+def test_two_outside_ports_to_one_qube_port_both_run() -> None:
     result = plan(
         {"work": rules(external("80", to="8080"), external("81", to="8080"))},
         lab_topology(),
         NOW,
         BOOT,
     )
-    assert states(result) == {("work", 0): ForwardState.ACTIVE, ("work", 1): ForwardState.CONFLICT}
-    lost = result.of_target("work")[1]
-    assert lost.reason is not None and lost.reason.startswith("tcp/8080 on work (IPv4)")
+    assert states(result) == {("work", 0): ForwardState.ACTIVE, ("work", 1): ForwardState.ACTIVE}
+    assert [h.ports.text for h in hops_on(result, "work")] == ["8080-8080"] * 2
+    netvm = sorted((h.ports.text, h.toports.text) for h in hops_on(result, "sys-firewall"))
+    assert netvm == [("80-80", "8080-8080"), ("81-81", "8080-8080")]
+    edge = sorted((h.ports.text, h.toports.text) for h in hops_on(result, "sys-net"))
+    assert edge == [("80-80", "80-80"), ("81-81", "81-81")]
+
+
+def test_an_internal_port_of_a_netvm_and_an_outside_port_through_it_do_not_conflict() -> None:
+    # personal's internal forward on sys-firewall:9001, work's external forward whose
+    # outside port (on sys-net, then sys-firewall's uplink) is 9001 too.
+    result = plan(
+        {"personal": rules(internal("9001", "work")), "work": rules(external("9001", to="22"))},
+        lab_topology(),
+        NOW,
+        BOOT,
+    )
+    assert set(states(result).values()) == {ForwardState.ACTIVE}
+
+
+def test_the_same_outside_port_to_one_qube_port_twice_still_conflicts() -> None:
+    result = plan(
+        {
+            "work": rules(
+                external("80", to="8080"),
+                external("80", to="8080", sources="::/0"),
+                external("80", to="8080", sources="192.0.2.0/24"),
+            )
+        },
+        lab_topology(ipv6=True),
+        NOW,
+        BOOT,
+    )
+    assert states(result) == {
+        ("work", 0): ForwardState.ACTIVE,
+        ("work", 1): ForwardState.ACTIVE,  # IPv6: another family, another claim
+        ("work", 2): ForwardState.CONFLICT,
+    }
 
 
 def test_identical_forwards_of_one_target_conflict() -> None:
@@ -176,3 +262,9 @@ def test_conflicts_for_ignores_conflicts_that_already_exist() -> None:
     assert len(plan(existing, lab_topology(), NOW, BOOT).in_state(ForwardState.CONFLICT)) == 1
     same = conflicts_for("work", existing["work"], existing, lab_topology(), NOW, BOOT)
     assert same == []
+
+
+def test_conflicts_for_accepts_a_second_forward_to_a_port_of_the_same_qube() -> None:
+    existing = {"work": rules(external("80", to="8080"))}
+    second = rules(external("80", to="8080"), internal("8080", "personal"))
+    assert conflicts_for("work", second, existing, lab_topology(), NOW, BOOT) == []

@@ -55,17 +55,51 @@ def test_entries_only_on_qubes_of_the_forwards_path(scenario: Scenario) -> None:
 
 @settings(deadline=None)
 @given(scenarios())
-def test_no_two_active_forwards_claim_the_same_port_on_one_qube(scenario: Scenario) -> None:
+def test_no_two_active_forwards_claim_the_same_port_on_one_side_of_a_qube(
+    scenario: Scenario,
+) -> None:
     topology, rules = scenario
     result = plan(rules, topology, NOW, BOOT)
     claims = defaultdict(list)
     for key, hops in forward_hops(result).items():
         for qube, hop in hops:
-            for proto in hop.protos:
-                claims[(qube, hop.family, proto)].append((key, hop.ports))
+            if isinstance(hop, DnatHop):  # the target only accepts: it claims nothing
+                for proto in hop.protos:
+                    claims[(qube, hop.inbound, hop.family, proto)].append((key, hop.ports))
     for held in claims.values():
         for (key_a, ports_a), (key_b, ports_b) in combinations(held, 2):
             assert key_a == key_b or not ports_a.overlaps(ports_b)
+
+
+@settings(deadline=None)
+@given(scenarios())
+def test_a_forward_loses_only_to_a_dnat_on_the_same_side(scenario: Scenario) -> None:
+    topology, rules = scenario
+    result = plan(rules, topology, NOW, BOOT)
+    held = [
+        (qube, hop)
+        for hops in forward_hops(result).values()
+        for qube, hop in hops
+        if isinstance(hop, DnatHop)
+    ]
+    for forward in result.in_state(ForwardState.CONFLICT):
+        alone = plan({forward.target: [forward.rule]}, topology, NOW, BOOT)
+        wanted = [
+            (qube, hop)
+            for key, hops in forward_hops(alone).items()
+            if key.endswith(f"/{forward.family}")
+            for qube, hop in hops
+            if isinstance(hop, DnatHop)
+        ]
+        assert wanted, "alone, a losing forward would run"
+        assert any(
+            qube == other_qube
+            and hop.inbound == other.inbound
+            and set(hop.protos) & set(other.protos)
+            and hop.ports.overlaps(other.ports)
+            for qube, hop in wanted
+            for other_qube, other in held
+        ), forward.reason
 
 
 @settings(deadline=None)
