@@ -1,23 +1,31 @@
 """Ending removed forwards: conntrack keeps an open flow going after its rule is gone.
 
 After an apply removed (or changed) a hop, the flows that hop let in are deleted from this
-qube's connection tracking table, so a removed forward really closes. The table is listed
-once per hop and protocol and only the ports that have live flows are deleted, so a range
-of any width costs a few commands, not one per port.
+qube's connection tracking table, so a removed forward really closes. Only what the removed
+hop alone carried goes: several forwards may share a target's port (and a network qube's
+next hop and port, from both its sides), and a flow that a hop still in force lets in stays
+if it came by that hop's side. The table is listed once per filter; flows are deleted per
+port, or per port and source where a hop in force shares the port, so a range of any width
+costs a few commands, not one per port.
 """
 
 import asyncio
+import bisect
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..model.entries import AcceptHop, DnatHop, Hop, IPAddress
+from ..model.entries import DOWNSTREAM, AcceptHop, DnatHop, Hop, IPAddress
+from .downstream_targets import is_downstream_device, route_devices
 
 CONNTRACK = "conntrack"
 COMMAND_TIMEOUT = 5.0
 _TUPLE_KEYS = ("src", "dst", "sport", "dport")
+
+# Where each flow's original source lives: an interface, or DOWNSTREAM for any vif.
+Sides = Mapping[IPAddress, str]
 
 log = logging.getLogger("qubes_portfwd.agent")
 
@@ -26,16 +34,77 @@ log = logging.getLogger("qubes_portfwd.agent")
 class Flow:
     """One tracked flow: its original direction and where the reply comes from."""
 
+    orig_src: IPAddress
     orig_dst: IPAddress
     orig_dport: int
     reply_src: IPAddress
     reply_sport: int
 
 
-def removed_hops(before: Iterable[Hop], after: Iterable[Hop]) -> list[Hop]:
-    """Hops in force before and not after (a changed hop counts as removed)."""
-    kept = set(after)
-    return sorted((h for h in set(before) if h not in kept), key=lambda h: (h.forward_id, h.family))
+@dataclass(frozen=True)
+class Removal:
+    """Hops no longer in force, and the hops that are (their flows must survive)."""
+
+    hops: tuple[Hop, ...]
+    kept: tuple[Hop, ...] = ()
+
+
+class InForce:
+    """The hops in force, found by port: which of them would let a removed hop's flow in."""
+
+    def __init__(self, kept: Iterable[Hop]) -> None:
+        self._kept = tuple(kept)
+        self._groups: dict[tuple[object, ...], _Spans] = {}  # built on first use
+
+    def at(self, hop: Hop, proto: str, port: int) -> list[Hop]:
+        """Hops in force of `hop`'s kind, family and protocol (DNAT: and target) on `port`."""
+        key = _group(hop, proto)
+        spans = self._groups.get(key)
+        if spans is None:
+            spans = self._groups[key] = _Spans(
+                k for k in self._kept if proto in k.protos and _group(k, proto) == key
+            )
+        return spans.covering(port)
+
+
+def _group(hop: Hop, proto: str) -> tuple[object, ...]:
+    if isinstance(hop, DnatHop):
+        return ("dnat", hop.family, proto, hop.to)
+    return ("accept", hop.family, proto)
+
+
+class _Spans:
+    """Hops by port range, for "which of them cover port P" in a bisection plus the overlap."""
+
+    def __init__(self, hops: Iterable[Hop]) -> None:
+        self._spans = sorted(
+            ((h.ports.first, h.ports.last, n, h) for n, h in enumerate(hops)),
+            key=lambda span: span[:3],
+        )
+        self._firsts = [span[0] for span in self._spans]
+        self._reach: list[int] = []  # the highest `last` up to each span: where a walk stops
+        for span in self._spans:
+            self._reach.append(max(span[1], self._reach[-1] if self._reach else -1))
+
+    def covering(self, port: int) -> list[Hop]:
+        found = []
+        index = bisect.bisect_right(self._firsts, port) - 1
+        while index >= 0 and self._reach[index] >= port:
+            first, last, _, hop = self._spans[index]
+            if first <= port <= last:
+                found.append(hop)
+            index -= 1
+        return found
+
+
+def removed_hops(before: Iterable[Hop], after: Iterable[Hop]) -> Removal:
+    """Hops in force before and not after (a changed hop counts as removed), and those after."""
+    kept = tuple(after)
+    still = set(kept)
+    gone = sorted(
+        (h for h in set(before) if h not in still), key=lambda h: (h.forward_id, h.family)
+    )
+    return Removal(tuple(gone), kept)
 
 
 def parse_flows(untrusted_listing: str) -> list[Flow]:
@@ -50,6 +119,7 @@ def parse_flows(untrusted_listing: str) -> list[Flow]:
         try:
             flows.append(
                 Flow(
+                    orig_src=ipaddress.ip_address(values["src"][0]),
                     orig_dst=ipaddress.ip_address(values["dst"][0]),
                     orig_dport=int(values["dport"][0]),
                     reply_src=ipaddress.ip_address(values["src"][1]),
@@ -79,38 +149,111 @@ def list_filter(hop: Hop, proto: str, own_addresses: Sequence[IPAddress]) -> lis
     return [*_family_args(hop, proto), "--orig-dst", str(own)]
 
 
-def delete_commands(
-    hop: Hop, proto: str, flows: Iterable[Flow], own_addresses: Sequence[IPAddress]
-) -> list[list[str]]:
-    """`conntrack -D` arguments, one per port that has a live flow of this hop."""
-    commands = []
+def _reply_port(hop: DnatHop, port: int) -> int:
+    return port + hop.ports.offset_to(hop.toports)
+
+
+def _lets_in(hop: Hop, flow: Flow, own: IPAddress | None) -> bool:
+    """Whether the flow has the tuples `hop` gives its flows (the side it came by aside)."""
+    if not any(flow.orig_src in network for network in hop.sources):
+        return False
     if isinstance(hop, DnatHop):
-        shift = hop.ports.offset_to(hop.toports)
-        # Only flows this hop rewrote: they answer from `to`, on the mapped port.
-        ports = sorted(
-            {
-                f.orig_dport
-                for f in flows
-                if f.orig_dport in hop.ports
-                and f.reply_src == hop.to
-                and f.reply_sport == f.orig_dport + shift
-            }
+        # A DNATed flow answers from `to`, on the mapped port.
+        return (
+            flow.orig_dport in hop.ports
+            and flow.reply_src == hop.to
+            and flow.reply_sport == _reply_port(hop, flow.orig_dport)
         )
-        for port in ports:
-            match = ["--orig-port-dst", str(port), "--reply-src", str(hop.to)]
-            commands.append(
-                [*_family_args(hop, proto), *match, "--reply-port-src", str(port + shift)]
-            )
-        return commands
-    assert isinstance(hop, AcceptHop)
+    return own is not None and flow.orig_dst == own and flow.orig_dport in hop.ports
+
+
+def _same_port(hop: Hop, other: Hop, port: int) -> bool:
+    """Whether `other` forwards `port` as `hop` does (DNAT: onto the same target port)."""
+    if isinstance(hop, DnatHop):
+        return isinstance(other, DnatHop) and _reply_port(other, port) == _reply_port(hop, port)
+    return True
+
+
+def _others(in_force: InForce, hop: Hop, proto: str, port: int) -> list[Hop]:
+    return [k for k in in_force.at(hop, proto, port) if _same_port(hop, k, port)]
+
+
+def sources_to_place(
+    hop: Hop, proto: str, flows: Iterable[Flow], in_force: InForce, own: IPAddress | None
+) -> set[IPAddress]:
+    """Sources of the hop's flows that a DNAT in force on another side would also let in.
+
+    conntrack does not record the interface a flow came by; where the source lives does
+    (Qubes drops spoofed sources on vifs), so only these need a route lookup.
+    """
+    if not isinstance(hop, DnatHop):
+        return set()
+    return {
+        f.orig_src
+        for f in flows
+        if _lets_in(hop, f, own)
+        for k in _others(in_force, hop, proto, f.orig_dport)
+        if isinstance(k, DnatHop) and k.inbound != hop.inbound and _lets_in(k, f, own)
+    }
+
+
+def _still_carried(
+    hop: Hop, proto: str, flow: Flow, in_force: InForce, own: IPAddress | None, sides: Sides
+) -> bool:
+    for kept in _others(in_force, hop, proto, flow.orig_dport):
+        if not _lets_in(kept, flow, own):
+            continue
+        if not isinstance(kept, DnatHop) or not isinstance(hop, DnatHop):
+            return True  # a target has one side: its accepts are a union
+        if kept.inbound == hop.inbound or sides.get(flow.orig_src) == kept.inbound:
+            return True
+    return False
+
+
+def delete_commands(
+    hop: Hop,
+    proto: str,
+    flows: Iterable[Flow],
+    own_addresses: Sequence[IPAddress],
+    in_force: InForce | None = None,
+    sides: Sides | None = None,
+) -> list[list[str]]:
+    """`conntrack -D` arguments for the flows only `hop` carried: one per port, or per port
+    and source where a hop in force shares that port."""
+    in_force = in_force or InForce(())
     own = _own_address(hop, own_addresses)
-    if own is None:
+    if isinstance(hop, AcceptHop) and own is None:
         return []
-    ports = sorted({f.orig_dport for f in flows if f.orig_dst == own and f.orig_dport in hop.ports})
-    for port in ports:
-        match = ["--orig-dst", str(own), "--orig-port-dst", str(port)]
-        commands.append([*_family_args(hop, proto), *match])
+    cut: dict[int, set[IPAddress]] = {}
+    for flow in flows:
+        if _lets_in(hop, flow, own) and not _still_carried(
+            hop, proto, flow, in_force, own, sides or {}
+        ):
+            cut.setdefault(flow.orig_dport, set()).add(flow.orig_src)
+    commands = []
+    for port in sorted(cut):
+        if isinstance(hop, DnatHop):
+            match = ["--orig-port-dst", str(port), "--reply-src", str(hop.to)]
+            match += ["--reply-port-src", str(_reply_port(hop, port))]
+        else:
+            match = ["--orig-dst", str(own), "--orig-port-dst", str(port)]
+        if not _others(in_force, hop, proto, port):
+            commands.append([*_family_args(hop, proto), *match])
+            continue
+        # A hop in force may open a flow on this port at any time: name each source.
+        for source in sorted(cut[port], key=int):
+            commands.append([*_family_args(hop, proto), "--orig-src", str(source), *match])
     return commands
+
+
+async def place_sources(sources: set[IPAddress]) -> dict[IPAddress, str]:
+    """The side each source lives on, by the kernel's route to it (unknown ones left out)."""
+    devices = await asyncio.to_thread(route_devices, sources)
+    return {
+        address: DOWNSTREAM if is_downstream_device(device) else device
+        for address, device in devices.items()
+        if device is not None
+    }
 
 
 async def _conntrack(mode: str, argv: Sequence[str]) -> str | None:
@@ -138,12 +281,13 @@ async def _conntrack(mode: str, argv: Sequence[str]) -> str | None:
     return out.decode(errors="replace")
 
 
-async def forget_flows(hops: Sequence[Hop], own_addresses: Sequence[IPAddress]) -> None:
-    """Delete the tracked flows of removed hops; failures are logged, never raised."""
+async def forget_flows(removal: Removal, own_addresses: Sequence[IPAddress]) -> None:
+    """Delete the tracked flows only the removed hops carried; failures are logged, never raised."""
     # Hops share filters (every forward of an edge answers from the same next hop): one
     # listing per filter, not one per hop, keeps removing 10,000 forwards to a few commands.
     listings: dict[tuple[str, ...], list[Flow] | None] = {}
-    for hop in hops:
+    in_force = InForce(removal.kept)
+    for hop in removal.hops:
         for proto in hop.protos:
             narrowed = list_filter(hop, proto, own_addresses)
             if narrowed is None:
@@ -161,5 +305,8 @@ async def forget_flows(hops: Sequence[Hop], own_addresses: Sequence[IPAddress]) 
             flows = listings[key]
             if flows is None:
                 continue
-            for argv in delete_commands(hop, proto, flows, own_addresses):
+            own = _own_address(hop, own_addresses)
+            unplaced = sources_to_place(hop, proto, flows, in_force, own)
+            sides = await place_sources(unplaced) if unplaced else {}
+            for argv in delete_commands(hop, proto, flows, own_addresses, in_force, sides):
                 await _conntrack("-D", argv)
