@@ -217,3 +217,34 @@ def test_sources_that_cannot_be_compiled_fall_back_to_drop_and_are_reported() ->
 
 def test_plain_qube_leaves_qubes_firewall_alone() -> None:
     assert "qubes-firewall" not in script(QubeRules(hops=(accept("aaaaaaaaaaaa"),)))
+
+
+def test_forwards_sharing_a_target_port_compile_to_a_union_without_clashes() -> None:
+    # On a netvm: two outside ports and an internal port, all onto 10.137.0.5:8080.
+    netvm = (
+        dnat("aaaaaaaaaaaa", ports="80-80", toports="8080-8080", srchost="192.0.2.2"),
+        dnat("bbbbbbbbbbbb", ports="81-81", toports="8080-8080", srchost="192.0.2.0/24"),
+        dnat("cccccccccccc", inbound="downstream", toports="8080-8080", srchost="10.137.0.6"),
+    )
+    compiled = compile_qube(QubeRules(hops=netvm, network_qube=True), V4)
+    assert compiled.skipped == ()  # different sides or ports: nothing clashes
+    text = compiled.script
+    assert '"eth0" . 192.0.2.2 . tcp . 80 : goto fwd-aaaaaaaaaaaa' in text
+    assert '"eth0" . 192.0.2.0/24 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in text
+    assert "10.137.0.6 . tcp . 80 : goto fwd-cccccccccccc" in text
+    # The forward set holds each source once for the shared target port (the /24 covers
+    # 192.0.2.2): the kernel refuses overlapping interval elements.
+    assert (
+        "add element ip qubes portfwd-forward-allowed { 192.0.2.0/24 . 10.137.0.5 . tcp . 8080 }"
+    ) in text
+    assert "192.0.2.2 . 10.137.0.5 . tcp . 8080" not in text
+    # On the target: one accept per forward, one element per source.
+    target = (
+        accept("aaaaaaaaaaaa", srchost="192.0.2.2"),
+        accept("bbbbbbbbbbbb", srchost="192.0.2.0/24"),
+        accept("cccccccccccc", srchost="10.137.0.6"),
+    )
+    text = script(QubeRules(hops=target))
+    assert "add element ip qubes portfwd-input-allowed-host { 10.137.0.6 . tcp . 8080 }" in text
+    assert "add element ip qubes portfwd-input-allowed { 192.0.2.0/24 . tcp . 8080 }" in text
+    assert "192.0.2.2 . tcp . 8080" not in text
