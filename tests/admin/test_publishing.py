@@ -153,6 +153,47 @@ def test_an_open_hop_is_retracted_once_a_hop_inside_it_fails(tmp_path: Path) -> 
         running.stop()
 
 
+def test_an_inner_hop_being_repaired_shows_pending_and_keeps_outer_hops(tmp_path: Path) -> None:
+    """sys-firewall's agent found its rules gone (a base reload) and withdrew `applied` while
+    it puts them back: not shown applied, not failed, and the edge is not retracted for it
+    (nothing leaks: sys-firewall drops meanwhile); a new forward waits for the repair."""
+    running = make_service(tmp_path, agent_timeout=3.0)
+    running.start()
+    repairing: set[str] = set()
+
+    def verdict(qube: str, key: str) -> str:
+        return "repairing" if qube in repairing and key.startswith("/qubes-portfwd/") else "applied"
+
+    try:
+        stores = {q: running.store(q) for q in QUBES}
+        with StandInAgent(stores, verdict):
+            client = running.client()
+            client.firewall_set("work", [WEB])
+            _, edge_before = stores["sys-net"].read()
+
+            repairing.add("sys-firewall")
+            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            assert stores["sys-net"].read()[1] == edge_before
+            hops = {f.target: {h.qube: h.state for h in f.hops} for f in client.forwards()}
+            assert hops["work"] == {
+                "sys-net": HopState.APPLIED,
+                "sys-firewall": HopState.PENDING,
+                "work": HopState.APPLIED,
+            }
+            assert hops["personal"]["sys-net"] == HopState.PENDING
+            assert all(f.state == ForwardState.ACTIVE for f in client.forwards())
+
+            # The repair done, as the agent reports it: the waiting forward opens outside.
+            repairing.clear()
+            generation, entries = stores["sys-firewall"].read()
+            stores["sys-firewall"].write_status(generation, dict.fromkeys(entries, "applied"), None)
+            wait_until(
+                lambda: all(h.state == HopState.APPLIED for f in client.forwards() for h in f.hops)
+            )
+    finally:
+        running.stop()
+
+
 def test_service_process_restart_keeps_forwards(tmp_path: Path) -> None:
     running = make_service(tmp_path, agent_timeout=0.05)
     running.start_process()

@@ -25,6 +25,9 @@ def snapshot(public: dict[str, str] | None = None) -> Any:
     return SimpleNamespace(generation=1, entries={KEY: "x"}, status=status, public=public or {})
 
 
+PLANNED = {"sys-vpn": {KEY: "x"}, "vpn-work": {KEY: "x"}}
+
+
 def plan(state: ForwardState = ForwardState.ACTIVE) -> ForwardPlan:
     hops = (PlannedHop("sys-vpn", HopRole.EDGE, KEY), PlannedHop("vpn-work", HopRole.TARGET, KEY))
     return ForwardPlan(ID, "vpn-work", 0, RULE, 4, state, None, hops)
@@ -37,7 +40,7 @@ def test_the_edges_report_becomes_the_forwards_public_endpoint() -> None:
         f"/qubes-portfwd-public/{ID}/tcp/99999": "203.0.113.2:1",  # malformed: dropped
     }
     snapshots = {"sys-vpn": snapshot(reported), "vpn-work": snapshot()}
-    status = forward_status(plan(), snapshots)
+    status = forward_status(plan(), snapshots, PLANNED)
     expected = PublicEndpoint("tcp", 80, ipaddress.IPv4Address("203.0.113.2"), 40001)
     assert status.public == (expected,)
 
@@ -47,4 +50,4 @@ def test_no_report_no_endpoint_and_inactive_forwards_show_none() -> None:
     assert public_endpoints(ID, SimpleNamespace(public={})) == ()  # type: ignore[arg-type]
     reported = {f"/qubes-portfwd-public/{ID}/tcp/80": "203.0.113.2:40001"}
     snapshots = {"sys-vpn": snapshot(reported), "vpn-work": snapshot()}
-    assert forward_status(plan(ForwardState.INACTIVE), snapshots).public == ()
+    assert forward_status(plan(ForwardState.INACTIVE), snapshots, PLANNED).public == ()

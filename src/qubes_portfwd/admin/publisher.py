@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..lab.entry_store import EntryStore, Status, StoreTimeout
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from ..model.forward_status import REPAIRING
 from ..model.topology import Topology
 from ..planner import Plan
 
@@ -35,16 +36,26 @@ class Snapshot:
     public: Mapping[str, str] = field(default_factory=dict)  # a tunnel qube's lease keeper
 
     def in_force(self, key: str) -> bool:
-        """Published, and applied in the agent's last report, even if a newer generation waits.
+        """Published, and applied (or being put back) in the agent's last report, even if a
+        newer generation waits.
 
         An agent applies each generation as one transaction, so until it reports the new
-        one its earlier rules stay in the kernel.
+        one its earlier rules stay in the kernel; rules it is repairing were lost, not refused.
         """
-        return key in self.entries and self.status.per_key.get(key) == APPLIED
+        return key in self.entries and self.status.per_key.get(key) in (APPLIED, REPAIRING)
 
-    def applied(self, key: str) -> bool:
-        """In force as of the generation published now."""
-        return self.status.handled >= self.generation and self.in_force(key)
+    def applied(self, key: str, value: str | None = None) -> bool:
+        """Applied by the agent in the generation published now (carrying `value`, if given).
+
+        A report of any other generation says nothing of this one: an older one predates
+        the entry, a newer one can only come from a store that started over.
+        """
+        return (
+            self.status.handled == self.generation
+            and self.status.per_key.get(key) == APPLIED
+            and key in self.entries
+            and (value is None or self.entries[key] == value)
+        )
 
 
 @dataclass
@@ -64,8 +75,11 @@ def owned(entries: Mapping[str, str]) -> dict[str, str]:
 
 
 def read_snapshot(store: EntryStore) -> Snapshot:
+    # The report first: an agent reports a generation only after it was written, so the
+    # entries read next are of that generation or newer, never older than the report.
+    status = store.read_status()
     generation, entries = store.read()
-    return Snapshot(generation, owned(entries), store.read_status(), store.read_public())
+    return Snapshot(generation, owned(entries), status, store.read_public())
 
 
 def depth(topology: Topology, qube: str) -> int:
@@ -125,7 +139,7 @@ class Publisher:
                 ready = {}
                 for key, value in desired[q].items():
                     hops_inside = inner.get((q, key), [])
-                    if all(snaps[iq].applied(ik) for iq, ik in hops_inside):
+                    if all(snaps[iq].applied(ik, desired[iq].get(ik)) for iq, ik in hops_inside):
                         ready[key] = value
                     elif snaps[q].entries.get(key) == value and all(
                         snaps[iq].in_force(ik) for iq, ik in hops_inside

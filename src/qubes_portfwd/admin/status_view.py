@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from ..model.errors import ValidationError
 from ..model.forward_status import (
     PUBLIC_PREFIX,
+    REPAIRING,
     ForwardState,
     ForwardStatus,
     HopState,
@@ -18,16 +19,24 @@ from ..planner import ForwardState as PlanState
 from .publisher import APPLIED, Snapshot
 
 
-def hop_status(qube: str, role: str, key: str, snapshot: Snapshot | None) -> HopStatus:
-    """Applied, failed (with the agent's error) or pending, for one published key."""
-    if snapshot is None or key not in snapshot.entries:
+def hop_status(
+    qube: str, role: str, key: str, value: str | None, snapshot: Snapshot | None
+) -> HopStatus:
+    """Applied, failed (with the agent's error) or pending, for the planned entry `value`.
+
+    Applied only when the generation published now carries exactly that entry and the
+    agent reported that very generation applied: anything else may be ahead of the kernel.
+    """
+    if snapshot is None or value is None or snapshot.entries.get(key) != value:
         return HopStatus(qube, role, HopState.PENDING)
     status = snapshot.status
-    if status.handled < snapshot.generation:
+    if status.handled != snapshot.generation:
         return HopStatus(qube, role, HopState.PENDING)
     outcome = status.per_key.get(key)
     if outcome == APPLIED:
         return HopStatus(qube, role, HopState.APPLIED)
+    if outcome == REPAIRING:
+        return HopStatus(qube, role, HopState.PENDING)
     error = outcome or status.error
     if error is None:
         return HopStatus(qube, role, HopState.PENDING)
@@ -50,7 +59,12 @@ def public_endpoints(forward_id: str, snapshot: Snapshot | None) -> tuple[Public
     return tuple(sorted(found, key=lambda e: (e.proto, e.port)))
 
 
-def forward_status(forward: ForwardPlan, snapshots: Mapping[str, Snapshot]) -> ForwardStatus:
+def forward_status(
+    forward: ForwardPlan,
+    snapshots: Mapping[str, Snapshot],
+    planned: Mapping[str, Mapping[str, str]],
+) -> ForwardStatus:
+    """One forward's status from the agents' reports; `planned` is the plan's entries by qube."""
     rule_text = format_rule(forward.rule)
     if forward.state != PlanState.ACTIVE:
         hops = tuple(HopStatus(h.qube, str(h.role), HopState.INACTIVE) for h in forward.hops)
@@ -64,7 +78,10 @@ def forward_status(forward: ForwardPlan, snapshots: Mapping[str, Snapshot]) -> F
             hops,
         )
     hops = tuple(
-        hop_status(h.qube, str(h.role), h.key, snapshots.get(h.qube)) for h in forward.hops
+        hop_status(
+            h.qube, str(h.role), h.key, planned.get(h.qube, {}).get(h.key), snapshots.get(h.qube)
+        )
+        for h in forward.hops
     )
     failed = [h for h in hops if h.state == HopState.FAILED]
     state = ForwardState.FAILED if failed else ForwardState.ACTIVE
@@ -89,4 +106,4 @@ def forward_statuses(
         forwards = plan.through(through)
     if target is not None:
         forwards = tuple(f for f in forwards if f.target == target)
-    return [forward_status(f, snapshots) for f in forwards]
+    return [forward_status(f, snapshots, plan.entries) for f in forwards]

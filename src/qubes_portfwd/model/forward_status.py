@@ -37,6 +37,9 @@ class HopState(StrEnum):
 
 
 HOP_ROLES = ("edge", "middle", "netvm", "target")
+# An agent's report for an entry whose rules it found lost from its kernel (a reload of
+# Qubes' base rules, a flushed chain) while it puts them back: not in force, not failed.
+REPAIRING = "repairing"
 E = TypeVar("E", bound=StrEnum)
 
 
