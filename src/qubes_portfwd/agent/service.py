@@ -1,9 +1,10 @@
 """The agent's loop: watch the qube's entries, apply them as one nft transaction, report.
 
 It re-applies when the entries change, when a failed apply is due for a retry, and when
-a check finds that the rules it owns are no longer as it left them. The check runs when
-the kernel announces a change to the ruleset (so an idle qube costs nothing) and, in case
-a notification is missed, every few seconds anyway.
+a check finds that the rules it owns are no longer as it left them (first withdrawing its
+`applied` report: dom0 must not show rules the kernel lost) or that a Qubes table it lacked
+is back. The check runs when the kernel announces a change to the ruleset (so an idle qube
+costs nothing) and, in case a notification is missed, every few seconds anyway.
 """
 
 import asyncio
@@ -11,11 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..model.entries import Hop, hop_key
-from .compile import TargetDevices, build_script, dnat_targets, left_out
+from ..model.errors import ValidationError
+from ..nft.owned import parse_owned_jumps
+from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_replies
 from .conntrack import forget_flows, removed_hops
 from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
@@ -25,7 +28,7 @@ from .nft_runner import NftResult, NftRunner
 from .owned import owned_fingerprint
 from .resolve import Resolved, resolve_names, unresolved_sources
 from .ruleset_events import RulesetEvents
-from .status import entry_status, overall_error
+from .status import entry_status, overall_error, repairing
 
 POLL_INTERVAL = 0.05  # how often the store's stat token is compared
 CHECK_INTERVAL = 0.3  # at most this often after ruleset changes (restored "within a second")
@@ -62,6 +65,10 @@ class ApplyOutcome:
     resolved: Resolved
     interface_addresses: InterfaceAddresses | None = None
     target_devices: TargetDevices | None = None
+    per_key: Mapping[str, str] = field(default_factory=dict)  # as reported
+    reported_error: str | None = None
+    # IP families left out because Qubes' `qubes` table (or its custom chains) was missing.
+    missing_bases: frozenset[int] = frozenset()
 
 
 class Agent:
@@ -109,6 +116,7 @@ class Agent:
             unresolved_sources(parsed.dsthosts_by_source, resolved)
         )
         error: str | None = None
+        missing_bases: frozenset[int] = frozenset()
         addresses = await asyncio.to_thread(read_interface_addresses)
         devices = await asyncio.to_thread(route_devices, dnat_targets(parsed))
         listing = await self.runner.list_custom_chains_json()
@@ -124,6 +132,10 @@ class Agent:
                 error = f"not applied: compiling failed: {err}"
             else:
                 parsed = parsed.with_errors(left_out(compiled, parsed))
+                wanted = {h.family for h in parsed.hops} | (
+                    {4} if ssdp_replies(settings) else set()
+                )
+                missing_bases = frozenset(wanted - parse_owned_jumps(listing.output).base_families)
                 result = await self.runner.apply(compiled.script)
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
@@ -135,12 +147,8 @@ class Agent:
                 await asyncio.to_thread(self._record.save, in_force)
             self._in_force = in_force
         per_key = entry_status(untrusted_entries, parsed, error)
-        await asyncio.to_thread(
-            self.store.write_status,
-            generation,
-            per_key,
-            overall_error(error, settings.problems),
-        )
+        reported_error = overall_error(error, settings.problems)
+        await asyncio.to_thread(self.store.write_status, generation, per_key, reported_error)
         if error is None:
             # After the report: with 10,000 forwards this listing takes over a second, and
             # only the later repair checks need it. Nothing else applies in between.
@@ -154,7 +162,16 @@ class Agent:
             rejected,
         )
         self._last = ApplyOutcome(
-            generation, error is None, error, parsed, resolved, addresses, devices
+            generation,
+            error is None,
+            error,
+            parsed,
+            resolved,
+            addresses,
+            devices,
+            per_key,
+            reported_error,
+            missing_bases,
         )
         self._next_resolve = time.monotonic() + (
             NAMES_RETRY if resolved.failures else NAMES_REFRESH
@@ -232,6 +249,12 @@ class Agent:
             took = time.monotonic() - now
             if not intact:
                 log.warning("generation %d: owned rules changed; re-applying", last.generation)
+                await self._report_repairing(last)
+                await self.apply_current()
+            elif last.missing_bases and await self._base_tables_returned(last):
+                # Qubes' table came back alone: nothing of ours changed, but what was left
+                # out for want of it can apply now.
+                log.info("generation %d: Qubes' base table is back; re-applying", last.generation)
                 await self.apply_current()
             elif await asyncio.to_thread(read_interface_addresses) != last.interface_addresses:
                 # The edge's outside address (DHCP) decides what hairpins.
@@ -250,6 +273,25 @@ class Agent:
         elif await self._names_changed(last):
             log.info("generation %d: dsthost addresses changed; re-applying", last.generation)
             await self.apply_current()
+
+    async def _report_repairing(self, last: ApplyOutcome) -> None:
+        """Withdraw `applied` before repairing: the kernel lost those rules, and with
+        thousands of forwards putting them back takes seconds."""
+        per_key = repairing(last.per_key)
+        if per_key != last.per_key:
+            await asyncio.to_thread(
+                self.store.write_status, last.generation, per_key, last.reported_error
+            )
+
+    async def _base_tables_returned(self, last: ApplyOutcome) -> bool:
+        listing = await self.runner.list_custom_chains_json()
+        if not listing.ok:
+            return False
+        try:
+            present = parse_owned_jumps(listing.output).base_families
+        except ValidationError:
+            return False
+        return bool(last.missing_bases & present)
 
     async def _targets_rerouted(self, last: ApplyOutcome) -> bool:
         targets = dnat_targets(last.parsed)

@@ -1,9 +1,10 @@
 """The status an agent writes back: per entry `applied` or why not, and one overall error."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..lab.entry_store import STATUS_APPLIED
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from ..model.forward_status import REPAIRING
 from .entries import ParsedEntries
 
 
@@ -30,3 +31,8 @@ def entry_status(
 def overall_error(apply_error: str | None, problems: Iterable[str]) -> str | None:
     parts = ([apply_error] if apply_error else []) + list(problems)
     return "; ".join(parts) or None
+
+
+def repairing(per_key: Mapping[str, str]) -> dict[str, str]:
+    """The last report with every applied entry marked as being put back, errors kept."""
+    return {key: REPAIRING if value == STATUS_APPLIED else value for key, value in per_key.items()}
