@@ -7,10 +7,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_lifecycle_support import CUT_DEADLINE, Env, poll, web_server
+from test_lifecycle_support import COME_BACK_TIMEOUT, CUT_DEADLINE, Env, poll, web_server
 
 from qubes_portfwd.agent.owned import owned_fingerprint
 from qubes_portfwd.lab.builder import Lab
+from qubes_portfwd.lab.restart import base_params
+from qubes_portfwd.model.entries import parse_hop
+from qubes_portfwd.nft.inspect import LiveRules, expected_rules, inspect_ruleset
+from qubes_portfwd.nft.qubes_base import base_ruleset
 
 pytestmark = pytest.mark.lab
 
@@ -106,6 +110,89 @@ def test_a_restarted_agent_restores_rules_lost_while_it_was_down(
         return t0
 
     healed(env, qube, restart, "agent restarted (from its start)")
+
+
+def qubes_table_alone(lab: Lab, qube: str) -> str:
+    """Qubes' own `ip qubes` table of `qube`, as its firewall service loads it: nothing of ours."""
+    spec = lab.spec
+    lines = base_ruleset(base_params(spec, spec.topology[qube], lab.addresses)).splitlines()
+    start = lines.index("table ip qubes {")
+    return "\n".join(lines[start : lines.index("}", start) + 1]) + "\n"
+
+
+def live(env: Env, qube: str) -> LiveRules:
+    done = env.lab.run(qube, ["nft", "-j", "list", "ruleset"], capture_output=True, text=True)
+    return inspect_ruleset(done.stdout)
+
+
+def holds(rules: LiveRules, expected: LiveRules) -> bool:
+    return (
+        expected.dnats <= rules.dnats
+        and expected.inputs <= rules.inputs
+        and expected.forwards <= rules.forwards
+    )
+
+
+def shown(env: Env, forward: str) -> dict[tuple[str, int], str]:
+    """Each hop's state as `qvm-portfwd list` shows it, by (qube, family)."""
+    return {
+        (h.qube, f.family): str(h.state)
+        for f in env.client.forwards()
+        if f.id == forward
+        for h in f.hops
+    }
+
+
+def restore_table_alone(lab: Lab, qube: str) -> None:
+    table = qubes_table_alone(lab, qube)
+    lab.run(qube, ["nft", "-f", "-"], input=table, text=True, check=True)
+
+
+@pytest.mark.parametrize(
+    "restore", [restore_table_alone, Lab.reload_base_rules], ids=["table alone", "base reload"]
+)
+def test_after_qubes_table_is_deleted_and_restored_no_hop_is_shown_ahead_of_its_kernel(
+    env: Env, forward: str, restore: Callable[[Lab, str], None]
+) -> None:
+    """Every listing that says a hop is applied is followed by a look at that hop's kernel:
+    it must hold the forward's rules, until every hop is applied and a LAN client gets in."""
+    everything_applied = poll(
+        lambda: set(shown(env, forward).values()) == {"applied"}, COME_BACK_TIMEOUT
+    )
+    assert everything_applied is not None
+    expected = {
+        (qube, int(key[-1])): expected_rules([parse_hop(key, value)])
+        for qube in PATH
+        for key, value in env.lab.store(qube).read()[1].items()
+        if key.startswith(f"/qubes-portfwd/{forward}/")
+    }
+    assert set(expected) == set(shown(env, forward))
+
+    env.lab.run("sys-firewall", ["nft", "delete", "table", "ip", "qubes"], check=True)
+    t0 = time.monotonic()
+    noticed = poll(lambda: shown(env, forward)[("sys-firewall", 4)] != "applied", COME_BACK_TIMEOUT)
+    assert noticed is not None, "the lost rules were never reported"
+    measured.setdefault("Qubes' table deleted: shown not applied after", []).append(
+        time.monotonic() - t0
+    )
+    restore(env.lab, "sys-firewall")
+    restored = time.monotonic()
+
+    a = env.lab.addresses
+    url, source = f"http://{a.edge_lan4}:80/", str(a.lan_clients4[0])
+    with web_server(env.lab, "work") as page:
+        while True:
+            states = shown(env, forward)
+            for hop, state in states.items():
+                if state == "applied":
+                    assert holds(live(env, hop[0]), expected[hop]), f"{hop} shown applied ahead"
+            if set(states.values()) == {"applied"} and page in (
+                env.fetch("lan", url, source) or ""
+            ):
+                break
+            assert time.monotonic() - restored < COME_BACK_TIMEOUT, f"not back: {states}"
+    name = f"Qubes' table restored ({restore.__name__}): all applied and reached after"
+    measured.setdefault(name, []).append(time.monotonic() - restored)
 
 
 def test_an_admin_restart_keeps_forwards_and_removals(env: Env, forward: str) -> None:
