@@ -2,10 +2,14 @@
 
 Qubes' input chain drops everything not accepted; an accept must come from `qubes`' own
 `custom-input`. Ours sits in a chain of its own, jumped to from there, and matches only
-interface group 2 (the vifs), so the uplink side never reaches the daemon. A reload of
-Qubes' base rules deletes the `qubes` tables; `keep_open` puts ours back when a table goes
-(`nft monitor destroy tables`: only those events, so busy rulesets cost it nothing) and, for
-anything else, on a slow timer.
+interface group 2 (the vifs), so the uplink side never reaches the daemon. Before the accept,
+each source address has a packet rate (UDP) and a connection rate (TCP) in the kernel: a
+qube flooding the daemon is dropped there and never crowds out the others' requests.
+
+A reload of Qubes' base rules deletes and re-creates the `qubes` table; `keep_open` follows
+that table's creation and deletion (`nft monitor tables`; other tables are ignored, so busy
+rulesets cost it nothing) and, for anything else, checks on a slow timer. While the table is
+missing there is nothing to put back: that is said once, not at every check.
 """
 
 import asyncio
@@ -13,31 +17,51 @@ import contextlib
 import json
 import logging
 import subprocess
+from enum import Enum
 from typing import Any
 
 CHAIN = "natd-input"
 JUMP_COMMENT = "qubes-portfwd-natd"
+UDP_RATE_SET = "natd-udp-rate"
+TCP_RATE_SET = "natd-tcp-rate"
+# Per source address; far above what NAT-PMP, PCP, SSDP and UPnP clients send.
+UDP_PER_SOURCE = "100/second burst 200 packets"
+TCP_PER_SOURCE = "20/second burst 40 packets"
+RULES_IN_CHAIN = 4
 NFT_TIMEOUT = 10.0
 FALLBACK_CHECK = 5.0  # seconds: a check even when `nft monitor` is silent or gone
 SETTLE = 0.05  # a reload deletes several tables: wait this long for the rest before checking
-MONITOR_CHUNK = 65536
+MAX_SETTLE = 1.0  # ... but no longer than this in all, however many events follow
+MAX_EVENT_LINE = 4096
 
 log = logging.getLogger("qubes-portfwd-natd")
 
 
+class NftError(OSError):
+    """`nft -f` refused a script; the message is nft's own."""
+
+
+class Check(Enum):
+    OPEN = "open"  # everything in place
+    PUT_BACK = "put back"  # something was missing and is back
+    NO_BASE = "no base table"  # Qubes' table (or its custom-input) is missing: wait for it
+
+
 def _nft(script: str) -> None:
-    subprocess.run(
+    done = subprocess.run(
         ["nft", "-f", "-"],
         input=script,
         text=True,
-        check=True,
+        check=False,
         timeout=NFT_TIMEOUT,
         capture_output=True,
     )
+    if done.returncode != 0:
+        raise NftError(" ".join(done.stderr.split()) or f"nft exited with {done.returncode}")
 
 
-def _chain_rules(chain: str) -> list[dict[str, Any]]:
-    """The rules of `ip qubes <chain>`; empty when the chain (or the table) is missing."""
+def _chain_rules(chain: str) -> list[dict[str, Any]] | None:
+    """The rules of `ip qubes <chain>`; None when the chain (or the table) is missing."""
     listing = subprocess.run(
         ["nft", "-j", "list", "chain", "ip", "qubes", chain],
         text=True,
@@ -46,27 +70,33 @@ def _chain_rules(chain: str) -> list[dict[str, Any]]:
         capture_output=True,
     )
     if listing.returncode != 0:
-        return []
+        return None
     untrusted_items = json.loads(listing.stdout).get("nftables", [])
     return [i["rule"] for i in untrusted_items if isinstance(i.get("rule"), dict)]
 
 
-def _jump_handles() -> list[int]:
-    return [
-        int(rule["handle"])
-        for rule in _chain_rules("custom-input")
-        if rule.get("comment") == JUMP_COMMENT
-    ]
+def _jump_handles(custom_input: list[dict[str, Any]]) -> list[int]:
+    return [int(rule["handle"]) for rule in custom_input if rule.get("comment") == JUMP_COMMENT]
 
 
 def _script(udp_ports: list[int], tcp_ports: list[int], add_jump: bool) -> str:
     udp = ", ".join(str(p) for p in udp_ports)
     tcp = ", ".join(str(p) for p in tcp_ports)
-    script = (
-        f"add chain ip qubes {CHAIN}\n"
-        f"flush chain ip qubes {CHAIN}\n"
-        f"add rule ip qubes {CHAIN} iifgroup 2 udp dport {{ {udp} }} accept\n"
-        f"add rule ip qubes {CHAIN} iifgroup 2 tcp dport {{ {tcp} }} accept\n"
+    where = f"ip qubes {CHAIN}"
+    script = "".join(
+        f"add set ip qubes {name} {{ type ipv4_addr; size 4096; flags dynamic,timeout; "
+        "timeout 60s; }\n"
+        for name in (UDP_RATE_SET, TCP_RATE_SET)
+    )
+    script += (
+        f"add chain {where}\n"
+        f"flush chain {where}\n"
+        f"add rule {where} iifgroup 2 udp dport {{ {udp} }} "
+        f"update @{UDP_RATE_SET} {{ ip saddr limit rate over {UDP_PER_SOURCE} }} drop\n"
+        f"add rule {where} iifgroup 2 udp dport {{ {udp} }} accept\n"
+        f"add rule {where} iifgroup 2 tcp dport {{ {tcp} }} ct state new "
+        f"update @{TCP_RATE_SET} {{ ip saddr limit rate over {TCP_PER_SOURCE} }} drop\n"
+        f"add rule {where} iifgroup 2 tcp dport {{ {tcp} }} accept\n"
     )
     if add_jump:
         script += f'add rule ip qubes custom-input jump {CHAIN} comment "{JUMP_COMMENT}"\n'
@@ -75,72 +105,138 @@ def _script(udp_ports: list[int], tcp_ports: list[int], add_jump: bool) -> str:
 
 def open_ports(udp_ports: list[int], tcp_ports: list[int]) -> None:
     """Idempotent: the chain is rewritten, the jump added only when missing."""
-    _nft(_script(udp_ports, tcp_ports, add_jump=not _jump_handles()))
+    custom_input = _chain_rules("custom-input")
+    if custom_input is None:
+        raise NftError("Qubes' table ip qubes has no custom-input chain")
+    _nft(_script(udp_ports, tcp_ports, add_jump=not _jump_handles(custom_input)))
 
 
-def ensure_open(udp_ports: list[int], tcp_ports: list[int]) -> bool:
-    """Put the rules back if anything of them is missing; whether it had to."""
-    jumps = _jump_handles()
-    if len(jumps) == 1 and len(_chain_rules(CHAIN)) == 2:
-        return False
+def ensure_open(udp_ports: list[int], tcp_ports: list[int]) -> Check:
+    """Put the rules back if anything of them is missing, when Qubes' table is there."""
+    custom_input = _chain_rules("custom-input")
+    if custom_input is None:
+        return Check.NO_BASE
+    jumps = _jump_handles(custom_input)
+    ours = _chain_rules(CHAIN)
+    if len(jumps) == 1 and ours is not None and len(ours) == RULES_IN_CHAIN:
+        return Check.OPEN
     script = "".join(f"delete rule ip qubes custom-input handle {h}\n" for h in jumps[1:])
-    _nft(script + _script(udp_ports, tcp_ports, add_jump=not jumps))
-    return True
+    try:
+        _nft(script + _script(udp_ports, tcp_ports, add_jump=not jumps))
+    except NftError:
+        if _chain_rules("custom-input") is None:  # deleted between the listing and now
+            return Check.NO_BASE
+        raise
+    return Check.PUT_BACK
 
 
 def close_ports() -> None:
-    script = "".join(f"delete rule ip qubes custom-input handle {h}\n" for h in _jump_handles())
-    _nft(script + f"delete chain ip qubes {CHAIN}\n")
+    custom_input = _chain_rules("custom-input") or []
+    script = "".join(
+        f"delete rule ip qubes custom-input handle {h}\n" for h in _jump_handles(custom_input)
+    )
+    script += f"delete chain ip qubes {CHAIN}\n"
+    script += "".join(f"delete set ip qubes {name}\n" for name in (UDP_RATE_SET, TCP_RATE_SET))
+    _nft(script)
+
+
+def concerns_base_table(untrusted_line: bytes) -> bool:
+    """Whether an `nft monitor tables` line is about Qubes' `ip qubes` table."""
+    return untrusted_line.split()[1:] == [b"table", b"ip", b"qubes"]
+
+
+class RuleWatch:
+    """Checks and says what it found; a lasting condition is logged once, not per check."""
+
+    def __init__(self, udp_ports: list[int], tcp_ports: list[int]) -> None:
+        self.udp_ports = udp_ports
+        self.tcp_ports = tcp_ports
+        self.last = ""  # the condition logged last; "" when all was well
+
+    async def check(self) -> None:
+        try:
+            found = await asyncio.to_thread(ensure_open, self.udp_ports, self.tcp_ports)
+        except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as err:
+            self._say(f"cannot check the input rules: {err}", logging.ERROR)
+            return
+        if found == Check.PUT_BACK:
+            log.warning("input rules were gone (base rules reloaded?); put back")
+            self.last = ""
+        elif found == Check.NO_BASE:
+            self._say(
+                "Qubes' table ip qubes (chain custom-input) is missing; natd's ports are "
+                "closed until Qubes' base rules are loaded again",
+                logging.WARNING,
+            )
+        elif self.last:
+            log.info("input rules in place again")
+            self.last = ""
+
+    def _say(self, text: str, level: int) -> None:
+        if text != self.last:
+            log.log(level, "%s", text)
+            self.last = text
 
 
 async def keep_open(udp_ports: list[int], tcp_ports: list[int], stop: asyncio.Event) -> None:
-    """Until `stop`: after any table is deleted (`nft monitor`), and every FALLBACK_CHECK."""
+    """Until `stop`: after Qubes' table comes or goes (`nft monitor`), and every FALLBACK_CHECK."""
+    watch = RuleWatch(udp_ports, tcp_ports)
     while not stop.is_set():
         try:
             monitor = await asyncio.create_subprocess_exec(
                 "nft",
                 "monitor",
-                "destroy",
                 "tables",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
+                limit=MAX_EVENT_LINE,
             )
         except OSError as err:
             log.error("cannot start nft monitor: %s; checking on the timer only", err)
         else:
             try:
-                await _follow(monitor, udp_ports, tcp_ports, stop)
+                await _follow(monitor, watch, stop)
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     monitor.kill()
                 await monitor.wait()
-        await _check(udp_ports, tcp_ports)
+        await watch.check()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), FALLBACK_CHECK)
 
 
-async def _follow(
-    monitor: asyncio.subprocess.Process,
-    udp_ports: list[int],
-    tcp_ports: list[int],
-    stop: asyncio.Event,
-) -> None:
-    """Check after each burst of table deletions, or after FALLBACK_CHECK of silence."""
+async def _next_line(monitor: asyncio.subprocess.Process, timeout: float) -> bytes | None:
+    """One event line; b"" when the monitor ended, None when it stayed silent `timeout` s."""
     assert monitor.stdout is not None
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            if not await asyncio.wait_for(monitor.stdout.read(MONITOR_CHUNK), FALLBACK_CHECK):
-                return  # the monitor ended; the caller checks and starts another
-            with contextlib.suppress(TimeoutError):
-                while await asyncio.wait_for(monitor.stdout.read(MONITOR_CHUNK), SETTLE):
-                    pass
-        await _check(udp_ports, tcp_ports)
-
-
-async def _check(udp_ports: list[int], tcp_ports: list[int]) -> None:
     try:
-        if await asyncio.to_thread(ensure_open, udp_ports, tcp_ports):
-            log.warning("input rules were gone (base rules reloaded?); put back")
-    except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as err:
-        log.error("cannot check the input rules: %s", err)
+        return await asyncio.wait_for(monitor.stdout.readline(), timeout)
+    except TimeoutError:
+        return None
+    except ValueError:  # a line longer than MAX_EVENT_LINE: not one of ours, skip it
+        return b"?\n"
+
+
+async def _follow(
+    monitor: asyncio.subprocess.Process, watch: RuleWatch, stop: asyncio.Event
+) -> None:
+    """Check after each burst of events about Qubes' table, and FALLBACK_CHECK after the
+    last check however busy the monitor is with other tables."""
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + FALLBACK_CHECK
+    while not stop.is_set():
+        line = await _next_line(monitor, max(0.0, next_check - loop.time()))
+        if line == b"":
+            return  # the monitor ended; the caller checks and starts another
+        if line is not None and concerns_base_table(line):
+            settled = loop.time() + MAX_SETTLE
+            while loop.time() < settled:
+                more = await _next_line(monitor, SETTLE)
+                if more is None:
+                    break
+                if more == b"":
+                    return
+        elif loop.time() < next_check:
+            continue
+        await watch.check()
+        next_check = loop.time() + FALLBACK_CHECK
