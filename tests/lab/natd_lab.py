@@ -64,6 +64,14 @@ class NatLab:
             host, command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
         )
 
+    def pcp_map(self, host: str, internal: int, external: int) -> tuple[int, int] | None:
+        """(result code, outside port) of one PCP MAP from `host`, None when unanswered."""
+        client = str(self.lab.topology[host].address4)
+        argv = ["python3", "-c", PCP_CLIENT, self.gateway, client, str(internal), str(external)]
+        done = self.lab.run(host, argv, capture_output=True, text=True, cwd="/")
+        words = done.stdout.split()
+        return (int(words[0]), int(words[1])) if len(words) == 2 else None
+
     def upnpc(self, host: str, *argv: str) -> "Run":
         command = ["timeout", CLIENT_TIMEOUT, "upnpc", "-u", self.description_url, *argv]
         done = self.lab.run(host, command, capture_output=True, text=True, cwd="/")
@@ -85,6 +93,28 @@ class NatLab:
             self.client.firewall_set(qube, ["action=accept"])
         for entry in self.client.nat_pending():
             self.client.nat_deny(entry["id"])
+
+
+# One PCP MAP request (RFC 6887) from the qube it runs in; prints "RESULT PORT" or "silent".
+PCP_CLIENT = r"""
+import ipaddress, os, socket, struct, sys
+gateway, client, internal, external = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+mapped = ipaddress.IPv6Address(f"::ffff:{client}").packed
+request = struct.pack("!BBHI16s", 2, 1, 0, 600, mapped)
+request += struct.pack("!12sB3sHH16s", os.urandom(12), 6, bytes(3), internal, external, bytes(16))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for wait in (0.25, 0.5, 1, 2, 4, 8):
+    s.sendto(request, (gateway, 5351))
+    s.settimeout(wait)
+    try:
+        reply = s.recv(1100)
+    except OSError:
+        continue
+    print(reply[3], struct.unpack("!H", reply[42:44])[0] if len(reply) >= 60 else 0)
+    break
+else:
+    print("silent")
+"""
 
 
 @dataclass(frozen=True)

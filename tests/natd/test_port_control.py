@@ -11,7 +11,7 @@ from dataclasses import replace
 from qubes_portfwd.natd import pcp
 from qubes_portfwd.natd.dom0 import Answer, Ask, Verdict
 from qubes_portfwd.natd.mappings import MappingTable
-from qubes_portfwd.natd.port_control import PortControlServer
+from qubes_portfwd.natd.port_control import CLIENT_WAITING, PortControlServer
 from qubes_portfwd.natpmp import wire
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
@@ -119,3 +119,96 @@ def test_hostile_datagrams_then_real_requests() -> None:
         ("NAT-PMP", "tcp", 8080),
         ("PCP", "udp", 5000),
     ]
+
+
+def test_a_client_over_its_share_gets_each_protocols_temporary_refusal() -> None:
+    """NAT-PMP: OUT_OF_RESOURCES (RFC 6886 has nothing narrower); PCP: USER_EX_QUOTA with a
+    short error lifetime (RFC 6887 §7.4), for mappings and the address alike."""
+
+    async def limited(ask: Ask) -> Answer:
+        return Answer(Verdict.LIMITED, detail="too many requests from this client")
+
+    async def address_of(_: object) -> Verdict:
+        return Verdict.LIMITED
+
+    async def scenario() -> list[bytes | None]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: PortControlServer(limited, address_of, MappingTable()),  # type: ignore[arg-type]
+            local_addr=("127.0.0.1", 0),
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        request = pcp.PcpRequest(
+            pcp.Opcode.MAP, 60, LOOPBACK, pcp.MapRequest(os.urandom(12), 6, 80, 0, OUTSIDE)
+        )
+        try:
+            return await exchange(
+                sock,
+                transport.get_extra_info("sockname"),
+                [
+                    b"\x00\x00",
+                    wire.encode_request(wire.MappingRequest("tcp", 8080, 18080, 3600)),
+                    pcp.encode_map_request(request),
+                ],
+            )
+        finally:
+            sock.close()
+            transport.close()
+
+    address, mapping, pcp_reply = asyncio.run(scenario())
+    assert (address or b"")[:4] == b"\x00\x80\x00\x04"
+    assert (mapping or b"")[:4] == b"\x00\x82\x00\x04"
+    result, lifetime, _, echoed = pcp.parse_map_response(pcp_reply or b"")
+    assert (result, lifetime) == (pcp.Result.USER_EX_QUOTA, pcp.SHORT_ERROR_LIFETIME)
+    assert echoed is not None and echoed.internal_port == 80
+
+
+def test_datagrams_waiting_per_client_are_bounded_and_others_still_served() -> None:
+    """A client whose requests all wait (dom0 slow) cannot queue without end; another
+    client's request is still read and answered."""
+    release = asyncio.Event()
+    asked: list[Ask] = []
+
+    async def slow_for_one(ask: Ask) -> Answer:
+        asked.append(ask)
+        if ask.client == LOOPBACK:
+            await release.wait()
+        return Answer(Verdict.GRANTED, OUTSIDE, ask.external_port, 120)
+
+    async def address_of(_: object) -> ipaddress.IPv4Address:
+        return OUTSIDE
+
+    async def scenario() -> tuple[int, bytes | None]:
+        loop = asyncio.get_running_loop()
+        server = PortControlServer(slow_for_one, address_of, MappingTable())  # type: ignore[arg-type]
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: server, local_addr=("127.0.0.1", 0)
+        )
+        address = transport.get_extra_info("sockname")
+        flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.setblocking(False)
+        other.bind(("127.0.0.2", 0))
+        try:
+            for port in range(1000, 1000 + 2 * CLIENT_WAITING):
+                flooder.sendto(
+                    wire.encode_request(wire.MappingRequest("tcp", port, port, 60)), address
+                )
+            [reply] = await exchange(
+                other, address, [wire.encode_request(wire.MappingRequest("udp", 53, 5353, 60))]
+            )
+            waiting = sum(a.client == LOOPBACK for a in asked)
+            release.set()
+            return waiting, reply
+        finally:
+            flooder.close()
+            other.close()
+            transport.close()
+
+    waiting, reply = asyncio.run(scenario())
+    assert waiting == CLIENT_WAITING
+    assert replace(wire.parse_response(reply or b""), epoch=0) == wire.MappingResponse(
+        "udp", 0, 53, 5353, 120
+    )

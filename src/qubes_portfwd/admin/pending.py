@@ -1,7 +1,9 @@
 """NAT requests waiting for the user: each has an id, a deadline and one outcome.
 
 A request asked again while it waits (NAT-PMP clients retransmit) joins the waiting entry
-instead of adding another. The clock is passed in, so the table is testable without waits.
+instead of adding another. Each owner (the qube asking, through its netvm) has its own share
+of the table, so one qube asking without end cannot crowd out the others. The clock is
+passed in, so the table is testable without waits.
 """
 
 import asyncio
@@ -12,6 +14,7 @@ from typing import Generic, TypeVar
 
 DEFAULT_TIMEOUT = 120.0
 MAX_PENDING = 64
+MAX_PENDING_PER_OWNER = 8
 ID_BYTES = 4
 
 Ask = TypeVar("Ask")
@@ -19,7 +22,7 @@ Outcome = TypeVar("Outcome")
 
 
 class PendingFull(Exception):
-    """Too many requests wait already; the newest is refused rather than kept."""
+    """Too many requests wait already (of this owner, or in all); the newest is refused."""
 
 
 @dataclass
@@ -35,17 +38,22 @@ class PendingEntry(Generic[Ask, Outcome]):
 
 
 class PendingTable(Generic[Ask, Outcome]):
-    """`key(ask)` says when two asks are the same request; a None outcome means refused."""
+    """`key(ask)` says when two asks are the same request, `owner(ask)` whose share it takes;
+    a None outcome means refused."""
 
     def __init__(
         self,
         clock: Callable[[], float],
         key: Callable[[Ask], object],
         timeout: float = DEFAULT_TIMEOUT,
+        owner: Callable[[Ask], object] = lambda _: None,
+        per_owner: int = MAX_PENDING,
     ) -> None:
         self.clock = clock
         self.key = key
         self.timeout = timeout
+        self.owner = owner
+        self.per_owner = per_owner
         self._entries: dict[str, PendingEntry[Ask, Outcome]] = {}
 
     def _drop_expired(self) -> None:
@@ -63,6 +71,9 @@ class PendingTable(Generic[Ask, Outcome]):
         for entry in self._entries.values():
             if self.key(entry.ask) == wanted:
                 return entry
+        owner = self.owner(ask)
+        if sum(self.owner(e.ask) == owner for e in self._entries.values()) >= self.per_owner:
+            raise PendingFull(f"{self.per_owner} requests of this qube already wait for the user")
         if len(self._entries) >= MAX_PENDING:
             raise PendingFull(f"{MAX_PENDING} requests are already waiting for the user")
         entry_id = secrets.token_hex(ID_BYTES)

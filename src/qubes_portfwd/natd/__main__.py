@@ -78,7 +78,10 @@ async def serve(args: argparse.Namespace) -> None:
     keeper = None
     if not args.no_input_rules:
         udp_ports, tcp_ports = [NATPMP_PORT, ssdp.SSDP_PORT], [http_port]
-        await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports)
+        try:
+            await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports)
+        except input_rules.NftError as err:  # Qubes' rules not loaded yet: the keeper waits
+            log.warning("input rules not opened yet: %s", err)
         keeper = asyncio.create_task(input_rules.keep_open(udp_ports, tcp_ports, stop))
     log.info(
         "serving on %s (NAT-PMP/PCP %d, UPnP %s, SSDP on %s)",
@@ -104,6 +107,7 @@ async def serve(args: argparse.Namespace) -> None:
         http.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http.wait_closed(), 2.0)
+        dom0.close()
         if not args.no_input_rules:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(input_rules.close_ports)

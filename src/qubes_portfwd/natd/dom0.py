@@ -1,23 +1,34 @@
 """Asking dom0: every mapping decision goes through the admin service, never decided here.
 
-Calls run in threads (the client library blocks). A request asked again while its call is
-under way (clients retransmit) shares that call instead of starting another.
+Calls run in threads of their own (the client library blocks). A request asked again while
+its call is under way (clients retransmit) shares that call instead of starting another.
+Each client address has its own share of calls (a rate and a number under way), so a qube
+flooding its netvm is refused alone (`Verdict.LIMITED`) while the others are served.
 """
 
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from ..client import AdminClient, QubesdError
 from ..client.admin_client import nat_fields
+from ..model.rate_limit import ClientLimiter, RateLimit
 
-MAX_IN_FLIGHT = 32
+# Calls under way for all clients together: one thread each. A client's share is far
+# smaller, so it takes many qubes flooding at once to fill this.
+MAX_IN_FLIGHT = 64
+CLIENT_IN_FLIGHT = 8  # as dom0's share per qube: an ask waiting for the user holds one
+CLIENT_RATE = RateLimit(burst=32, per_second=8)
 # How long a mapping call may wait in dom0 for the user's answer before reporting "pending".
 ASK_WAIT = 110
 NO_ADDRESS = ipaddress.IPv4Address(0)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +39,7 @@ class Verdict(Enum):
     PENDING = "pending"
     REFUSED = "refused"
     NO_RESOURCES = "no-resources"
+    LIMITED = "limited"  # this client's share is used up (here or in dom0); temporary
     FAILED = "failed"
 
 
@@ -68,6 +80,8 @@ def _answer_from(fields: dict[str, str]) -> Answer:
         return Answer(Verdict.REMOVED)
     if result == "pending":
         return Answer(Verdict.PENDING, detail=fields.get("id", ""))
+    if result == "limited":
+        return Answer(Verdict.LIMITED, detail=f"dom0: {fields.get('limit', '')} limit")
     if result != "granted":
         return Answer(Verdict.FAILED, detail=f"unexpected reply {result!r}")
     try:
@@ -81,14 +95,32 @@ def _answer_from(fields: dict[str, str]) -> Answer:
         return Answer(Verdict.FAILED, detail="malformed grant from dom0")
 
 
+Result = TypeVar("Result")
+
+
 class Dom0:
     """The admin service as the network qube `qube` sees it."""
 
-    def __init__(self, client: AdminClient, qube: str, wait: int = ASK_WAIT) -> None:
+    def __init__(
+        self,
+        client: AdminClient,
+        qube: str,
+        wait: int = ASK_WAIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.qube = qube
         self.wait = wait
-        self._in_flight: dict[tuple[object, ...], asyncio.Task[Answer]] = {}
+        self.clock = clock
+        self.limiter: ClientLimiter[Address] = ClientLimiter(CLIENT_RATE, CLIENT_IN_FLIGHT)
+        # Not the loop's default executor: its few threads would be held by asks waiting
+        # for the user, and every other client's call would queue behind them.
+        self._threads = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="dom0")
+        self._in_flight: dict[tuple[object, ...], asyncio.Future[object]] = {}
+        self._refused: set[Address] = set()  # clients told "limited" since their last call
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def _ask_blocking(self, ask: Ask) -> Answer:
         wait = 0 if ask.lifetime == 0 else self.wait
@@ -103,15 +135,38 @@ class Dom0:
         except (OSError, ConnectionError) as err:
             return Answer(Verdict.FAILED, detail=str(err))
 
+    def _start(
+        self, key: tuple[object, ...], client: Address, blocking: Callable[[], Result]
+    ) -> "asyncio.Future[Result] | str":
+        """The call under way for `key` (joined), a new one, or why this client must wait."""
+        task = self._in_flight.get(key)
+        if task is not None:
+            return task  # type: ignore[return-value]
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            return "too many requests under way from all qubes"
+        refusal = self.limiter.start(client, self.clock())
+        if refusal is not None:
+            if client not in self._refused:  # once per episode: a flood must not flood the log
+                self._refused.add(client)
+                log.warning("%s: %s", client, refusal.text)
+            return refusal.text
+        self._refused.discard(client)
+        loop = asyncio.get_running_loop()
+        started = loop.run_in_executor(self._threads, blocking)
+
+        def done(_: object) -> None:
+            self._in_flight.pop(key, None)
+            self.limiter.finish(client)
+
+        started.add_done_callback(done)
+        self._in_flight[key] = started  # type: ignore[assignment]
+        return started
+
     async def ask(self, ask: Ask) -> Answer:
         key = (ask.client, ask.proto, ask.internal_port, ask.lifetime == 0)
-        task = self._in_flight.get(key)
-        if task is None:
-            if len(self._in_flight) >= MAX_IN_FLIGHT:
-                return Answer(Verdict.NO_RESOURCES, detail="too many requests under way")
-            task = asyncio.create_task(asyncio.to_thread(self._ask_blocking, ask))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        task = self._start(key, ask.client, lambda: self._ask_blocking(ask))
+        if isinstance(task, str):
+            return Answer(Verdict.LIMITED, detail=task)
         answer = await asyncio.shield(task)
         log.info(
             "%s %s/%d for %s: %s %s",
@@ -124,18 +179,26 @@ class Dom0:
         )
         return answer
 
-    async def address(
-        self, client: ipaddress.IPv4Address | ipaddress.IPv6Address
-    ) -> ipaddress.IPv4Address | None:
-        def blocking() -> ipaddress.IPv4Address | None:
+    async def address(self, client: Address) -> ipaddress.IPv4Address | Verdict:
+        """The outside address `client` is reached at, or why it is not known now."""
+
+        def blocking() -> ipaddress.IPv4Address | Verdict:
             try:
                 return ipaddress.IPv4Address(self.client.nat_address(self.qube, str(client)))
-            except (QubesdError, OSError, ConnectionError, ValueError) as err:
+            except QubesdError as err:
                 log.info("outside address for %s: %s", client, err)
-                return None
+                limited = "too many requests" in err.message  # dom0's share of this qube
+                return Verdict.LIMITED if limited else Verdict.FAILED
+            except (OSError, ConnectionError, ValueError) as err:
+                log.info("outside address for %s: %s", client, err)
+                return Verdict.FAILED
 
-        return await asyncio.to_thread(blocking)
+        task = self._start(("address", client), client, blocking)
+        if isinstance(task, str):
+            return Verdict.LIMITED
+        return await asyncio.shield(task)
 
 
 Asker = Callable[[Ask], Awaitable[Answer]]
-__all__ = ["Answer", "Ask", "Asker", "Dom0", "Verdict", "nat_fields"]
+AddressLookup = Callable[[Address], Awaitable[ipaddress.IPv4Address | Verdict]]
+__all__ = ["AddressLookup", "Answer", "Ask", "Asker", "Dom0", "Verdict", "nat_fields"]

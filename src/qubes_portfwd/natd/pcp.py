@@ -50,6 +50,10 @@ class Result(IntEnum):
     ADDRESS_MISMATCH = 12
 
 
+# The temporary refusals: a client may ask again soon (RFC 6887 §7.4).
+_SHORT_ERRORS = frozenset({Result.NETWORK_FAILURE, Result.NO_RESOURCES, Result.USER_EX_QUOTA})
+
+
 class OptionCode(IntEnum):
     THIRD_PARTY = 1
     PREFER_FAILURE = 2
@@ -208,7 +212,7 @@ def error_response(
     request: PcpRequest | None, error: PcpError, epoch: int, untrusted_data: bytes
 ) -> bytes:
     """The reply to a refused request: its MAP fields echoed when they could be read."""
-    lifetime = SHORT_ERROR_LIFETIME if error.result == Result.NO_RESOURCES else LONG_ERROR_LIFETIME
+    lifetime = SHORT_ERROR_LIFETIME if error.result in _SHORT_ERRORS else LONG_ERROR_LIFETIME
     assert error.result is not None
     echo: MapResult | None = None
     if request is not None and request.map is not None:

@@ -2,38 +2,45 @@
 
 The asking qube is the datagram's source address (the netvm's anti-spoofing guarantees it
 on the vif). Malformed datagrams get the protocol's error reply or none; nothing stops the
-server. Every decision is dom0's (see dom0.py).
+server. Every decision is dom0's (see dom0.py). A client over its share is answered with the
+protocol's temporary refusal (NAT-PMP OUT_OF_RESOURCES, PCP USER_EX_QUOTA, RFC 6887 §7.4);
+datagrams beyond what can wait for an answer are dropped, as a full queue would.
 """
 
 import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
 from typing import cast
 
 from ..model.errors import ValidationError
 from ..natpmp import wire as natpmp
 from . import pcp
-from .dom0 import Answer, Ask, Asker, Verdict
+from .dom0 import AddressLookup, Answer, Ask, Asker, Verdict
 from .mappings import MappingTable
 
 MAX_DATAGRAM = 2048
+# Requests waiting for their answer, per client and in all; a retransmission waits too.
+CLIENT_WAITING = 32
+MAX_WAITING = 1024
 
 log = logging.getLogger(__name__)
 
-AddressLookup = Callable[
-    [ipaddress.IPv4Address | ipaddress.IPv6Address], "asyncio.Future[ipaddress.IPv4Address | None]"
-]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NATPMP_RESULT = {
     Verdict.REFUSED: natpmp.ResultCode.NOT_AUTHORIZED,
     Verdict.NO_RESOURCES: natpmp.ResultCode.OUT_OF_RESOURCES,
+    # RFC 6886 §3.5 has no per-client code: "out of resources" is the temporary refusal.
+    Verdict.LIMITED: natpmp.ResultCode.OUT_OF_RESOURCES,
     Verdict.FAILED: natpmp.ResultCode.NETWORK_FAILURE,
 }
 _PCP_RESULT = {
     Verdict.REFUSED: pcp.Result.NOT_AUTHORIZED,
     Verdict.NO_RESOURCES: pcp.Result.NO_RESOURCES,
+    # NO_RESOURCES is "system-wide, different from USER_EX_QUOTA" (RFC 6887 §7.4).
+    Verdict.LIMITED: pcp.Result.USER_EX_QUOTA,
     Verdict.FAILED: pcp.Result.NETWORK_FAILURE,
 }
 
@@ -46,6 +53,7 @@ class PortControlServer(asyncio.DatagramProtocol):
         self.started = time.monotonic()
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: Counter[Address] = Counter()
 
     @property
     def epoch(self) -> int:
@@ -59,9 +67,19 @@ class PortControlServer(asyncio.DatagramProtocol):
             sender = ipaddress.ip_address(str(addr[0]))
         except ValueError:
             return
+        if self._waiting[sender] >= CLIENT_WAITING or len(self._tasks) >= MAX_WAITING:
+            return
         task = asyncio.create_task(self._serve(untrusted_data[:MAX_DATAGRAM], sender, addr))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._waiting[sender] += 1
+
+        def done(_: object) -> None:
+            self._tasks.discard(task)
+            self._waiting[sender] -= 1
+            if self._waiting[sender] <= 0:
+                del self._waiting[sender]
+
+        task.add_done_callback(done)
 
     def _send(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -98,8 +116,9 @@ class PortControlServer(asyncio.DatagramProtocol):
             return natpmp.encode_response(error)
         if isinstance(request, natpmp.ExternalAddressRequest):
             address = await self.address_of(sender)
-            if address is None:
-                error = natpmp.ErrorResponse(0, natpmp.ResultCode.NETWORK_FAILURE, self.epoch)
+            if not isinstance(address, ipaddress.IPv4Address):
+                verdict = Verdict.LIMITED if address == Verdict.LIMITED else Verdict.FAILED
+                error = natpmp.ErrorResponse(0, _NATPMP_RESULT[verdict], self.epoch)
                 return natpmp.encode_response(error)
             return natpmp.encode_response(natpmp.ExternalAddressResponse(self.epoch, address))
         ask = Ask(

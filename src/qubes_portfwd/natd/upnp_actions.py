@@ -1,9 +1,8 @@
 """WANIPConnection's actions, answered for the sender only (its mappings, its address)."""
 
 import ipaddress
-from collections.abc import Awaitable, Callable
 
-from .dom0 import Ask, Asker, Verdict
+from .dom0 import AddressLookup, Ask, Asker, Verdict
 from .mappings import Mapping, MappingTable
 from .upnp_soap import (
     ACTION_FAILED,
@@ -20,13 +19,14 @@ from .upnp_soap import (
 )
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-AddressLookup = Callable[[Address], Awaitable[ipaddress.IPv4Address | None]]
 # IGD v1: a lease of 0 means "static"; we ask for a week and dom0's policy caps it.
 STATIC_LEASE = 7 * 24 * 3600
 _REFUSAL = {
     Verdict.REFUSED: SoapError(NOT_AUTHORIZED, "Action not authorized"),
     Verdict.PENDING: SoapError(NOT_AUTHORIZED, "Action not authorized: waiting for the user"),
     Verdict.NO_RESOURCES: SoapError(CONFLICT, "ConflictInMappingEntry"),
+    # UPnP has no rate-limit error; 501 is the one a control point may retry later.
+    Verdict.LIMITED: SoapError(ACTION_FAILED, "Action Failed: too many requests, retry later"),
     Verdict.FAILED: SoapError(ACTION_FAILED, "Action Failed"),
 }
 
@@ -93,7 +93,9 @@ class WanIpConnection:
 
     async def _external_address(self, call: SoapCall, sender: Address) -> dict[str, str | int]:
         address = await self.address_of(sender)
-        if address is None:
+        if address == Verdict.LIMITED:
+            raise _REFUSAL[Verdict.LIMITED]
+        if not isinstance(address, ipaddress.IPv4Address):
             raise SoapError(ACTION_FAILED, "Action Failed: outside address unknown")
         return {"NewExternalIPAddress": str(address)}
 

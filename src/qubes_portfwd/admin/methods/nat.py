@@ -2,7 +2,8 @@
 
 - `admin.vm.portfwd.NatRequest` (dest: the asking network qube; payload: nat_mapping's line)
   answers `result=granted id= address= port= lifetime=`, `result=pending id=`,
-  `result=removed count=`, or PermissionDenied.
+  `result=removed count=`, `result=limited limit= retry-after=` (that qube's share is used
+  up, see nat_limits), or PermissionDenied.
 - `admin.vm.portfwd.NatAddress+CLIENT` (dest: the network qube): the outside address.
 - `admin.portfwd.Pending`, `admin.portfwd.Approve+ID`, `admin.portfwd.Deny+ID` (dom0).
 - `admin.vm.portfwd.NatPolicy.Get` / `.Set` (dest: the qube the policy is for).
@@ -24,9 +25,18 @@ from ...model.topology import PathError
 from ...planner import conflicts_for
 from ..errors import PermissionDenied, QubesValueError
 from ..forward_binding import bind_rule
+from ..nat_limits import (
+    MAPPINGS_LIMIT,
+    MappingQuotaFull,
+    NatLimits,
+    check_mapping_quota,
+    limited_reply,
+    refusal_reply,
+)
 from ..nat_mapping import (
     Address,
     NatAsk,
+    NatRequestFields,
     candidate_ports,
     find_mapping,
     format_reply,
@@ -38,7 +48,7 @@ from ..nat_mapping import (
     renewed,
 )
 from ..nat_policy import Decision, NatAction, PolicyFile, decide, format_policy, parse_policy
-from ..pending import PendingEntry, PendingFull, PendingTable
+from ..pending import MAX_PENDING_PER_OWNER, PendingEntry, PendingFull, PendingTable
 from ..service import Service
 from ..wire import Request
 from . import method
@@ -62,6 +72,7 @@ Grant = dict[str, object]
 class NatState:
     policies: PolicyFile
     pending: PendingTable[tuple[NatAsk, Decision], Grant]
+    limits: NatLimits
 
 
 _states: "weakref.WeakKeyDictionary[Service, NatState]" = weakref.WeakKeyDictionary()
@@ -72,7 +83,13 @@ def nat_state(service: Service) -> NatState:
     if state is None:
         state = NatState(
             PolicyFile(service.state.state_dir),
-            PendingTable(service.clock, key=lambda item: item[0].identity),
+            PendingTable(
+                service.clock,
+                key=lambda item: item[0].identity,
+                owner=lambda item: (item[0].via, item[0].qube),
+                per_owner=MAX_PENDING_PER_OWNER,
+            ),
+            NatLimits(),
         )
         _states[service] = state
     return state
@@ -168,6 +185,7 @@ async def _grant(service: Service, ask: NatAsk, decision: Decision) -> Grant:
             rules[index] = renewed(old, lifetime, now)
             made.append(rules[index])  # type: ignore[arg-type]
             return rules
+        check_mapping_quota(rules)
         ports = candidate_ports(ask.wanted_port, lines, decision)
         for port in [ask.wanted_port] if ask.exact else ports:
             try:
@@ -233,8 +251,18 @@ async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
     except ValidationError as err:
         raise QubesValueError(str(err)) from None
     qube = _asking_qube(service, request.dest, fields.client)
+    with nat_state(service).limits.share((request.dest, qube), service.clock()) as refusal:
+        if refusal is not None:
+            return refusal_reply(refusal)
+        try:
+            return await _nat_request(service, request.dest, qube, fields)
+        except MappingQuotaFull:
+            return limited_reply(MAPPINGS_LIMIT, 0.0)
+
+
+async def _nat_request(service: Service, netvm: str, qube: str, fields: NatRequestFields) -> bytes:
     ask = NatAsk(
-        request.dest,
+        netvm,
         qube,
         fields.client,
         fields.proto,
@@ -261,8 +289,9 @@ async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
         return format_reply(**await _grant(service, ask, decision))
     try:
         entry = state.pending.add((ask, decision))
-    except PendingFull as err:
-        raise PermissionDenied(str(err)) from None
+    except PendingFull:
+        # Temporary, like any share used up: the client may ask again once one is answered.
+        return limited_reply("pending", 0.0)
     wait = min(fields.wait, entry.remaining(service.clock()))
     try:
         grant = await asyncio.wait_for(asyncio.shield(entry.outcome), wait)
@@ -276,7 +305,10 @@ async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
 @method("admin.vm.portfwd.NatAddress", arg=True)
 async def vm_portfwd_nat_address(service: Service, request: Request) -> bytes:
     qube = _asking_qube(service, request.dest, _address_arg(request.arg))
-    return f"{outside_address(service, _edge(service, qube))}\n".encode()
+    with nat_state(service).limits.share((request.dest, qube), service.clock()) as refusal:
+        if refusal is not None:
+            raise QubesValueError(f"client: {refusal.text}")
+        return f"{outside_address(service, _edge(service, qube))}\n".encode()
 
 
 def _pending_line(entry: PendingEntry[tuple[NatAsk, Decision], Grant], now: float) -> str:
@@ -318,6 +350,9 @@ async def portfwd_approve(service: Service, request: Request) -> bytes:
     ask, decision = entry.ask
     try:
         grant = await _grant(service, ask, decision)
+    except MappingQuotaFull as err:
+        PendingTable.settle(entry, None)
+        raise QubesValueError(f"{ask.qube}: {err}") from None
     except BaseException:
         PendingTable.settle(entry, None)
         raise
