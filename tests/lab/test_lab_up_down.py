@@ -1,4 +1,5 @@
-"""`up` and `down` leave the host exactly as before, even when `up` was killed halfway."""
+"""`up` and `down` leave the host exactly as before, even when `up` was killed halfway;
+`down` keeps dom0's state for the next `up`, `down --purge` leaves nothing."""
 
 import os
 import signal
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from recovery_lab import PERSONAL_IP, assert_kept, qubes_lab, store_state
 
+from admin.lifecycle_lab import LabUser
 from qubes_portfwd.lab import netns
 from qubes_portfwd.lab.builder import Lab
 from qubes_portfwd.lab.state import load
@@ -100,7 +103,7 @@ def test_down_cleans_up_after_up_was_killed_halfway(fresh_lab: Lab) -> None:
         up.wait(timeout=10)
     assert _traces_of(fresh_lab.name)
     result = subprocess.run(
-        [sys.executable, "-m", "qubes_portfwd.lab", "--lab", fresh_lab.name, "down"],
+        [sys.executable, "-m", "qubes_portfwd.lab", "--lab", fresh_lab.name, "down", "--purge"],
         timeout=60,
     )
     assert result.returncode == 0
@@ -116,3 +119,50 @@ def test_a_failed_up_cleans_up_after_itself(fresh_lab: Lab) -> None:
         fresh_lab.up()
     assert _traces_of(fresh_lab.name) == []
     assert _host_snapshot() == before
+
+
+def test_down_keeps_dom0s_state_and_up_brings_every_forward_back(fresh_lab: Lab) -> None:
+    before = _host_snapshot()
+    user = LabUser(fresh_lab)
+    # By the CLI: the lab's processes are then no children of this one (no zombies to reap).
+    assert qubes_lab(user, "up").returncode == 0
+    stored = store_state(user)
+    old_boot = fresh_lab.boot_id_file.read_text()
+    down = qubes_lab(user, "down")
+    assert down.returncode == 0, down.stderr
+    assert "dom0's state kept" in down.stdout
+    # Only dom0's state and the topology it belongs to are left: no namespace, no process.
+    assert _traces_of(fresh_lab.name) == [str(fresh_lab.state_dir)]
+    assert sorted(p.name for p in fresh_lab.state_dir.iterdir()) == ["admin", "topology.toml"]
+    assert _host_snapshot() == before
+
+    up = qubes_lab(user, "up")
+    assert up.returncode == 0, up.stderr
+    assert "with dom0's state kept" in up.stdout
+    assert fresh_lab.status().healthy
+    assert_kept(user, stored)
+    # A new boot of the host, each qube started with the properties dom0 has for it.
+    assert fresh_lab.boot_id_file.read_text() != old_boot
+    shown = fresh_lab.run("personal", ["ip", "-4", "-br", "addr"], capture_output=True, text=True)
+    assert PERSONAL_IP in shown.stdout
+
+    purge = qubes_lab(user, "down", "--purge")
+    assert purge.returncode == 0, purge.stderr
+    assert purge.stdout == f"lab {fresh_lab.name}: down\n"
+    assert _traces_of(fresh_lab.name) == []
+    assert _host_snapshot() == before
+
+
+def test_up_refuses_another_topology_on_kept_state(fresh_lab: Lab, tmp_path: Path) -> None:
+    fresh_lab.up()
+    user = LabUser(fresh_lab)
+    assert qubes_lab(user, "down").returncode == 0
+    kept = sorted(str(p) for p in fresh_lab.state_dir.rglob("*"))
+    other = tmp_path / "other.toml"
+    text = (fresh_lab.state_dir / "topology.toml").read_text()
+    other.write_text(text.replace("qid = 9", "qid = 19"))
+    refused = qubes_lab(user, "up", "--topology", str(other))
+    assert refused.returncode != 0
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 1 and "topology" in lines[0] and "--purge" in lines[0], refused.stderr
+    assert sorted(str(p) for p in fresh_lab.state_dir.rglob("*")) == kept

@@ -2,11 +2,9 @@
 
 import contextlib
 import dataclasses
-import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from qubes_portfwd.admin.access import qube_socket_path
-from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json, topology_from_json
+from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.nft.qubes_base import base_ruleset
 
-from . import host_lock, netns, processes, reattach, state, vpn
-from .daemons import LabDaemons
+from . import dom0_state, host_lock, netns, processes, reattach, recovery, state, vpn
+from .daemons import AGENT_READY_TIMEOUT, LabDaemons
 from .entry_store import EntryStore
 from .layout import NamespaceSetup, netns_name, qube_veths
 from .outside import (
@@ -41,8 +39,6 @@ from .status import LabStatus, collect_status
 from .topology_file import LabSpec, load_lab_spec, load_lab_spec_text
 
 _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}\Z")
-AGENT_READY_TIMEOUT = 15.0
-DNS_READY_TIMEOUT = 5.0
 RUN_TIMEOUT = 60.0
 _PUBLISHED = (FORWARD_PREFIX, FIREWALL_PREFIX)  # keys dom0's admin service owns in a store
 TOPOLOGY_LOCK_TIMEOUT = 120.0  # a restart or re-attach of another process may be under way
@@ -96,12 +92,8 @@ class Lab(LabDaemons):
 
     def dom0_topology(self) -> Topology:
         """The qubes as the admin service (dom0) has them now: what a qube starts with."""
-        path = self.state_dir / "admin" / "topology.json"
-        try:
-            untrusted_document = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return self.topology
-        return topology_from_json(untrusted_document["current"])
+        current = dom0_state.read_current(self.dom0_dir)
+        return self.topology if current is None else current
 
     @property
     def addresses(self) -> OutsideAddresses:
@@ -133,7 +125,7 @@ class Lab(LabDaemons):
         stores = {}
         if current is not None and current.topology_text:
             stores = {name: self.store(name) for name in self.topology.qubes}
-        return collect_status(self.name, current, stores)
+        return collect_status(self.name, current, stores, self.dom0_dir.is_dir())
 
     # -- up and down ---------------------------------------------------------------------
 
@@ -147,33 +139,78 @@ class Lab(LabDaemons):
     @property
     def boot_id_file(self) -> Path:
         """The emulated host's boot id; writing a new one is how a test reboots the host."""
-        return self.state_dir / "boot_id"
+        return self.state_dir / state.BOOT_ID_FILE
 
-    def up(self, topology_path: Path | None = None, *, agents: bool = True) -> None:
-        """Build the lab; a no-op when the same lab is already up and healthy."""
-        spec = load_lab_spec(topology_path)
-        text = spec_text(topology_path)
+    @property
+    def dom0_dir(self) -> Path:
+        """dom0's state: what the admin service stores (rules, properties, features)."""
+        return self.state_dir / state.DOM0_DIR
+
+    def up(self, topology_path: Path | None = None, *, agents: bool = True) -> tuple[str, ...]:
+        """Build the lab, or repair it in place; dom0's state is never deleted. Says what it did.
+
+        On a lab that is up, restarts what died and rebuilds qubes whose namespace is gone
+        (nothing when healthy). Otherwise builds the host it was made from (or `topology_path`),
+        each qube with the properties dom0 has for it.
+        """
+        if topology_path is not None:
+            load_lab_spec(topology_path)  # its errors name the file
+        given = None if topology_path is None else topology_path.read_text(encoding="utf-8")
         current = self._state()
-        if current is not None:
-            if current.complete and current.topology_text == text and self.status().healthy:
-                return
-            self.down()
+        kept = self.state_dir / state.TOPOLOGY_FILE
+        recorded = current.topology_text if current is not None else None
+        if recorded is None and kept.exists():
+            recorded = kept.read_text(encoding="utf-8")
+        if not (current is not None and current.complete) and not self.dom0_dir.is_dir():
+            recorded = None  # no dom0 state to keep for it: any topology may be built
+        text = dom0_state.topology_text(self.name, given, recorded)
+        if current is not None and current.complete:
+            return recovery.repair(self)
+        if current is not None:  # an `up` that did not finish: what it made goes, dom0's stays
+            self._teardown(state.KEPT_BY_DOWN)
+        restoring = self.dom0_dir.is_dir()
+        self._build_from(text, agents, keep_on_failure=restoring)
+        if restoring:
+            return (f"built the lab with dom0's state kept in {self.dom0_dir}",)
+        return ("built the lab",)
+
+    def rebuild(self, *, agents: bool) -> None:
+        """The whole host torn down and built again as it was; dom0's state and boot id stay."""
+        text = self._require_state().topology_text
+        self._teardown(state.KEPT_BY_REBUILD)
+        self._build_from(text, agents, keep_on_failure=True)
+
+    def _build_from(self, text: str, agents: bool, *, keep_on_failure: bool) -> None:
+        spec = load_lab_spec_text(text, str(self.state_dir / state.TOPOLOGY_FILE))
+        differing = dom0_state.differences(spec.topology, dom0_state.read_current(self.dom0_dir))
         started = time.monotonic()
         hosts = [q.name for q in spec.qubes_by_qid()] + list(OUTSIDE_HOSTS)
         namespaces = tuple(netns_name(self.name, host) for host in hosts)
-        state.save(self.state_dir, state.LabState(self.name, text, namespaces))
+        record = state.LabState(self.name, text, namespaces, restarted=differing)
+        state.save(self.state_dir, record)
         try:
-            self._build(spec, namespaces, agents)
+            (self.state_dir / state.TOPOLOGY_FILE).write_text(text, encoding="utf-8")
+            self._build(self.spec, namespaces, agents)
         except BaseException:
-            self.down()
+            self._teardown(state.KEPT_BY_DOWN if keep_on_failure else frozenset())
             raise
         done = dataclasses.replace(
             self._require_state(), complete=True, seconds_to_up=time.monotonic() - started
         )
         state.save(self.state_dir, done)
 
-    def down(self) -> None:
-        """Stop every process the lab started, delete its namespaces and files; nothing else."""
+    def down(self, *, keep_dom0: bool = False) -> None:
+        """Stop every process of the lab, delete its namespaces and runtime files.
+
+        `keep_dom0` keeps dom0's state and the topology for the next `up` (`qubes-lab down`);
+        without it nothing of the lab is left (`qubes-lab down --purge`, test labs).
+        """
+        self._teardown(state.KEPT_BY_DOWN if keep_dom0 else frozenset())
+
+    def _teardown(self, keep: frozenset[str]) -> None:
+        """Stop, delete and remove what the lab made, but the files named in `keep`."""
+        if not self.dom0_dir.is_dir():
+            keep = frozenset()  # the rest belongs to dom0's state
         current = self._state()
         if current is not None:
             # wireguard-go keeps a deleted namespace alive: processes go first.
@@ -182,8 +219,17 @@ class Lab(LabDaemons):
             for name in reversed(current.namespaces):
                 netns.delete(name)
                 netns.remove_netns_etc(name)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # other labs may still be up
+        if self.state_dir.is_dir():
+            for child in self.state_dir.iterdir():
+                if child.name not in keep and child.name != state.STATE_FILE:
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            # The record goes last: a teardown cut short is finished by the next one.
+            (self.state_dir / state.STATE_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # kept files, or other labs may still be up
+            self.state_dir.rmdir()
             self.run_root.rmdir()
         if self.name == "default":
             shutil.rmtree(qube_socket_path(self.admin_socket, "-").parent, ignore_errors=True)
@@ -192,30 +238,6 @@ class Lab(LabDaemons):
             with contextlib.suppress(OSError):
                 self.admin_socket.parent.rmdir()
         self._spec = None
-
-    # -- agents ------------------------------------------------------------------------
-
-    def start_agent(self, qube: str) -> processes.TrackedProcess:
-        argv = [sys.executable, "-m", "qubes_portfwd.agent", "--qube", qube]
-        argv += ["--store", str(self.store(qube).path), "--runtime-dir", str(self._agent_run(qube))]
-        return self._spawn(f"agent:{qube}", qube, argv)
-
-    def _agent_run(self, qube: str) -> Path:
-        """The agent's runtime dir: /run inside the qube, so it goes when the qube restarts."""
-        return self.state_dir / "run" / f"agent-{qube}"
-
-    def stop_agent(self, qube: str) -> None:
-        current = self._require_state()
-        process = current.process(f"agent:{qube}")
-        if process is not None:
-            processes.stop(process)
-            state.save(self.state_dir, self._require_state().without_process(process))
-
-    def restart_agent(self, qube: str) -> processes.TrackedProcess:
-        self.stop_agent(qube)
-        process = self.start_agent(qube)
-        self._wait_agents_applied([qube], AGENT_READY_TIMEOUT)
-        return process
 
     # -- qube lifecycle ----------------------------------------------------------------
 
@@ -226,9 +248,10 @@ class Lab(LabDaemons):
         an empty kernel; the admin service publishes its entries again by itself.
         """
         with host_lock.held(self.state_dir, TOPOLOGY_LOCK_TIMEOUT):
-            self._restart_qube_locked(qube)
+            self.restart_qube_locked(qube)
 
-    def _restart_qube_locked(self, qube: str) -> None:
+    def restart_qube_locked(self, qube: str) -> None:
+        """`restart_qube` for a caller that holds the lab's topology lock."""
         restarted = self.dom0_topology()[qube]
         if restarted.is_tunnel or self.topology[qube].is_tunnel:
             raise netns.LabCommandError(f"{qube}: restarting a tunnel qube is not emulated")
@@ -286,11 +309,15 @@ class Lab(LabDaemons):
 
     # -- building ----------------------------------------------------------------------
 
-    def _require_state(self) -> state.LabState:
+    def require_state(self) -> state.LabState:
+        """The lab's record; LabNotUp when there is none."""
         current = self._state()
         if current is None:
             raise LabNotUp(f"lab {self.name} is not up")
         return current
+
+    def _require_state(self) -> state.LabState:
+        return self.require_state()
 
     def _spawn(self, role: str, host: str, argv: Sequence[str]) -> processes.TrackedProcess:
         log = self.state_dir / "logs" / f"{role.replace(':', '-')}.log"
@@ -318,15 +345,16 @@ class Lab(LabDaemons):
             if qube.provides_network:
                 keys |= default_firewall_keys(spec.topology, qube)
             self.store(qube.name).set_many(keys)
-        self._start_dns(LAN, a.lan_dns4, a)
+        self.start_dns(LAN)
         if agents:
             for qube in spec.qubes_by_qid():
                 self.start_agent(qube.name)
             self._wait_agents_applied(list(spec.topology.qubes), AGENT_READY_TIMEOUT)
         if spec.tunnel_qubes:
-            self._build_tunnels(spec, a)
-            self._start_dns(PROVIDER, a.provider_tunnel4, a)
-        self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
+            self.build_tunnels(spec, a)
+            self.start_dns(PROVIDER)
+        if not self.boot_id_file.exists():  # a rebuild in the same boot keeps it
+            self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
         self.start_admin()
         for qube in spec.qubes_by_qid():
             if serves_app_qubes(spec.topology, qube):
@@ -335,45 +363,3 @@ class Lab(LabDaemons):
     def _setups(self, spec: LabSpec, a: OutsideAddresses) -> list[NamespaceSetup]:
         setups = [full_setup(self.name, spec, qube, a) for qube in spec.qubes_by_qid()]
         return setups + outside_setups(self.name, a)
-
-    def _start_dns(self, host: str, listen: Any, a: OutsideAddresses) -> None:
-        ready = self.state_dir / "run" / f"dns-{host}.ready"
-        ready.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "qubes_portfwd.lab.dns_responder", "--listen", str(listen)]
-        argv += ["--ready", str(ready)]
-        for name, records in a.dns_records().items():
-            argv += [arg for record in records for arg in ("--record", f"{name}={record}")]
-        self._spawn(f"dns:{host}", host, argv)
-        processes.wait_until(ready.exists, DNS_READY_TIMEOUT, f"DNS responder in {host}")
-
-    def _wait_agents_applied(self, qubes: Sequence[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for qube in qubes:
-            store = self.store(qube)
-            remaining = max(0.1, deadline - time.monotonic())
-            status = store.wait_for_handled(store.generation(), remaining)
-            if status.error:
-                raise netns.LabCommandError(f"agent in {qube}: {status.error}")
-
-    def _build_tunnels(self, spec: LabSpec, a: OutsideAddresses) -> None:
-        run_dir = self.state_dir / "run"
-        provider = vpn.TunnelEnd(self.netns(PROVIDER), "wg0", run_dir / PROVIDER)
-        clients = []
-        for qube in spec.tunnel_qubes:
-            assert qube.netvm is not None  # checked when the topology was loaded
-            end = vpn.TunnelEnd(self.netns(qube.name), qube.uplink, run_dir / qube.name)
-            gateway = spec.topology[qube.netvm].address4
-            clients.append(vpn.TunnelClient(end, a.tunnel_address(qube.name), gateway))
-        logs = self.state_dir / "logs"
-        for end in [provider, *(c.end for c in clients)]:
-            process = vpn.start(end, logs)
-            state.save(self.state_dir, self._require_state().with_process(process))
-        vpn.configure(provider, clients, a)
-
-
-def spec_text(topology_path: Path | None) -> str:
-    from .topology_file import default_topology_text
-
-    if topology_path is None:
-        return default_topology_text()
-    return topology_path.read_text(encoding="utf-8")

@@ -1,7 +1,9 @@
-"""The lab's long-running services besides the agents: dom0's admin service and each natd."""
+"""The lab's long-running processes: dom0's admin service, each qube's agent, each natd, the
+DNS responders and the VPN tunnel's ends; each started, stopped and restarted by PID."""
 
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,11 +11,15 @@ from qubes_portfwd.admin import launcher as admin_launcher
 from qubes_portfwd.admin.access import qube_socket_path
 from qubes_portfwd.model.topology import Topology
 
-from . import netns, processes, state
+from . import netns, processes, state, vpn
 from .entry_store import EntryStore
+from .outside import LAN, PROVIDER, OutsideAddresses
 from .qubesdb_keys import serves_app_qubes
+from .topology_file import LabSpec
 
 NATD_READY_TIMEOUT = 15.0
+AGENT_READY_TIMEOUT = 15.0
+DNS_READY_TIMEOUT = 5.0
 ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
 
 
@@ -27,12 +33,23 @@ def reattach_command(lab: str) -> str:
 
 
 class LabDaemons:
-    """Mixed into `Lab`: starting and stopping the admin service and the natd processes."""
+    """Mixed into `Lab`: starting, stopping and restarting the lab's processes."""
 
     name: str
     state_dir: Path
     admin_socket: Path
     boot_id_file: Path
+
+    @property
+    def spec(self) -> LabSpec:
+        raise NotImplementedError
+
+    @property
+    def addresses(self) -> OutsideAddresses:
+        raise NotImplementedError
+
+    def netns(self, host: str) -> str:
+        raise NotImplementedError
 
     def store(self, qube: str) -> EntryStore:
         raise NotImplementedError
@@ -43,6 +60,13 @@ class LabDaemons:
     def _spawn(self, role: str, host: str, argv: Sequence[str]) -> processes.TrackedProcess:
         raise NotImplementedError
 
+    def _forget(self, role: str) -> None:
+        """Stop the process of `role` (by its recorded PID) and drop its record."""
+        process = self._require_state().process(role)
+        if process is not None:
+            processes.stop(process)
+            state.save(self.state_dir, self._require_state().without_process(process))
+
     # -- the admin service (dom0's side, on the host) -----------------------------------
 
     def start_admin(self) -> processes.TrackedProcess:
@@ -51,7 +75,7 @@ class LabDaemons:
         self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
         started = admin_launcher.start(
             self.admin_socket,
-            self.state_dir / "admin",
+            self.state_dir / state.DOM0_DIR,
             lab=self.name,
             boot_id_file=self.boot_id_file,
             reconcile_interval=ADMIN_RECONCILE_INTERVAL,
@@ -66,14 +90,40 @@ class LabDaemons:
         return process
 
     def stop_admin(self) -> None:
-        process = self._require_state().process("admind")
-        if process is not None:
-            processes.stop(process)
-            state.save(self.state_dir, self._require_state().without_process(process))
+        self._forget("admind")
 
     def restart_admin(self) -> processes.TrackedProcess:
         self.stop_admin()
         return self.start_admin()
+
+    # -- agents ------------------------------------------------------------------------
+
+    def start_agent(self, qube: str) -> processes.TrackedProcess:
+        argv = [sys.executable, "-m", "qubes_portfwd.agent", "--qube", qube]
+        argv += ["--store", str(self.store(qube).path), "--runtime-dir", str(self._agent_run(qube))]
+        return self._spawn(f"agent:{qube}", qube, argv)
+
+    def _agent_run(self, qube: str) -> Path:
+        """The agent's runtime dir: /run inside the qube, so it goes when the qube restarts."""
+        return self.state_dir / "run" / f"agent-{qube}"
+
+    def stop_agent(self, qube: str) -> None:
+        self._forget(f"agent:{qube}")
+
+    def restart_agent(self, qube: str) -> processes.TrackedProcess:
+        self.stop_agent(qube)
+        process = self.start_agent(qube)
+        self._wait_agents_applied([qube], AGENT_READY_TIMEOUT)
+        return process
+
+    def _wait_agents_applied(self, qubes: Sequence[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for qube in qubes:
+            store = self.store(qube)
+            remaining = max(0.1, deadline - time.monotonic())
+            status = store.wait_for_handled(store.generation(), remaining)
+            if status.error:
+                raise netns.LabCommandError(f"agent in {qube}: {status.error}")
 
     # -- NAT traversal (natd in network qubes that serve app qubes) -----------------------
 
@@ -92,11 +142,14 @@ class LabDaemons:
         return self._spawn(f"natd:{qube}", qube, argv)
 
     def stop_natd(self, qube: str) -> None:
-        process = self._require_state().process(f"natd:{qube}")
-        if process is not None:
-            processes.stop(process)
-            state.save(self.state_dir, self._require_state().without_process(process))
+        self._forget(f"natd:{qube}")
         self.natd_ready_file(qube).unlink(missing_ok=True)
+
+    def restart_natd(self, qube: str) -> processes.TrackedProcess:
+        self.stop_natd(qube)
+        process = self.start_natd(qube)
+        self.natd_url(qube)
+        return process
 
     def match_natd(self, topology: Topology, netvm: str) -> None:
         """natd runs in a network qube exactly while it serves app qubes (after a re-attach)."""
@@ -112,3 +165,49 @@ class LabDaemons:
         ready = self.natd_ready_file(qube)
         processes.wait_until(ready.exists, timeout, f"natd in {qube}")
         return ready.read_text().strip()
+
+    # -- the outside world's DNS and the VPN tunnel ---------------------------------------
+
+    def start_dns(self, host: str) -> processes.TrackedProcess:
+        """The DNS responder of the LAN or of the provider (on its tunnel side)."""
+        a = self.addresses
+        listen = a.lan_dns4 if host == LAN else a.provider_tunnel4
+        ready = self.state_dir / "run" / f"dns-{host}.ready"
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "qubes_portfwd.lab.dns_responder", "--listen", str(listen)]
+        argv += ["--ready", str(ready)]
+        for name, records in a.dns_records().items():
+            argv += [arg for record in records for arg in ("--record", f"{name}={record}")]
+        process = self._spawn(f"dns:{host}", host, argv)
+        processes.wait_until(ready.exists, DNS_READY_TIMEOUT, f"DNS responder in {host}")
+        return process
+
+    def restart_dns(self, host: str) -> processes.TrackedProcess:
+        self._forget(f"dns:{host}")
+        return self.start_dns(host)
+
+    def build_tunnels(self, spec: LabSpec, a: OutsideAddresses) -> None:
+        """wireguard-go at the provider and in each tunnel qube, keys exchanged, handshakes done."""
+        run_dir = self.state_dir / "run"
+        provider = vpn.TunnelEnd(self.netns(PROVIDER), "wg0", run_dir / PROVIDER)
+        clients = []
+        for qube in spec.tunnel_qubes:
+            assert qube.netvm is not None  # checked when the topology was loaded
+            end = vpn.TunnelEnd(self.netns(qube.name), qube.uplink, run_dir / qube.name)
+            gateway = spec.topology[qube.netvm].address4
+            clients.append(vpn.TunnelClient(end, a.tunnel_address(qube.name), gateway))
+        logs = self.state_dir / "logs"
+        for end in [provider, *(c.end for c in clients)]:
+            process = vpn.start(end, logs)
+            state.save(self.state_dir, self._require_state().with_process(process))
+        vpn.configure(provider, clients, a)
+
+    def restart_tunnel(self) -> tuple[processes.TrackedProcess, ...]:
+        """Every tunnel end started again and configured anew: one end alone cannot rejoin."""
+        for process in self._require_state().processes:
+            if process.role.startswith(vpn.ROLE_PREFIX):
+                self._forget(process.role)
+        self.build_tunnels(self.spec, self.addresses)
+        ends = self._require_state().processes
+        return tuple(p for p in ends if p.role.startswith(vpn.ROLE_PREFIX))

@@ -18,16 +18,20 @@ POLL = 0.02
 
 @dataclass(frozen=True)
 class TrackedProcess:
-    """A process the lab started; `start_ticks` tells a reused PID from ours."""
+    """A process the lab started; `start_ticks` tells a reused PID from ours.
+
+    `argv` (what ran inside `netns`) is how a restart knows the options it was started with.
+    """
 
     role: str
     netns: str
     pid: int
     start_ticks: int
     log: str
+    argv: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "argv": list(self.argv)}
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> "TrackedProcess":
@@ -37,6 +41,7 @@ class TrackedProcess:
             pid=int(document["pid"]),
             start_ticks=int(document["start_ticks"]),
             log=str(document["log"]),
+            argv=tuple(str(arg) for arg in document.get("argv", [])),
         )
 
 
@@ -82,7 +87,7 @@ def spawn(role: str, netns_name: str, argv: Sequence[str], log_path: Path) -> Tr
     if ticks is None:
         child.wait(timeout=STOP_GRACE)
         raise netns.LabCommandError(f"{role}: exited at once; see {log_path}")
-    return TrackedProcess(role, netns_name, child.pid, ticks, str(log_path))
+    return TrackedProcess(role, netns_name, child.pid, ticks, str(log_path), tuple(argv))
 
 
 def _reap(pid: int) -> None:
@@ -127,6 +132,12 @@ def stop(process: TrackedProcess, grace: float = STOP_GRACE) -> None:
         return
     if not _wait_gone(process, time.monotonic() + grace):
         raise netns.LabCommandError(f"{process.role} (pid {process.pid}) survived SIGKILL")
+
+
+def option(process: TrackedProcess, flag: str) -> str | None:
+    """The value given to `flag` when `process` was started (None if it was not given)."""
+    argv = process.argv
+    return next((argv[i + 1] for i in range(len(argv) - 1) if argv[i] == flag), None)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

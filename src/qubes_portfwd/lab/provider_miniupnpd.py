@@ -110,22 +110,29 @@ def start(lab: "Lab") -> processes.TrackedProcess:
     provider_cmds, lan_cmds = _public_commands(a, "add")
     netns.ip_batch(provider_ns, provider_cmds)
     netns.ip_batch(lan_ns, lan_cmds)
+    return _spawn_listening(lab, ROLE, provider_ns, run_dir, "miniupnpd")
+
+
+def _spawn_listening(
+    lab: "Lab", role: str, namespace: str, run_dir: Path, what: str
+) -> processes.TrackedProcess:
+    """miniupnpd with `run_dir`'s configuration and a private /tmp, recorded, once it listens."""
     script = 'mount --bind "$0" /tmp && exec "$@"'
-    argv = ["sh", "-c", script, str(tmp_dir), MINIUPNPD, "-d", "-f", str(conf)]
-    argv += ["-P", str(run_dir / "miniupnpd.pid")]
-    log_path = lab.state_dir / "logs" / f"{ROLE}.log"
-    log_path.unlink(missing_ok=True)
-    process = processes.spawn(ROLE, provider_ns, argv, log_path)
+    argv = ["sh", "-c", script, str(run_dir / "tmp"), MINIUPNPD, "-d"]
+    argv += ["-f", str(run_dir / "miniupnpd.conf"), "-P", str(run_dir / "miniupnpd.pid")]
+    log_path = lab.state_dir / "logs" / f"{role.replace(':', '-')}.log"
+    log_path.unlink(missing_ok=True)  # "listening" is read from this run's log only
+    process = processes.spawn(role, namespace, argv, log_path)
     current = state.load(lab.state_dir)
     assert current is not None, "the lab is not up"
     state.save(lab.state_dir, current.with_process(process))
 
     def listening() -> bool:
         if not processes.is_running(process):
-            raise netns.LabCommandError(f"miniupnpd exited; see {log_path}")
+            raise netns.LabCommandError(f"{what} exited; see {log_path}")
         return LISTEN_LOG_LINE in log_path.read_text(errors="replace")
 
-    processes.wait_until(listening, READY_TIMEOUT, "miniupnpd")
+    processes.wait_until(listening, READY_TIMEOUT, what)
     return process
 
 
@@ -194,24 +201,21 @@ def start_gateway(
     ]
     netns.nft_load(qube_ns, nft_tables() + "\n".join(rules) + "\n")
     netns.nft_load(client_ns, f"add rule ip qubes custom-input {openings['client-input'][0]}\n")
-    script = 'mount --bind "$0" /tmp && exec "$@"'
-    argv = ["sh", "-c", script, str(tmp_dir), MINIUPNPD, "-d", "-f", str(conf)]
-    argv += ["-P", str(run_dir / "miniupnpd.pid")]
+    return _spawn_listening(lab, gateway_role(qube), qube_ns, run_dir, f"miniupnpd in {qube}")
+
+
+def restart_gateway(lab: "Lab", qube: str) -> processes.TrackedProcess:
+    """`qube`'s miniupnpd again, with the configuration and openings `start_gateway` made."""
     role = gateway_role(qube)
-    log_path = lab.state_dir / "logs" / f"{role.replace(':', '-')}.log"
-    log_path.unlink(missing_ok=True)
-    process = processes.spawn(role, qube_ns, argv, log_path)
     current = state.load(lab.state_dir)
-    assert current is not None, "the lab is not up"
-    state.save(lab.state_dir, current.with_process(process))
-
-    def listening() -> bool:
-        if not processes.is_running(process):
-            raise netns.LabCommandError(f"miniupnpd exited; see {log_path}")
-        return LISTEN_LOG_LINE in log_path.read_text(errors="replace")
-
-    processes.wait_until(listening, READY_TIMEOUT, f"miniupnpd in {qube}")
-    return process
+    process = None if current is None else current.process(role)
+    if current is not None and process is not None:
+        processes.stop(process)
+        state.save(lab.state_dir, current.without_process(process))
+    run_dir = lab.state_dir / "run" / f"miniupnpd-{qube}"
+    if not (run_dir / "miniupnpd.conf").exists():
+        raise netns.LabCommandError(f"{role}: no configuration; start it with start_gateway")
+    return _spawn_listening(lab, role, lab.netns(qube), run_dir, f"miniupnpd in {qube}")
 
 
 def stop_gateway(lab: "Lab", qube: str, client: str) -> None:

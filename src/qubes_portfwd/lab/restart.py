@@ -229,7 +229,8 @@ def _old_links_gone(plan: RestartPlan) -> bool:
 
 def apply_network(plan: RestartPlan, holder_netns: str) -> None:
     """Destroy and rebuild the qube's namespace and links; `holder_netns` keeps the edge's NIC."""
-    stop_everything_in(plan.netns)
+    if netns.exists(plan.netns):  # else it is already gone (a repair rebuilds it)
+        stop_everything_in(plan.netns)
     if plan.keeps_uplink:
         netns.run(["ip", "-n", plan.netns, "link", "set", UPLINK_IF, "netns", holder_netns])
     netns.delete(plan.netns)

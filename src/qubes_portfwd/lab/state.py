@@ -16,6 +16,15 @@ from .processes import TrackedProcess
 
 RUN_ROOT = Path("/run/qubes-lab")
 STATE_FILE = "state.json"
+# dom0's state: the admin service's state dir (topology.json, firewall.xml per qube, order).
+DOM0_DIR = "admin"
+# The topology file the lab was made from: with dom0's state, what the next `up` builds.
+TOPOLOGY_FILE = "topology.toml"
+BOOT_ID_FILE = "boot_id"
+# What `down` keeps unless told to purge, and what a repair that rebuilds the host keeps
+# (the same boot: forwards bound to it stay).
+KEPT_BY_DOWN = frozenset({DOM0_DIR, TOPOLOGY_FILE})
+KEPT_BY_REBUILD = KEPT_BY_DOWN | {BOOT_ID_FILE}
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,9 @@ class LabState:
     processes: tuple[TrackedProcess, ...] = ()
     complete: bool = False
     seconds_to_up: float | None = field(default=None, compare=False)
-    # Qubes restarted or re-attached since `up`, as they run now (JSON of
-    # admin.topology_json): the running host is the topology file with these in place.
+    # Qubes that run with other properties than the topology file gives them (JSON of
+    # admin.topology_json): restarted or re-attached since `up`, or built as dom0 had them.
+    # The running host is the topology file with these in place.
     restarted: tuple[dict[str, Any], ...] = ()
 
     def with_process(self, process: TrackedProcess) -> "LabState":

@@ -25,6 +25,7 @@ class LabStatus:
     namespaces: tuple[tuple[str, bool], ...]
     processes: tuple[tuple[str, int, bool], ...]
     agents: tuple[AgentReport, ...]
+    dom0_kept: bool = False  # dom0's state is on disk (the lab may be down)
 
     @property
     def healthy(self) -> bool:
@@ -36,10 +37,19 @@ class LabStatus:
 
     def format(self) -> str:
         if not self.recorded:
+            if self.dom0_kept:
+                return (
+                    f"lab {self.lab}: down, dom0's state kept "
+                    "(`up` brings back every forward; `down --purge` deletes it)\n"
+                )
             return f"lab {self.lab}: down\n"
         state = "up" if self.healthy else ("degraded" if self.complete else "incomplete")
         took = f" (built in {self.seconds_to_up:.1f} s)" if self.seconds_to_up else ""
         lines = [f"lab {self.lab}: {state}{took}"]
+        if not self.healthy:
+            lines.append(
+                f"  `qubes-lab --lab {self.lab} up` restarts what is gone; dom0's state is kept"
+            )
         lines += [f"  netns {name}: {'ok' if ok else 'MISSING'}" for name, ok in self.namespaces]
         lines += [
             f"  process {role} pid {pid}: {'running' if ok else 'GONE'}"
@@ -56,10 +66,10 @@ class LabStatus:
 
 
 def collect_status(
-    lab: str, current: LabState | None, stores: Mapping[str, EntryStore]
+    lab: str, current: LabState | None, stores: Mapping[str, EntryStore], dom0_kept: bool = False
 ) -> LabStatus:
     if current is None:
-        return LabStatus(lab, False, False, None, (), (), ())
+        return LabStatus(lab, False, False, None, (), (), (), dom0_kept)
     agents = []
     for qube, store in sorted(stores.items()):
         report = store.read_status()
@@ -72,4 +82,5 @@ def collect_status(
         namespaces=tuple((name, netns.exists(name)) for name in current.namespaces),
         processes=tuple((p.role, p.pid, processes.is_running(p)) for p in current.processes),
         agents=tuple(agents),
+        dom0_kept=dom0_kept,
     )

@@ -17,6 +17,8 @@ from .outside import TUNNEL_PORT, OutsideAddresses
 HANDSHAKE_TIMEOUT = 10.0
 START_TIMEOUT = 5.0
 KEEPALIVE = 25  # seconds; also makes the client end shake hands at once
+ROLE_PREFIX = "wireguard-go:"  # the role of each end's process: this and its namespace
+GUARD_TABLE = "inet qlab-vpn-guard"
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def start(end: TunnelEnd, log_dir: Path) -> processes.TrackedProcess:
     """Start wireguard-go for `end` and wait until its interface and socket exist."""
     end.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     process = processes.spawn(
-        f"wireguard-go:{end.netns}",
+        f"{ROLE_PREFIX}{end.netns}",
         end.netns,
         _private_run(end, ["wireguard-go", "-f", end.ifname]),
         log_dir / f"{end.netns}-wireguard-go.log",
@@ -139,21 +141,29 @@ def configure(provider: TunnelEnd, clients: Sequence[TunnelClient], a: OutsideAd
 
 
 def client_routes(client: TunnelClient, a: OutsideAddresses) -> list[str]:
-    """Everything into the tunnel but the endpoint; a blackhole if the tunnel disappears."""
+    """Everything into the tunnel but the endpoint; a blackhole if the tunnel disappears.
+
+    The routes outside the tunnel survive its interface: `replace` lets a restart set them again.
+    """
     ifname = client.end.ifname
     return [
         f"addr add {client.address}/32 dev {ifname}",
         f"link set {ifname} up",
-        f"route add {a.provider_public4}/32 via {client.gateway} dev eth0 onlink",
+        f"route replace {a.provider_public4}/32 via {client.gateway} dev eth0 onlink",
         f"route replace default dev {ifname}",
-        "route add blackhole default metric 4095",
+        "route replace blackhole default metric 4095",
     ]
 
 
 def leak_guard_ruleset(ifname: str) -> str:
-    """Downstream qubes' traffic may leave only by the tunnel (or to other downstream qubes)."""
+    """Downstream qubes' traffic may leave only by the tunnel (or to other downstream qubes).
+
+    Replaces the table if present (a tunnel restart loads it again); "add" lets "delete" work.
+    """
     return (
-        "table inet qlab-vpn-guard {\n"
+        f"add table {GUARD_TABLE}\n"
+        f"delete table {GUARD_TABLE}\n"
+        f"table {GUARD_TABLE} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n"
         f'    iifgroup 2 oifgroup != 2 oifname != "{ifname}" counter drop\n'
