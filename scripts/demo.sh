@@ -23,6 +23,7 @@ WORK_DIR=$(mktemp -d /tmp/qubes-portfwd-demo.XXXXXX)
 SERVER_PID_FILE=$WORK_DIR/server.pid
 SERVER_JOB=""
 LAB_STARTED=0
+LAB_CLEANUP=()  # how to leave the lab as the demo found it (set before `up`)
 
 if [[ -t 1 ]]; then BOLD=$'\e[1m' PLAIN=$'\e[0m'; else BOLD="" PLAIN=""; fi
 say() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
@@ -48,7 +49,7 @@ cleanup() {
     say "Cleaning up: web server, lab (with its agents and admin service)"
     if [[ -s $SERVER_PID_FILE ]]; then stop_pid "$(cat "$SERVER_PID_FILE")"; fi
     if [[ -n $SERVER_JOB ]]; then stop_pid "$SERVER_JOB"; wait "$SERVER_JOB" 2>/dev/null; fi
-    if (( LAB_STARTED )); then qubes-lab down; fi
+    if (( LAB_STARTED && ${#LAB_CLEANUP[@]} )); then qubes-lab "${LAB_CLEANUP[@]}"; fi
     rm -rf -- "$WORK_DIR"
     if (( status == 0 )); then say "Demo done"; else say "Demo FAILED (exit $status)"; fi
     exit "$status"
@@ -68,6 +69,14 @@ fetch() {
 }
 
 (( EUID == 0 )) || fail "run as root (the lab is made of network namespaces)"
+
+# Leave the lab as found: nothing if there was none, dom0's state if `down` had kept it,
+# and a lab that was up stays up.
+lab_status=$(qubes-lab status)
+case ${lab_status%%$'\n'*} in
+    "lab $DEMO_LAB: down") LAB_CLEANUP=(down --purge) ;;
+    "lab $DEMO_LAB: down, dom0's state kept"*) LAB_CLEANUP=(down) ;;
+esac
 
 say "Building the lab: sys-net, sys-firewall, work, personal, a VPN, and a LAN outside"
 shown "qubes-lab up"
