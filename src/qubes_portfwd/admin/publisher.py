@@ -4,7 +4,8 @@ Removals go outer hops first, additions inner hops first, one depth level at a t
 (bounded) for each level's agents to report the generation they handled. A hop is published
 only once every hop inside it is applied, so a failed or silent inner hop never leaves an
 outer one open; an outer hop already open stays while the hops inside it are still in force
-(their agent busy with a newer generation) and is retracted once one of them fails.
+(their agent busy with a newer generation) or being repaired (their agent putting back rules
+its kernel lost: nothing passes meanwhile), and is retracted once one of them fails.
 """
 
 import logging

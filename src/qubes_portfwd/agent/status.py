@@ -1,4 +1,7 @@
-"""The status an agent writes back: per entry `applied` or why not, and one overall error."""
+"""The status an agent writes back: per entry `applied` or why not, and one overall error.
+
+While it puts back rules its kernel lost, the entries it had applied read `repairing`.
+"""
 
 from collections.abc import Iterable, Mapping
 
