@@ -4,6 +4,7 @@ import ipaddress
 
 from qubes_portfwd.agent.conntrack import (
     Flow,
+    FlowTable,
     InForce,
     Removal,
     delete_commands,
@@ -13,6 +14,7 @@ from qubes_portfwd.agent.conntrack import (
     sources_to_place,
 )
 from qubes_portfwd.model.entries import Hop, parse_hop
+from qubes_portfwd.model.ports import PortRange
 
 DNAT = parse_hop(
     "/qubes-portfwd/0123456789ab/4",
@@ -240,3 +242,11 @@ def test_in_force_finds_the_hops_covering_a_port_among_many() -> None:
     assert in_force.at(probe, "tcp", 2500) == [hops[1500]]
     assert in_force.at(probe, "udp", 1500) == []
     assert in_force.at(accept_8080("aaaaaaaaaaaa", "0.0.0.0/0"), "tcp", 1500) == []
+
+
+def test_a_listing_is_looked_up_by_the_hops_ports() -> None:
+    flows = [through_netvm(LAN, port) for port in (81, 80, 443, 80, 8080)]
+    table = FlowTable(flows)
+    assert [f.orig_dport for f in table.on(PortRange(80, 81))] == [80, 80, 81]
+    assert table.on(PortRange(82, 442)) == []
+    assert [f.orig_dport for f in table.on(PortRange(443, 65535))] == [443, 8080]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..model.entries import DOWNSTREAM, AcceptHop, DnatHop, Hop, IPAddress
+from ..model.ports import PortRange
 from .downstream_targets import is_downstream_device, route_devices
 
 CONNTRACK = "conntrack"
@@ -107,6 +108,18 @@ def removed_hops(before: Iterable[Hop], after: Iterable[Hop]) -> Removal:
     return Removal(tuple(gone), kept)
 
 
+class FlowTable:
+    """One listing's flows by original destination port: a hop looks at its ports only."""
+
+    def __init__(self, flows: Iterable[Flow]) -> None:
+        self._flows = sorted(flows, key=lambda f: f.orig_dport)
+        self._ports = [f.orig_dport for f in self._flows]
+
+    def on(self, ports: PortRange) -> list[Flow]:
+        start = bisect.bisect_left(self._ports, ports.first)
+        return self._flows[start : bisect.bisect_right(self._ports, ports.last, lo=start)]
+
+
 def parse_flows(untrusted_listing: str) -> list[Flow]:
     """Flows in `conntrack -L` text (one per line: the original tuple, then the reply's)."""
     flows = []
@@ -155,16 +168,14 @@ def _reply_port(hop: DnatHop, port: int) -> int:
 
 def _lets_in(hop: Hop, flow: Flow, own: IPAddress | None) -> bool:
     """Whether the flow has the tuples `hop` gives its flows (the side it came by aside)."""
-    if not any(flow.orig_src in network for network in hop.sources):
+    if flow.orig_dport not in hop.ports:
         return False
     if isinstance(hop, DnatHop):
         # A DNATed flow answers from `to`, on the mapped port.
-        return (
-            flow.orig_dport in hop.ports
-            and flow.reply_src == hop.to
-            and flow.reply_sport == _reply_port(hop, flow.orig_dport)
-        )
-    return own is not None and flow.orig_dst == own and flow.orig_dport in hop.ports
+        shaped = flow.reply_src == hop.to and flow.reply_sport == _reply_port(hop, flow.orig_dport)
+    else:
+        shaped = own is not None and flow.orig_dst == own
+    return shaped and any(flow.orig_src in network for network in hop.sources)
 
 
 def _same_port(hop: Hop, other: Hop, port: int) -> bool:
@@ -285,7 +296,7 @@ async def forget_flows(removal: Removal, own_addresses: Sequence[IPAddress]) -> 
     """Delete the tracked flows only the removed hops carried; failures are logged, never raised."""
     # Hops share filters (every forward of an edge answers from the same next hop): one
     # listing per filter, not one per hop, keeps removing 10,000 forwards to a few commands.
-    listings: dict[tuple[str, ...], list[Flow] | None] = {}
+    listings: dict[tuple[str, ...], FlowTable | None] = {}
     in_force = InForce(removal.kept)
     for hop in removal.hops:
         for proto in hop.protos:
@@ -301,10 +312,11 @@ async def forget_flows(removal: Removal, own_addresses: Sequence[IPAddress]) -> 
             key = tuple(narrowed)
             if key not in listings:
                 listing = await _conntrack("-L", narrowed)
-                listings[key] = None if listing is None else parse_flows(listing)
-            flows = listings[key]
-            if flows is None:
+                listings[key] = None if listing is None else FlowTable(parse_flows(listing))
+            table = listings[key]
+            if table is None:
                 continue
+            flows = table.on(hop.ports)
             own = _own_address(hop, own_addresses)
             unplaced = sources_to_place(hop, proto, flows, in_force, own)
             sides = await place_sources(unplaced) if unplaced else {}
