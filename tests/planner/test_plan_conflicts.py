@@ -173,6 +173,46 @@ def test_an_internal_port_of_a_netvm_and_an_outside_port_through_it_do_not_confl
     assert set(states(result).values()) == {ForwardState.ACTIVE}
 
 
+def test_a_network_qube_targeted_on_a_port_it_also_forwards_conflicts_on_its_uplink() -> None:
+    # sys-firewall's own sshd (outside 2222 -> 22) and work's forward through sys-firewall
+    # on outside port 22: packets for sys-firewall:22 would meet the DNAT to work.
+    own = external("2222", to="22")
+    through = external("22")
+    result = plan({"sys-firewall": rules(own), "work": rules(through)}, lab_topology(), NOW, BOOT)
+    (kept,) = result.of_target("sys-firewall")
+    (lost,) = result.of_target("work")
+    assert (kept.state, lost.state) == (ForwardState.ACTIVE, ForwardState.CONFLICT)
+    assert lost.reason is not None
+    assert lost.reason.startswith("tcp/22 on sys-firewall (uplink eth0, IPv4) is taken by")
+    # The other way round (work's forward older), sys-firewall's forward loses.
+    order = {lost.forward_id: 0, kept.forward_id: 1}
+    swapped = plan(
+        {"sys-firewall": rules(own), "work": rules(through)}, lab_topology(), NOW, BOOT, order
+    )
+    assert swapped.of_target("sys-firewall")[0].state == ForwardState.CONFLICT
+    # Its downstream side is another side: an internal forward there on 22 is free.
+    inner = plan(
+        {"sys-firewall": rules(own), "work": rules(internal("22", "personal"))},
+        lab_topology(),
+        NOW,
+        BOOT,
+    )
+    assert set(states(inner).values()) == {ForwardState.ACTIVE}
+
+
+def test_a_dnat_meets_the_union_of_a_network_qubes_accepts_naming_the_first_holder() -> None:
+    own = rules(external("2020-2030", to="20-30"), external("3025-3040", to="25-40"))
+    first, second = plan({"sys-firewall": own}, lab_topology(), NOW, BOOT).forwards
+    assert first.active and second.active  # overlapping accepts of one target: a union
+    for port, holder in (("19", None), ("20", first), ("30", first), ("35", second),
+                         ("41", None)):  # fmt: skip
+        result = plan(
+            {"sys-firewall": own, "work": rules(external(port))}, lab_topology(), NOW, BOOT
+        )
+        (through,) = result.of_target("work")
+        assert through.conflict_with == (holder.forward_id if holder else None), port
+
+
 def test_the_same_outside_port_to_one_qube_port_twice_still_conflicts() -> None:
     result = plan(
         {

@@ -28,6 +28,11 @@ def expected_path(topology: Topology, target: str, forwardtype: ForwardType) -> 
     return chain
 
 
+def side_of(hop: Hop) -> str:
+    """Where a hop listens: a DNAT on its inbound side, a target on its uplink (eth0)."""
+    return hop.inbound if isinstance(hop, DnatHop) else "eth0"
+
+
 def forward_hops(result: Plan) -> dict[str, list[tuple[str, Hop]]]:
     """Every forward entry of every qube, read back through the agent's parser, by key."""
     found: dict[str, list[tuple[str, Hop]]] = defaultdict(list)
@@ -63,12 +68,13 @@ def test_no_two_active_forwards_claim_the_same_port_on_one_side_of_a_qube(
     claims = defaultdict(list)
     for key, hops in forward_hops(result).items():
         for qube, hop in hops:
-            if isinstance(hop, DnatHop):  # the target only accepts: it claims nothing
-                for proto in hop.protos:
-                    claims[(qube, hop.inbound, hop.family, proto)].append((key, hop.ports))
+            for proto in hop.protos:
+                claims[(qube, side_of(hop), hop.family, proto)].append((key, hop))
     for held in claims.values():
-        for (key_a, ports_a), (key_b, ports_b) in combinations(held, 2):
-            assert key_a == key_b or not ports_a.overlaps(ports_b)
+        for (key_a, hop_a), (key_b, hop_b) in combinations(held, 2):
+            both_accept = isinstance(hop_a, AcceptHop) and isinstance(hop_b, AcceptHop)
+            # Accepts of one target are a union: only a DNAT excludes.
+            assert key_a == key_b or both_accept or not hop_a.ports.overlaps(hop_b.ports)
 
 
 @settings(deadline=None)
@@ -76,12 +82,7 @@ def test_no_two_active_forwards_claim_the_same_port_on_one_side_of_a_qube(
 def test_a_forward_loses_only_to_a_dnat_on_the_same_side(scenario: Scenario) -> None:
     topology, rules = scenario
     result = plan(rules, topology, NOW, BOOT)
-    held = [
-        (qube, hop)
-        for hops in forward_hops(result).values()
-        for qube, hop in hops
-        if isinstance(hop, DnatHop)
-    ]
+    held = [(qube, hop) for hops in forward_hops(result).values() for qube, hop in hops]
     for forward in result.in_state(ForwardState.CONFLICT):
         alone = plan({forward.target: [forward.rule]}, topology, NOW, BOOT)
         wanted = [
@@ -89,12 +90,12 @@ def test_a_forward_loses_only_to_a_dnat_on_the_same_side(scenario: Scenario) -> 
             for key, hops in forward_hops(alone).items()
             if key.endswith(f"/{forward.family}")
             for qube, hop in hops
-            if isinstance(hop, DnatHop)
         ]
         assert wanted, "alone, a losing forward would run"
         assert any(
             qube == other_qube
-            and hop.inbound == other.inbound
+            and side_of(hop) == side_of(other)
+            and not (isinstance(hop, AcceptHop) and isinstance(other, AcceptHop))
             and set(hop.protos) & set(other.protos)
             and hop.ports.overlaps(other.ports)
             for qube, hop in wanted

@@ -1,9 +1,11 @@
 """Conflicts: which forward keeps a contested listening port, and why others lose.
 
-A claim is one listening (family, proto, port) on one side of one network qube: the uplink
+A claim is one listening (family, proto, port) on one side of one qube: the uplink
 interface a DNAT hop enters by (an edge's outside, a middle hop's eth0, both keyed by the
-outside port) or the downstream side (internal forwards). The target claims nothing: it
-only accepts, and its accepts are the union of every forward leading to it (DESIGN.md §3).
+outside port) or the downstream side (internal forwards). A target's accepts do not claim
+a port against each other: its accepts are the union of every forward leading to it
+(DESIGN.md §3). They only keep a DNAT of that same qube (a network qube can be a target
+too) off the port on the side they arrive by, where the DNAT would take their packets.
 """
 
 from bisect import bisect_right, insort
@@ -14,27 +16,32 @@ from ..model.entries import DOWNSTREAM, DnatHop, Hop
 from ..model.ports import PortRange
 from ..model.rule import QubeName
 from ..model.rule_text import format_rule
-from .drafts import Draft
+from .drafts import UPSTREAM_INTERFACE, Draft
 from .values import ForwardPlan, ForwardState
 
 
 @dataclass(frozen=True, order=True)
 class Claim:
-    """Ports listened on at one side of a qube: an uplink interface or `downstream`."""
+    """Ports listened on at one side of a qube: an uplink interface or `downstream`.
+
+    `shared` claims (a target's accepts) exclude DNATs only, not each other."""
 
     qube: QubeName
     side: str
     family: int
     proto: str
     ports: PortRange
+    shared: bool = False
 
 
 def claims_of(entries: Iterable[tuple[QubeName, Hop]]) -> tuple[Claim, ...]:
-    """The DNAT hops' claims, outside in (a conflict names the outermost side it meets)."""
+    """The hops' claims, outside in (a conflict names the outermost side it meets)."""
     return tuple(
         Claim(qube, hop.inbound, hop.family, proto, hop.ports)
-        for qube, hop in entries
         if isinstance(hop, DnatHop)
+        # A forward reaches its target from the target's netvm: by its uplink.
+        else Claim(qube, UPSTREAM_INTERFACE, hop.family, proto, hop.ports, shared=True)
+        for qube, hop in entries
         for proto in hop.protos
     )
 
@@ -54,30 +61,56 @@ def _where(claim: Claim) -> tuple[QubeName, str, int, str]:
     return (claim.qube, claim.side, claim.family, claim.proto)
 
 
-class ClaimBook:
-    """The ports taken so far: one sorted list of disjoint ranges per qube, side, family, proto."""
+def _holder_in(held: list[_Held], ports: PortRange) -> tuple[Draft, PortRange] | None:
+    """Held ranges never overlap, so the only range that can overlap `ports` is the last one
+    starting at or before its end: a lookup is a bisection, not a walk."""
+    index = bisect_right(held, ports.last, key=_start) - 1
+    if index < 0 or held[index].last < ports.first:
+        return None
+    overlap = PortRange(max(held[index].first, ports.first), min(held[index].last, ports.last))
+    return held[index].holder, overlap
 
-    # Held ranges never overlap, so the only range that can overlap a claim is the last one
-    # starting at or before the claim's end: a lookup is a bisection, not a walk.
+
+def _cover(held: list[_Held], ports: PortRange, holder: Draft) -> None:
+    """Add the parts of `ports` not held yet (by `holder`): the list stays disjoint."""
+    index = max(bisect_right(held, ports.first, key=_start) - 1, 0)
+    gaps, start = [], ports.first
+    for piece in held[index:]:
+        if piece.first > ports.last:
+            break
+        if piece.last < start:
+            continue
+        if piece.first > start:
+            gaps.append(_Held(start, piece.first - 1, holder))
+        start = piece.last + 1
+    if start <= ports.last:
+        gaps.append(_Held(start, ports.last, holder))
+    for gap in gaps:
+        insort(held, gap, key=_start)
+
+
+class ClaimBook:
+    """The ports taken so far, per qube, side, family and proto: the DNATs' ranges and the
+    accepts' union, each a sorted list of disjoint ranges."""
 
     def __init__(self) -> None:
-        self._held: dict[tuple[QubeName, str, int, str], list[_Held]] = {}
+        self._dnats: dict[tuple[QubeName, str, int, str], list[_Held]] = {}
+        self._accepts: dict[tuple[QubeName, str, int, str], list[_Held]] = {}
 
     def holder_of(self, claim: Claim) -> tuple[Draft, PortRange] | None:
         """The forward already holding part of `claim`, with the overlapping ports."""
-        held = self._held.get(_where(claim), [])
-        index = bisect_right(held, claim.ports.last, key=_start) - 1
-        if index < 0 or held[index].last < claim.ports.first:
-            return None
-        overlap = PortRange(
-            max(held[index].first, claim.ports.first), min(held[index].last, claim.ports.last)
-        )
-        return held[index].holder, overlap
+        found = _holder_in(self._dnats.get(_where(claim), []), claim.ports)
+        if found is None and not claim.shared:
+            found = _holder_in(self._accepts.get(_where(claim), []), claim.ports)
+        return found
 
     def take(self, claims: Iterable[Claim], holder: Draft) -> None:
         for claim in claims:
-            held = self._held.setdefault(_where(claim), [])
-            insort(held, _Held(claim.ports.first, claim.ports.last, holder), key=_start)
+            if claim.shared:
+                _cover(self._accepts.setdefault(_where(claim), []), claim.ports, holder)
+            else:
+                held = self._dnats.setdefault(_where(claim), [])
+                insort(held, _Held(claim.ports.first, claim.ports.last, holder), key=_start)
 
 
 def settle(drafts_oldest_first: Iterable[Draft]) -> list[tuple[ForwardPlan, Draft]]:
