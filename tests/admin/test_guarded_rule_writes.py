@@ -1,5 +1,6 @@
 """Guarded rule-list writes: interleavings of two writers step by step, through the service."""
 
+import secrets
 import time
 
 import pytest
@@ -23,9 +24,14 @@ RULE_B = "action=accept dst4=198.51.100.2/32 proto=tcp dstports=443-443"
 RULE_C = "action=drop dst4=198.51.100.3/32"
 
 
-def _guard(service: RunningService, read: list[str], new: list[str], at: float | None = None):
+def _guard(
+    service: RunningService, read: list[str], new: list[str], at: float | None = None
+) -> str:
+    """A guard as one writer sets it; its feature name."""
     revision = BaseRevision(digest(rules_text(read)), time.time() if at is None else at)
-    service.client().set_feature("work", feature_name(rules_text(new)), revision.format())
+    name = feature_name(rules_text(new), secrets.token_hex(4))
+    service.client().set_feature("work", name, revision.format())
+    return name
 
 
 def test_a_write_from_a_stale_read_is_refused_and_changes_nothing(service: RunningService) -> None:
@@ -45,18 +51,34 @@ def test_a_write_from_a_stale_read_is_refused_and_changes_nothing(service: Runni
 def test_two_writers_computing_the_same_list_cannot_undo_a_third(
     service: RunningService,
 ) -> None:
-    """The second identical Set after a third writer's change is refused: guards stay."""
+    """The second identical Set after a third writer's change is refused: guards are per writer."""
     client = service.client()
     read = client.firewall_get("work")
-    _guard(service, read, [*read, RULE_A])
+    first = _guard(service, read, [*read, RULE_A])
     _guard(service, read, [*read, RULE_A])
     client.firewall_set("work", [*read, RULE_A])
+    client.remove_feature("work", first)
     third_read = client.firewall_get("work")
-    _guard(service, third_read, [*third_read, RULE_C])
+    third = _guard(service, third_read, [*third_read, RULE_C])
     client.firewall_set("work", [*third_read, RULE_C])
+    client.remove_feature("work", third)
     with pytest.raises(QubesdError):
         client.firewall_set("work", [*read, RULE_A])
     assert client.firewall_get("work") == [*read, RULE_A, RULE_C]
+
+
+def test_a_stock_write_of_a_list_a_finished_writer_sent_is_not_refused(
+    service: RunningService,
+) -> None:
+    """Guards live only while their writer works: a later unguarded Set is plain stock."""
+    client = service.client()
+    read = client.firewall_get("work")
+    update_rules(client, "work", lambda lines: [*lines, RULE_A])
+    update_rules(client, "work", lambda lines: [line for line in lines if line != RULE_A])
+    client.firewall_set("work", [RULE_B])
+    client.firewall_set("work", read)  # the very list the second writer sent
+    assert client.firewall_get("work") == read
+    assert not [f for f in client.list_features("work") if f.startswith(FEATURE_PREFIX)]
 
 
 def test_unguarded_sets_keep_stock_behaviour(service: RunningService) -> None:
@@ -89,12 +111,12 @@ def test_stale_guards_are_the_old_or_unreadable_ones() -> None:
     old = BaseRevision(digest("a\n"), now - STALE_AFTER - 1).format()
     features = {
         "ipv6": "1",
-        feature_name("fresh"): fresh,
-        feature_name("old"): old,
-        feature_name("junk"): "junk",
+        feature_name("fresh", "1"): fresh,
+        feature_name("old", "2"): old,
+        feature_name("junk", "3"): "junk",
     }
     assert sorted(stale_guards(features, now)) == sorted(
-        [feature_name("old"), feature_name("junk")]
+        [feature_name("old", "2"), feature_name("junk", "3")]
     )
 
 
@@ -108,6 +130,6 @@ def test_a_guard_set_late_is_dropped_at_once(service: RunningService) -> None:
 def test_a_malformed_guard_is_refused(service: RunningService) -> None:
     client = service.client()
     with pytest.raises(QubesdError) as bad:
-        client.set_feature("work", feature_name("x"), "not a revision")
+        client.set_feature("work", feature_name("x", "1"), "not a revision")
     assert bad.value.message.startswith("portfwd-firewall-base: expected")
-    assert feature_name("x") not in client.list_features("work")
+    assert feature_name("x", "1") not in client.list_features("work")

@@ -7,7 +7,7 @@ from ..model.firewall_revision import (
     FEATURE_PREFIX,
     BaseRevision,
     digest,
-    feature_name,
+    guard_prefix,
     is_stale,
 )
 from .errors import AdminError
@@ -20,23 +20,25 @@ class PortfwdRulesChanged(AdminError):
 
 
 def check_guarded_set(features: Mapping[str, str], new_text: str, current_text: str) -> None:
-    """Refuse a Set whose writer read another list than `current_text`; unguarded ones pass.
+    """Refuse a Set whose guards were all written from another list than `current_text`.
 
-    A guard is not consumed by its Set: a second writer that computed the same list from the
-    same read must be refused too once the first one changed the list.
+    A Set with no guard is a stock writer's and passes. One guard written from the current
+    list is enough: that writer's result keeps every change it read.
     """
-    untrusted_value = features.get(feature_name(new_text))
-    if untrusted_value is None:
-        return
-    try:
-        read = BaseRevision.parse(untrusted_value).base
-    except ValidationError:
-        read = ""
-    if read != digest(current_text):
+    prefix = guard_prefix(new_text)
+    read = [_read_base(v) for n, v in features.items() if n.startswith(prefix)]
+    if read and digest(current_text) not in read:
         raise PortfwdRulesChanged(
             "rules: the list changed since it was read (another writer); nothing was stored:"
             " read it again and retry"
         )
+
+
+def _read_base(untrusted_value: str) -> str:
+    try:
+        return BaseRevision.parse(untrusted_value).base
+    except ValidationError:
+        return ""
 
 
 def stale_guards(features: Mapping[str, str], now: float) -> list[str]:

@@ -1,11 +1,13 @@
 """Change a qube's rule list without losing a concurrent change (model/firewall_revision.py).
 
-Read the list, compute the new one, say which list was read (a guard feature), then Set; a
-Set refused because the list changed meanwhile is retried from a fresh read, a bounded
-number of times.
+Read the list, compute the new one, say which list was read (a guard feature), Set, then
+remove the guard; a Set refused because the list changed meanwhile is retried from a fresh
+read, a bounded number of times.
 """
 
+import contextlib
 import random
+import secrets
 import time
 from collections.abc import Callable
 
@@ -31,7 +33,7 @@ def update_rules(client: AdminClient, qube: str, edit: Edit) -> list[str]:
         read = rules_text(lines)
         new_lines = [line for line in edit(list(lines)) if line.strip()]
         new_text = rules_text(new_lines)
-        guard = feature_name(new_text)
+        guard = feature_name(new_text, secrets.token_hex(4))
         client.set_feature(qube, guard, BaseRevision(digest(read), time.time()).format())
         try:
             client.firewall_set(qube, new_lines)
@@ -41,6 +43,10 @@ def update_rules(client: AdminClient, qube: str, edit: Edit) -> list[str]:
             # Another writer won this round; back off a little so rounds do not collide again.
             time.sleep(random.uniform(0, min(_MAX_BACKOFF, 0.005 * 2 ** min(attempt, 6))))
             continue
+        finally:
+            # Left behind (a dead writer), the service drops it once it is stale.
+            with contextlib.suppress(QubesdError, ConnectionError):
+                client.remove_feature(qube, guard)
         return new_lines
     raise ValidationError(
         "rules", f"{qube}'s list changed under {MAX_ATTEMPTS} attempts in a row; nothing stored"

@@ -2,10 +2,11 @@
 
 `admin.vm.firewall.Set` replaces a qube's whole list and takes no argument, so a writer that
 read the list first says which list it read by setting the feature
-`portfwd-firewall-base.<digest of the list it sends>` = `<digest of the list it read> <time>`
-just before the Set. The service, seeing a Set whose list has such a feature, refuses it
-when the current list is not the one that writer read: a concurrent change is detected, not
-overwritten. Writers that set no feature (stock tools) keep stock behaviour.
+`portfwd-firewall-base.<digest of the list it sends>.<nonce>` = `<digest of the list it
+read> <time>` just before the Set, and removes it after. The service, seeing a Set whose list
+has such features, refuses it unless one of them was written from the current list: a
+concurrent change is detected, not overwritten. Writers that set none (stock tools) keep
+stock behaviour. The nonce keeps two writers that send the same list from sharing a guard.
 """
 
 import hashlib
@@ -19,7 +20,7 @@ FEATURE_PREFIX = "portfwd-firewall-base."
 # A writer that died between its feature and its Set leaves the feature; older ones are dropped.
 STALE_AFTER = 300.0
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-_NAME_DIGEST_LEN = 32
+_NAME_DIGEST_LEN = 24
 
 
 def rules_text(lines: Iterable[str]) -> str:
@@ -31,9 +32,14 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("ascii", errors="replace")).hexdigest()
 
 
-def feature_name(new_text: str) -> str:
-    """The feature naming a guarded Set by the list it will send."""
-    return FEATURE_PREFIX + digest(new_text)[:_NAME_DIGEST_LEN]
+def guard_prefix(new_text: str) -> str:
+    """The start of every guard naming a Set of this list."""
+    return f"{FEATURE_PREFIX}{digest(new_text)[:_NAME_DIGEST_LEN]}."
+
+
+def feature_name(new_text: str, nonce: str) -> str:
+    """One writer's guard for a Set of this list."""
+    return guard_prefix(new_text) + nonce
 
 
 @dataclass(frozen=True)

@@ -85,5 +85,5 @@ async def feature_remove(service: Service, request: Request) -> bytes:
         features = {k: v for k, v in topology[qube].features.items() if k != name}
         return topology.replace_qube(topology[qube].with_changes(features=features))
 
-    await service.change_topology(change)
+    await service.change_topology(change, publish=not name.startswith(GUARD_PREFIX))
     return b""
