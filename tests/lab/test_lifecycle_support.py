@@ -17,7 +17,6 @@ from qubes_portfwd.lab.builder import Lab
 CLI_TIMEOUT = 60.0
 LISTEN_TIMEOUT = 5.0
 COME_BACK_TIMEOUT = 20.0  # restarts: the admin re-plans every second, hop level by level
-CUT_DEADLINE = 1.2  # "within one second", polled with a little slack
 ABORT_TIMEOUT = 5.0  # the stream client notices a dead connection by TCP_USER_TIMEOUT
 USER_TIMEOUT_MS = 200
 
