@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from qubes_lab.entry_store import STATUS_APPLIED, STATUS_FILE, EntryStore
 from qubes_portfwd.client import ForwardState, HopState
-from qubes_portfwd.lab.entry_store import STATUS_APPLIED, STATUS_FILE, EntryStore
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.topology import Topology
 

@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
-from qubes_portfwd.lab.builder import Lab
 
 from .chain import REPO_ROOT, probe_argv
 from .processes import BenchError, ProcessSet, wait_until

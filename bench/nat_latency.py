@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from qubes_portfwd.lab import processes as lab_processes
-from qubes_portfwd.lab import provider_miniupnpd, state
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab import processes as lab_processes
+from qubes_lab import provider_miniupnpd, state
+from qubes_lab.builder import Lab
 
 from .chain import REPO_ROOT, probe_argv
 from .lab_session import LabSession, Prober

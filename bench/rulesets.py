@@ -10,10 +10,10 @@ other forward's rules before reaching it.
 from collections.abc import Sequence
 from enum import StrEnum
 
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.model.entries import DnatHop, Hop, parse_hop
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import OwnedJumps
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
 
 from .layout import (
     EDGE_LAN,

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from qubes_portfwd.lab.topology_file import load_lab_spec
+from qubes_lab.topology_file import load_lab_spec
 
 from . import (
     breakdown,

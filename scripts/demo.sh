@@ -29,7 +29,7 @@ if [[ -t 1 ]]; then BOLD=$'\e[1m' PLAIN=$'\e[0m'; else BOLD="" PLAIN=""; fi
 say() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 shown() { printf '$ %s\n' "$*"; }
 
-qubes-lab() { "$PYTHON" -m qubes_portfwd.lab --lab "$DEMO_LAB" "$@"; }
+qubes-lab() { "$PYTHON" -m qubes_lab --lab "$DEMO_LAB" "$@"; }
 qvm-portfwd() { "$PYTHON" -m qubes_portfwd.cli.qvm_portfwd "$@"; }
 
 # Ends one process by PID: SIGTERM, a bounded wait, then SIGKILL.

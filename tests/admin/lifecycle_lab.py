@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from qubes_lab.builder import Lab
+from qubes_lab.tools import module_of
 from qubes_portfwd.client import AdminClient, ForwardState, ForwardStatus, HopState
-from qubes_portfwd.lab.builder import Lab
 
 CLI_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 1.0
@@ -28,7 +29,7 @@ class LabUser:
         """A CLI in its own process, talking to the lab's admin service."""
         env = {**os.environ, "QUBESD_SOCKET": str(self.lab.admin_socket)}
         return subprocess.run(
-            [sys.executable, "-m", f"qubes_portfwd.cli.{tool}", *argv],
+            [sys.executable, "-m", module_of(tool), *argv],
             env=env,
             capture_output=True,
             text=True,

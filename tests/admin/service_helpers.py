@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qubes_lab.entry_store import EntryStore, StoreTimeout
 from qubes_portfwd.admin import launcher
 from qubes_portfwd.admin.__main__ import build_service, parse_args
 from qubes_portfwd.admin.server import Server
 from qubes_portfwd.admin.service import Service
 from qubes_portfwd.admin.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
-from qubes_portfwd.lab.entry_store import EntryStore, StoreTimeout
 from qubes_portfwd.model.topology import Qube, Topology
 
 BOOT_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"

@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
+from qubes_lab.tools import module_of
 
 from .lifecycle_lab import CLI_TIMEOUT, LabUser, lab_named
 
@@ -38,7 +39,7 @@ def user(writers_lab: Lab) -> Iterator[LabUser]:
 def _start(lab: Lab, tool: str, *argv: str) -> subprocess.Popen[str]:
     env = {**os.environ, "QUBESD_SOCKET": str(lab.admin_socket)}
     return subprocess.Popen(
-        [sys.executable, "-m", f"qubes_portfwd.cli.{tool}", *argv],
+        [sys.executable, "-m", module_of(tool), *argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

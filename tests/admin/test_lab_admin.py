@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient, ForwardState, ForwardStatus, HopState
-from qubes_portfwd.lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -3,10 +3,10 @@
 import asyncio
 from pathlib import Path
 
+from qubes_lab.entry_store import EntryStore
 from qubes_portfwd.admin.publisher import Publisher, PublishReport
 from qubes_portfwd.admin.service import Service
 from qubes_portfwd.admin.state import HostState
-from qubes_portfwd.lab.entry_store import EntryStore
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.planner import Plan
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from qubes_lab.entry_store import Status
 from qubes_portfwd.admin.publisher import Snapshot
 from qubes_portfwd.admin.status_view import forward_status
-from qubes_portfwd.lab.entry_store import Status
 from qubes_portfwd.model.forward_status import ForwardState as ShownState
 from qubes_portfwd.model.forward_status import HopState
 from qubes_portfwd.model.rule import ForwardRule, forward_id

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.lab.entry_store import EntryStore, StoreTimeout
+from qubes_lab.entry_store import EntryStore, StoreTimeout
 
 WRITERS = 4
 WRITES_EACH = 25

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
+from qubes_lab.tools import module_of
 
 pytestmark = pytest.mark.lab
 
@@ -33,7 +34,7 @@ class LabWithService:
         """Run a CLI as a user does: its own process, talking to the lab's admin service."""
         env = {**os.environ, "QUBESD_SOCKET": str(self.socket_path)}
         return subprocess.run(
-            [sys.executable, "-m", f"qubes_portfwd.cli.{tool}", *argv],
+            [sys.executable, "-m", module_of(tool), *argv],
             env=env,
             capture_output=True,
             text=True,

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.cli import qvm_firewall, qvm_portfwd, qvm_prefs
+from qubes_lab.tools import qvm_firewall, qvm_prefs
+from qubes_portfwd.cli import qvm_portfwd
 from qubes_portfwd.client import AdminClient
 
 Capture = pytest.CaptureFixture[str]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.cli import qvm_firewall, qvm_portfwd
+from qubes_lab.tools import qvm_firewall
+from qubes_portfwd.cli import qvm_portfwd
 from qubes_portfwd.client import AdminClient
 
 from .test_cli_service import Capture, error_of, run

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.model.entries import (
     FirewallEntry,
     Hop,
@@ -27,7 +28,6 @@ from qubes_portfwd.model.entries import (
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
 from strategies import accept_hops, dnat_hops, firewall_entries
 
 from .seeds import SEEDS

@@ -20,13 +20,13 @@ from PySide6.QtWidgets import QDialogButtonBox, QMessageBox, QWidget
 from pytestqt.qtbot import QtBot
 
 from admin.lifecycle_lab import LabUser
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient, ForwardState, HopState
 from qubes_portfwd.gui.forward_form import OUTSIDE_PORTS, SOURCES
 from qubes_portfwd.gui.overview_window import OverviewWindow
 from qubes_portfwd.gui.path_widget import path_steps
 from qubes_portfwd.gui.prompt_window import PromptWindow
 from qubes_portfwd.gui.settings_window import SettingsWindow
-from qubes_portfwd.lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 CONNECT_TIMEOUT = 1.0  # seconds; every negative attempt costs this much
 LISTEN_TIMEOUT = 5.0

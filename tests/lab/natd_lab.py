@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
-from qubes_portfwd.lab.builder import Lab
 
 CLIENT_TIMEOUT = "20"
 READY_TIMEOUT = 10.0

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 
 from admin.lifecycle_lab import LabUser, echo_server, wait_until
-from qubes_portfwd.lab import processes
-from qubes_portfwd.lab.state import LabState
+from qubes_lab import processes
+from qubes_lab.state import LabState
 
 LAB_TIMEOUT = 300.0  # a full rebuild on a loaded 2-vCPU machine; only a bound
 TIMEOUT = 20.0
@@ -29,7 +29,7 @@ class Stored:
 def qubes_lab(user: LabUser, *argv: str) -> subprocess.CompletedProcess[str]:
     """`qubes-lab --lab NAME …` in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "qubes_portfwd.lab", "--lab", user.lab.name, *argv],
+        [sys.executable, "-m", "qubes_lab", "--lab", user.lab.name, *argv],
         capture_output=True,
         text=True,
         timeout=LAB_TIMEOUT,

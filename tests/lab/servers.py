@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 LISTEN_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 1.0  # seconds; every attempt that must fail costs this much

@@ -22,7 +22,7 @@ from test_agent_support import (
     server,
 )
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

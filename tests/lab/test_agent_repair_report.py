@@ -27,8 +27,8 @@ from test_agent_service import (  # noqa: F401 (netns is a fixture)
     poll,
 )
 
-from qubes_portfwd.lab.entry_store import EntryStore
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
+from qubes_lab.entry_store import EntryStore
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 
 pytestmark = pytest.mark.lab
 

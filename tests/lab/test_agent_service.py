@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.lab.entry_store import EntryStore
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
+from qubes_lab.entry_store import EntryStore
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 
 pytestmark = pytest.mark.lab
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from servers import CLIENT
 
-from qubes_portfwd.lab.builder import Lab
-from qubes_portfwd.lab.entry_store import Status
+from qubes_lab.builder import Lab
+from qubes_lab.entry_store import Status
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.planner import Plan, plan

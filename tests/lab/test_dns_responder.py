@@ -6,7 +6,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.lab.dns_responder import answer, parse_records
+from qubes_lab.dns_responder import answer, parse_records
 
 RECORDS = parse_records(["server.lab.test=198.51.100.80", "server.lab.test=2001:db8:0:2::80"])
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from labnet import connect, peer_echo_server
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient, ForwardState, HopState
-from qubes_portfwd.lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from servers import ask, peer_server, wait_for
 
+from qubes_lab import state
+from qubes_lab.builder import Lab
+from qubes_lab.nft_inspect import LiveRules, inspect_ruleset
 from qubes_portfwd.admin.access import qube_socket_path
 from qubes_portfwd.client import AdminClient, HopState
-from qubes_portfwd.lab import state
-from qubes_portfwd.lab.builder import Lab
-from qubes_portfwd.nft.inspect import LiveRules, inspect_ruleset
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from labnet import connect, peer_echo_server
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -127,7 +127,7 @@ def test_the_provider_side_reaches_sys_vpn_tunnel_address_when_allowed(lab: Lab)
 
 
 def test_exec_runs_in_the_qube_and_returns_its_status(lab: Lab) -> None:
-    cli = [sys.executable, "-m", "qubes_portfwd.lab", "--lab", lab.name, "exec"]
+    cli = [sys.executable, "-m", "qubes_lab", "--lab", lab.name, "exec"]
     shown = subprocess.run(
         [*cli, "work", "--", "ip", "-br", "addr", "show", "eth0"],
         capture_output=True,

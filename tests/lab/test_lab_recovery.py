@@ -18,7 +18,7 @@ from recovery_lab import (
 )
 
 from admin.lifecycle_lab import LabUser, lab_named
-from qubes_portfwd.lab import netns, processes, provider_natpmp, tunnel_keeper
+from qubes_lab import netns, processes, provider_natpmp, tunnel_keeper
 
 pytestmark = pytest.mark.lab
 

@@ -13,9 +13,9 @@ import pytest
 from recovery_lab import PERSONAL_IP, assert_kept, qubes_lab, store_state
 
 from admin.lifecycle_lab import LabUser
-from qubes_portfwd.lab import netns
-from qubes_portfwd.lab.builder import Lab
-from qubes_portfwd.lab.state import load
+from qubes_lab import netns
+from qubes_lab.builder import Lab
+from qubes_lab.state import load
 
 pytestmark = pytest.mark.lab
 
@@ -84,7 +84,7 @@ def test_up_twice_then_down_leaves_the_host_as_before(fresh_lab: Lab) -> None:
 def test_down_cleans_up_after_up_was_killed_halfway(fresh_lab: Lab) -> None:
     before = _host_snapshot()
     up = subprocess.Popen(
-        [sys.executable, "-m", "qubes_portfwd.lab", "--lab", fresh_lab.name, "up"],
+        [sys.executable, "-m", "qubes_lab", "--lab", fresh_lab.name, "up"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -103,7 +103,7 @@ def test_down_cleans_up_after_up_was_killed_halfway(fresh_lab: Lab) -> None:
         up.wait(timeout=10)
     assert _traces_of(fresh_lab.name)
     result = subprocess.run(
-        [sys.executable, "-m", "qubes_portfwd.lab", "--lab", fresh_lab.name, "down", "--purge"],
+        [sys.executable, "-m", "qubes_lab", "--lab", fresh_lab.name, "down", "--purge"],
         timeout=60,
     )
     assert result.returncode == 0

@@ -1,9 +1,9 @@
 """Qubes' layout as the lab writes it: checked against Qubes' vif-route-qubes and setup-ip."""
 
-from qubes_portfwd.lab.layout import qube_setup, qube_veths
-from qubes_portfwd.lab.outside import outside_addresses, outside_veths
-from qubes_portfwd.lab.qubesdb_keys import default_firewall_keys, static_keys
-from qubes_portfwd.lab.topology_file import load_lab_spec
+from qubes_lab.layout import qube_setup, qube_veths
+from qubes_lab.outside import outside_addresses, outside_veths
+from qubes_lab.qubesdb_keys import default_firewall_keys, static_keys
+from qubes_lab.topology_file import load_lab_spec
 
 SPEC = load_lab_spec()
 TOPO = SPEC.topology

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, web_server
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

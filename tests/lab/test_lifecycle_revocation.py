@@ -19,7 +19,7 @@ from test_lifecycle_support import (
     sink,
 )
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, web_server
 
+from qubes_lab.builder import Lab
+from qubes_lab.nft_inspect import LiveRules, expected_rules, inspect_ruleset
+from qubes_lab.qubes_base import base_ruleset
+from qubes_lab.restart import base_params
 from qubes_portfwd.agent.owned import owned_fingerprint
-from qubes_portfwd.lab.builder import Lab
-from qubes_portfwd.lab.restart import base_params
 from qubes_portfwd.model.entries import parse_hop
-from qubes_portfwd.nft.inspect import LiveRules, expected_rules, inspect_ruleset
-from qubes_portfwd.nft.qubes_base import base_ruleset
 
 pytestmark = pytest.mark.lab
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from servers import background
 
+from qubes_lab.builder import Lab
+from qubes_lab.tools import module_of
 from qubes_portfwd.client.admin_client import AdminClient
-from qubes_portfwd.lab.builder import Lab
 
 CLI_TIMEOUT = 60.0
 LISTEN_TIMEOUT = 5.0
@@ -56,7 +57,7 @@ class Env:
         """Run a qvm-* CLI as a user does; its stdout (fails the test on a non-zero exit)."""
         env = {**os.environ, "QUBESD_SOCKET": str(self.lab.admin_socket)}
         done = subprocess.run(
-            [sys.executable, "-m", f"qubes_portfwd.cli.{tool}", *argv],
+            [sys.executable, "-m", module_of(tool), *argv],
             env=env,
             capture_output=True,
             text=True,

@@ -17,7 +17,7 @@ from natd_lab import (
     wait_fetch,
 )
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

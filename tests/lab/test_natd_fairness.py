@@ -14,8 +14,8 @@ import pytest
 from natd_lab import UPNP_RE, NatLab
 from servers import background, wait_for
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.admin import pending as pending_table
-from qubes_portfwd.lab.builder import Lab
 from qubes_portfwd.natd.upnp_soap import CONTROL_PATH
 
 pytestmark = pytest.mark.lab

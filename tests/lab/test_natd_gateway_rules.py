@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from natd_lab import POLL, UPNP_RE, NatLab, fetch, tcp_server, wait_fetch
 
-from qubes_portfwd.lab.builder import Lab
-from qubes_portfwd.lab.entry_store import EntryStore
+from qubes_lab.builder import Lab
+from qubes_lab.entry_store import EntryStore
 
 pytestmark = pytest.mark.lab
 

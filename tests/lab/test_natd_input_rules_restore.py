@@ -9,7 +9,7 @@ import pytest
 from natd_lab import NatLab
 from servers import wait_for
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 from qubes_portfwd.natd import input_rules
 
 pytestmark = pytest.mark.lab

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from natd_lab import natd, tcp_server, wait_fetch
 
+from qubes_lab import provider_natpmp, tunnel_keeper
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
-from qubes_portfwd.lab import provider_natpmp, tunnel_keeper
-from qubes_portfwd.lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

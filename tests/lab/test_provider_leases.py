@@ -5,7 +5,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.lab.provider_leases import (
+from qubes_lab.provider_leases import (
     ClientPort,
     Grant,
     ProviderTable,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 from servers import PEER_SERVER, ask, peer_server, serving, wait_for
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient, ForwardState, HopState
-from qubes_portfwd.lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -60,7 +60,7 @@ class Env:
     def qvm_prefs(self, *argv: str) -> None:
         env = {**os.environ, "QUBESD_SOCKET": str(self.lab.admin_socket)}
         done = subprocess.run(
-            [sys.executable, "-m", "qubes_portfwd.cli.qvm_prefs", *argv],
+            [sys.executable, "-m", "qubes_lab.tools.qvm_prefs", *argv],
             env=env,
             capture_output=True,
             text=True,
@@ -143,7 +143,7 @@ def test_no_netvm_detaches_the_qube_and_a_netvm_attaches_it_again(env: Env) -> N
 
 
 def test_reattach_by_hand_leaves_a_qube_already_behind_its_netvm_alone(env: Env) -> None:
-    argv = [sys.executable, "-m", "qubes_portfwd.lab", "--lab", env.lab.name, "reattach", "work"]
+    argv = [sys.executable, "-m", "qubes_lab", "--lab", env.lab.name, "reattach", "work"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "work: already behind sys-firewall"

@@ -3,9 +3,9 @@ sets are refilled, its gateway keys follow the new netvm."""
 
 import pytest
 
-from qubes_portfwd.lab.outside import outside_addresses
-from qubes_portfwd.lab.reattach import plan_reattach
-from qubes_portfwd.lab.topology_file import load_lab_spec
+from qubes_lab.outside import outside_addresses
+from qubes_lab.reattach import plan_reattach
+from qubes_lab.topology_file import load_lab_spec
 from qubes_portfwd.model.errors import ValidationError
 
 SPEC = load_lab_spec(None)

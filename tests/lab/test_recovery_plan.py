@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab import dom0_state, recovery
+from qubes_lab.layout import netns_name
+from qubes_lab.outside import OUTSIDE_HOSTS
+from qubes_lab.processes import TrackedProcess, option
+from qubes_lab.state import LabState
+from qubes_lab.status import collect_status
+from qubes_lab.topology_file import default_topology_text, load_lab_spec
 from qubes_portfwd.admin.topology_json import topology_to_json
-from qubes_portfwd.lab import dom0_state, recovery
-from qubes_portfwd.lab.layout import netns_name
-from qubes_portfwd.lab.outside import OUTSIDE_HOSTS
-from qubes_portfwd.lab.processes import TrackedProcess, option
-from qubes_portfwd.lab.state import LabState
-from qubes_portfwd.lab.status import collect_status
-from qubes_portfwd.lab.topology_file import default_topology_text, load_lab_spec
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
 

@@ -19,7 +19,7 @@ import pytest
 from servers import ask, background, peer_server, wait_for
 from test_lifecycle_support import Env, flow_present, read_line
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

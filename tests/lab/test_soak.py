@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from qubes_lab.builder import Lab
+from qubes_lab.nft_inspect import LiveRules, expected_rules, inspect_ruleset
 from qubes_portfwd.client import AdminClient, ForwardState, ForwardStatus, QubesdError
-from qubes_portfwd.lab.builder import Lab
 from qubes_portfwd.model.entries import AcceptHop, DnatHop, Hop
 from qubes_portfwd.model.rule import ForwardRule
 from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.model.topology import Topology
-from qubes_portfwd.nft.inspect import LiveRules, expected_rules, inspect_ruleset
 
 pytestmark = pytest.mark.lab
 

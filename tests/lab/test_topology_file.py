@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from qubes_portfwd.lab.topology_file import default_topology_text, load_lab_spec, load_lab_spec_text
+from qubes_lab.topology_file import default_topology_text, load_lab_spec, load_lab_spec_text
 from qubes_portfwd.model.errors import ValidationError
 
 MINIMAL = """

@@ -23,8 +23,8 @@ from vpn_lease import (
     wait_for,
 )
 
-from qubes_portfwd.lab import provider_natpmp, tunnel_keeper
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab import provider_natpmp, tunnel_keeper
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 

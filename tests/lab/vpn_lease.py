@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qubes_portfwd.lab.builder import Lab
+from qubes_lab.builder import Lab
 
 CLI_TIMEOUT = 60.0
 FORWARD_PORT = 80  # the forward's port on the tunnel interface

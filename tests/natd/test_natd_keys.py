@@ -1,7 +1,7 @@
 """dom0 tells a qube that its netvm runs natd: exactly where the lab starts natd."""
 
-from qubes_portfwd.lab.qubesdb_keys import NATD_GATEWAY_SERVICE_KEY, serves_app_qubes, static_keys
-from qubes_portfwd.lab.topology_file import load_lab_spec
+from qubes_lab.qubesdb_keys import NATD_GATEWAY_SERVICE_KEY, serves_app_qubes, static_keys
+from qubes_lab.topology_file import load_lab_spec
 
 TOPO = load_lab_spec().topology
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
+from qubes_lab.nft_inspect import LiveDnat, LiveRules, expected_rules, inspect_ruleset
+from qubes_lab.qubes_base import BaseParams, base_ruleset
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
-from qubes_portfwd.nft.inspect import LiveDnat, LiveRules, expected_rules, inspect_ruleset
 from qubes_portfwd.nft.owned import parse_owned_jumps
-from qubes_portfwd.nft.qubes_base import BaseParams, base_ruleset
 
 from .helpers import accept, dnat
 from .lab import nft

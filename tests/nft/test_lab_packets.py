@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
 
 from .helpers import accept, dnat, firewall
 from .lab import nft, run, wait_until

@@ -4,9 +4,9 @@ import ipaddress
 
 import pytest
 
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
 
 from .helpers import accept, firewall, many_forwards
 from .lab import nft, rule_counts

@@ -2,7 +2,7 @@
 
 import ipaddress
 
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 
 
 def chain_body(script: str, table: str, chain: str) -> list[str]:

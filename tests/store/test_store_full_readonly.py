@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab.entry_store import EntryStore
 from qubes_portfwd.admin import launcher
 from qubes_portfwd.client import QubesdError
-from qubes_portfwd.lab.entry_store import EntryStore
 from qubes_portfwd.store.atomic_file import temp_files
 
 from .admind_process import TARGET, AdmindFiles, filter_lines, forward_line, kill_hard

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.lab.entry_store import EntryStore
-from qubes_portfwd.lab.provider_leases import ProviderTable
-from qubes_portfwd.lab.provider_natpmp import ProviderResponder
+from qubes_lab.entry_store import EntryStore
+from qubes_lab.provider_leases import ProviderTable
+from qubes_lab.provider_natpmp import ProviderResponder
 from qubes_portfwd.model.ports import PortRange
 from qubes_portfwd.natpmp import wire
 from qubes_portfwd.tunnel.keeper import LeaseKeeper

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qubes_lab.entry_store import EntryStore
+
 from ..defaults import DEFAULT_SOCKET
-from ..lab.entry_store import EntryStore
 from ..model.topology import Topology
 from . import platform_hook
 from .access import DEFAULT_ADMIN_GROUP
@@ -71,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def lab_sources(name: str) -> tuple[Topology, Path]:
     """The lab's topology and state dir (the lab keeps its entry stores under qubesdb/)."""
-    from ..lab.builder import Lab  # only the lab mode needs it
+    from qubes_lab.builder import Lab  # only the lab mode needs it
 
     lab = Lab(name)
     return lab.topology, Path(lab.state_dir)

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..lab.entry_store import EntryStore, Status, StoreTimeout
+from qubes_lab.entry_store import EntryStore, Status, StoreTimeout
+
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from ..model.forward_status import REPAIRING
 from ..model.topology import Topology

@@ -6,7 +6,8 @@ import logging
 import signal
 import sys
 
-from ..lab.entry_store import EntryStore
+from qubes_lab.entry_store import EntryStore
+
 from .in_force import InForceRecord
 from .service import Agent
 

@@ -5,7 +5,8 @@ While it puts back rules its kernel lost, the entries it had applied read `repai
 
 from collections.abc import Iterable, Mapping
 
-from ..lab.entry_store import STATUS_APPLIED
+from qubes_lab.entry_store import STATUS_APPLIED
+
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from ..model.forward_status import REPAIRING
 from .entries import ParsedEntries

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from qubes_lab.entry_store import EntryStore
+
 from ..client import AdminClient
-from ..lab.entry_store import EntryStore
 from ..natpmp.wire import NATPMP_PORT
 from . import http_server, input_rules, ssdp
 from .dom0 import Dom0

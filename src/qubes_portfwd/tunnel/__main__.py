@@ -6,7 +6,8 @@ import ipaddress
 import logging
 import signal
 
-from ..lab.entry_store import EntryStore
+from qubes_lab.entry_store import EntryStore
+
 from ..natpmp import wire
 from .keeper import LeaseKeeper
 from .natpmp_client import NatPmpClient

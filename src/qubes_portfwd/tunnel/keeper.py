@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from ..lab.entry_store import EntryStore
+from qubes_lab.entry_store import EntryStore
+
 from ..natpmp import wire
 from . import leases as book
 from .leases import Lease, Map, Unmap

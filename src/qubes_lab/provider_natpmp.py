@@ -6,7 +6,7 @@ into an nft table of its own (public address:port -> client:private port). SIGUS
 every live mapping to a new public port, as providers do now and then; the client learns the
 new port at its next renewal.
 
-    python -m qubes_portfwd.lab.provider_natpmp --listen 100.64.0.1 --public 203.0.113.2 \\
+    python -m qubes_lab.provider_natpmp --listen 100.64.0.1 --public 203.0.113.2 \\
         --clients 100.64.0.0/24 [--lease 60] [--ports 40000-49999] [--ready FILE]
 """
 
@@ -25,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from ..model.errors import ValidationError
-from ..model.ports import PortRange, parse_port_range
-from ..natpmp import wire
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.ports import PortRange, parse_port_range
+from qubes_portfwd.natpmp import wire
+
 from . import netns, processes, state
 from .provider_leases import ProviderTable, dnat_ruleset, handle_mapping, rotated
 
@@ -183,7 +184,7 @@ def _ports(untrusted_value: str) -> PortRange:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qubes_portfwd.lab.provider_natpmp")
+    parser = argparse.ArgumentParser(prog="qubes_lab.provider_natpmp")
     parser.add_argument("--listen", required=True, type=ipaddress.IPv4Address)
     parser.add_argument("--public", required=True, type=ipaddress.IPv4Address)
     parser.add_argument("--clients", required=True, type=ipaddress.IPv4Network)
@@ -210,7 +211,7 @@ def start(lab: "Lab", lease: int = DEFAULT_LEASE) -> processes.TrackedProcess:
     ready = run_dir / f"{ROLE}.ready"
     ready.unlink(missing_ok=True)
     clients = ipaddress.IPv4Network(f"{a.provider_tunnel4}/{a.tunnel_prefix4}", strict=False)
-    argv = [sys.executable, "-m", "qubes_portfwd.lab.provider_natpmp"]
+    argv = [sys.executable, "-m", "qubes_lab.provider_natpmp"]
     argv += ["--listen", str(a.provider_tunnel4), "--public", str(a.provider_public4)]
     argv += ["--clients", str(clients), "--lease", str(lease), "--ready", str(ready)]
     process = _track(lab, ROLE, argv)

@@ -9,8 +9,8 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from ..model.ports import PortRange
-from ..natpmp import wire
+from qubes_portfwd.model.ports import PortRange
+from qubes_portfwd.natpmp import wire
 
 IPv4 = ipaddress.IPv4Address
 ChoosePort = Callable[[PortRange, frozenset[int]], int | None]  # None: every port is in use

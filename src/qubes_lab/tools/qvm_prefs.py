@@ -4,8 +4,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..client import AdminClient, PropertyValue, QubesdError
-from .reporting import EXIT_OK, CliParser, UsageError, run_reported
+from qubes_portfwd.cli.reporting import EXIT_OK, CliParser, UsageError, run_reported
+from qubes_portfwd.client import AdminClient, PropertyValue, QubesdError
 
 PROG = "qvm-prefs"
 # Qubes takes `none` for "no qube" in these properties and sends an empty value.

@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model.entries import DnatHop, Hop
-from ..model.errors import ValidationError
-from .forwards import FORWARD_SET, INPUT_SET, forward_elements, input_elements
-from .hairpin import HAIRPIN_MAP
-from .lookups import SHAPES, Shape
-from .syntax import BASE_TABLE, FAMILIES, NAT_TABLE, IPAddress
+from qubes_portfwd.model.entries import DnatHop, Hop
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.nft.forwards import FORWARD_SET, INPUT_SET, forward_elements, input_elements
+from qubes_portfwd.nft.hairpin import HAIRPIN_MAP
+from qubes_portfwd.nft.lookups import SHAPES, Shape
+from qubes_portfwd.nft.syntax import BASE_TABLE, FAMILIES, NAT_TABLE, IPAddress
 
 _FAMILIES = {"ip": 4, "ip6": 6}
 _ALL_SOURCES = {4: "0.0.0.0/0", 6: "::/0"}

@@ -3,7 +3,8 @@
 import sys
 from typing import TYPE_CHECKING
 
-from ..natpmp import wire
+from qubes_portfwd.natpmp import wire
+
 from . import processes, state
 
 if TYPE_CHECKING:

@@ -5,15 +5,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..client import AdminClient
-from ..client.guarded_update import update_rules
-from ..model.errors import ValidationError
-from ..model.rule import ForwardRule, Rule, forward_id
-from ..model.rule_text import format_rule, parse_rule
-from .firewall_table import firewall_rows
-from .reporting import EXIT_OK, CliParser, run_reported
-from .rule_words import rule_from_words
-from .table import format_table
+from qubes_portfwd.cli.firewall_table import firewall_rows
+from qubes_portfwd.cli.reporting import EXIT_OK, CliParser, run_reported
+from qubes_portfwd.cli.rule_words import rule_from_words
+from qubes_portfwd.cli.table import format_table
+from qubes_portfwd.client import AdminClient
+from qubes_portfwd.client.guarded_update import update_rules
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.rule import ForwardRule, Rule, forward_id
+from qubes_portfwd.model.rule_text import format_rule, parse_rule
 
 PROG = "qvm-firewall"
 DEFAULT_RULES = ("action=accept",)

@@ -11,7 +11,7 @@ same default-deny as on Qubes. Interface groups: uplink `eth0` is 1, `vif…` ar
 import ipaddress
 from dataclasses import dataclass
 
-from .syntax import addr_type, anonymous_set, elements_line, table_family
+from qubes_portfwd.nft.syntax import addr_type, anonymous_set, elements_line, table_family
 
 VIRTUAL_DNS = (ipaddress.IPv4Address("10.139.1.1"), ipaddress.IPv4Address("10.139.1.2"))
 

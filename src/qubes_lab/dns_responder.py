@@ -1,6 +1,6 @@
 """A tiny authoritative DNS responder (UDP and TCP, A and AAAA) for the lab's outside world.
 
-`python -m qubes_portfwd.lab.dns_responder --listen ADDR --record NAME=ADDR... [--ready FILE]`
+`python -m qubes_lab.dns_responder --listen ADDR --record NAME=ADDR... [--ready FILE]`
 Qubes' virtual DNS (10.139.1.1/2) is DNATed by the network qubes to it, so `specialtarget=dns`
 rules and dsthost names are tested end to end.
 """

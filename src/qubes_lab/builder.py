@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qubes_lab.qubes_base import base_ruleset
 from qubes_portfwd.admin.access import qube_socket_path
 from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
-from qubes_portfwd.nft.qubes_base import base_ruleset
 
 from . import dom0_state, host_lock, netns, processes, reattach, recovery, state, vpn
 from .daemons import AGENT_READY_TIMEOUT, LabDaemons

@@ -28,7 +28,7 @@ def reattach_command(lab: str) -> str:
 
     On Qubes, qubesd re-attaches a running qube's network itself; the lab does it here.
     """
-    argv = [sys.executable, "-m", "qubes_portfwd.lab", "--lab", lab, "reattach"]
+    argv = [sys.executable, "-m", "qubes_lab", "--lab", lab, "reattach"]
     return shlex.join(argv)
 
 
@@ -175,7 +175,7 @@ class LabDaemons:
         ready = self.state_dir / "run" / f"dns-{host}.ready"
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "qubes_portfwd.lab.dns_responder", "--listen", str(listen)]
+        argv = [sys.executable, "-m", "qubes_lab.dns_responder", "--listen", str(listen)]
         argv += ["--ready", str(ready)]
         for name, records in a.dns_records().items():
             argv += [arg for record in records for arg in ("--record", f"{name}={record}")]

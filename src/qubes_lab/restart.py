@@ -16,8 +16,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.model.topology import DNS_SERVERS4, Qube
-from qubes_portfwd.nft.qubes_base import BaseParams, Downstream, base_ruleset
 
 from . import netns, processes
 from .layout import (

@@ -13,9 +13,9 @@ carries out its namespace part.
 import dataclasses
 from dataclasses import dataclass
 
+from qubes_lab.qubes_base import BaseParams, base_ruleset
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Qube
-from qubes_portfwd.nft.qubes_base import BaseParams, base_ruleset
 
 from . import netns
 from .layout import UPLINK_IF, NamespaceSetup, Veth, netns_name
