@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from qubes_portfwd.admin.launcher import ServiceStartError
 from qubes_portfwd.model.errors import ValidationError
 
 from . import netns, recovery
+from .admin_launcher import ServiceStartError
 from .builder import Lab, LabNotUp
 
 PROG = "qubes-lab"

@@ -7,11 +7,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from qubes_portfwd.admin import launcher as admin_launcher
 from qubes_portfwd.admin.access import qube_socket_path
 from qubes_portfwd.model.topology import Topology
 
-from . import netns, processes, state, vpn
+from . import admin_launcher, netns, processes, state, vpn
 from .entry_store import EntryStore
 from .outside import LAN, PROVIDER, OutsideAddresses
 from .qubesdb_keys import serves_app_qubes

@@ -1,5 +1,7 @@
 """The lab's stand-in for QubesDB: one qube's key/value document on the host, with status.
 
+The lab's adapter of the product's port `qubes_portfwd.ports.qube_store`.
+
 A store is a directory holding `entries.json` (`{"generation": N, "entries": {...}}`) and
 `status.json` (what the qube's agent last applied). Writers hold an fcntl lock on `lock`
 so concurrent read-modify-write cycles never lose an update; files are replaced atomically
@@ -13,10 +15,14 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
+from qubes_portfwd.ports.qube_store import (  # noqa: F401  (re-exported for the lab)
+    NO_STATUS,
+    STATUS_APPLIED,
+    Status,
+    StoreTimeout,
+)
 from qubes_portfwd.store.atomic_file import write_atomically
 
 ENTRIES_FILE = "entries.json"
@@ -27,31 +33,6 @@ POLL_INTERVAL = 0.02  # seconds between stat() calls while waiting; cheap and we
 # A file rewritten within one coarse kernel tick at a recycled inode can keep its stat token,
 # so a wait also re-reads the document this often.
 FULL_READ_INTERVAL = 0.5
-STATUS_APPLIED = "applied"
-
-
-class StoreTimeout(TimeoutError):
-    """A bounded wait on the store ran out."""
-
-
-@dataclass(frozen=True)
-class Status:
-    """What an agent reported: the entries generation it handled and the outcome per key."""
-
-    handled: int
-    per_key: Mapping[str, str] = field(default_factory=dict)
-    error: str | None = None
-    updated: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "per_key", MappingProxyType(dict(self.per_key)))
-
-    @property
-    def failed_keys(self) -> dict[str, str]:
-        return {k: v for k, v in self.per_key.items() if v != STATUS_APPLIED}
-
-
-NO_STATUS = Status(handled=0)
 
 
 def _write_atomically(path: Path, document: object) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qubes_lab import admin_launcher as launcher
 from qubes_lab.entry_store import EntryStore, StoreTimeout
-from qubes_portfwd.admin import launcher
 from qubes_portfwd.admin.__main__ import build_service, parse_args
 from qubes_portfwd.admin.server import Server
 from qubes_portfwd.admin.service import Service

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin import launcher
+from qubes_lab import admin_launcher as launcher
 from qubes_portfwd.admin.access import qube_socket_path
 
 from .service_helpers import RunningService, make_service

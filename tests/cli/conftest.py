@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin import launcher
+from qubes_lab import admin_launcher as launcher
 from qubes_portfwd.admin.topology_json import topology_to_json
 from qubes_portfwd.model.topology import Qube, Topology
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qubes_portfwd.admin import launcher
+from qubes_lab import admin_launcher as launcher
 from qubes_portfwd.admin.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
 from qubes_portfwd.model.topology import Qube, Topology

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab import admin_launcher as launcher
 from qubes_lab.entry_store import EntryStore
-from qubes_portfwd.admin import launcher
 from qubes_portfwd.client import QubesdError
 from qubes_portfwd.store.atomic_file import temp_files
 

@@ -13,19 +13,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from qubes_lab.entry_store import EntryStore, Status, StoreTimeout
-
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from ..model.forward_status import REPAIRING
 from ..model.topology import Topology
 from ..planner import Plan
+from ..ports.qube_store import Dom0Side, Status, StoreTimeout
 
 OWNED_PREFIXES = (FORWARD_PREFIX, FIREWALL_PREFIX)
 APPLIED = "applied"
 
 log = logging.getLogger(__name__)
 
-StoreFor = Callable[[str], EntryStore]
+StoreFor = Callable[[str], Dom0Side]
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def owned(entries: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in entries.items() if k.startswith(OWNED_PREFIXES)}
 
 
-def read_snapshot(store: EntryStore) -> Snapshot:
+def read_snapshot(store: Dom0Side) -> Snapshot:
     # The report first: an agent reports a generation only after it was written, so the
     # entries read next are of that generation or newer, never older than the report.
     status = store.read_status()

@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
 from ..nft.owned import parse_owned_jumps
+from ..ports.qube_store import QubeSide
 from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_replies
 from .conntrack import forget_flows, removed_hops
 from .downstream_targets import route_devices
@@ -46,18 +46,6 @@ FIREWALL_OFF = "not applied: the qubes-firewall service is off in this qube"
 log = logging.getLogger("qubes_portfwd.agent")
 
 
-class EntrySource(Protocol):
-    """What the agent needs of its qube's store (the lab's EntryStore; QubesDB on Qubes)."""
-
-    def read(self) -> tuple[int, dict[str, str]]: ...
-
-    def change_token(self) -> object: ...
-
-    def write_status(
-        self, handled_generation: int, per_key: Mapping[str, str], error: str | None
-    ) -> None: ...
-
-
 @dataclass(frozen=True)
 class ApplyOutcome:
     generation: int
@@ -78,7 +66,7 @@ class Agent:
 
     def __init__(
         self,
-        store: EntrySource,
+        store: QubeSide,
         runner: NftRunner | None = None,
         *,
         check_interval: float = CHECK_INTERVAL,

@@ -12,9 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from qubes_lab.entry_store import EntryStore
-
 from ..natpmp import wire
+from ..ports.qube_store import QubeSide
 from . import leases as book
 from .leases import Lease, Map, Unmap
 from .natpmp_client import NatPmpClient, NatPmpError
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(
         self,
-        store: EntryStore,
+        store: QubeSide,
         client: NatPmpClient,
         requested_lifetime: int = wire.RECOMMENDED_LIFETIME,
         clock: Callable[[], float] = time.monotonic,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qubes_lab import processes
+from . import processes
 
 POLL_INTERVAL = 0.02
 

@@ -1,0 +1,1 @@
+"""Ports: what the product needs of its platform, one adapter per platform (DESIGN.md §6)."""
