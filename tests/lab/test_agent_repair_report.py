@@ -35,10 +35,12 @@ pytestmark = pytest.mark.lab
 FORWARD_ID = DNAT_KEY.split("/")[2]
 GATE_WAIT_STEPS = 600  # of 0.05 s: a held nft gives up waiting after 30 s
 
-# `nft -f …` waits while $NFT_GATE exists (after touching $NFT_ENTERED); other calls run at once.
+# `nft` called with the words $NFT_GATE_ON (`-f`: an apply; `list ruleset`: the listing the
+# agent fingerprints) waits while $NFT_GATE exists, after touching $NFT_ENTERED; other calls
+# run at once.
 GATED_NFT = """#!/bin/sh
 case " $* " in
-  *" -f "*)
+  *" $NFT_GATE_ON "*)
     if [ -e "$NFT_GATE" ]; then
       : > "$NFT_ENTERED"
       i=0
@@ -50,8 +52,11 @@ exec {nft} "$@"
 
 
 @contextmanager
-def gated_agent(namespace: str, store: EntryStore, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """The agent running with a gate on its `nft -f`; yields (gate, entered) file paths."""
+def gated_agent(
+    namespace: str, store: EntryStore, tmp_path: Path, gate_on: str = "-f", closed: bool = False
+) -> Iterator[tuple[Path, Path]]:
+    """The agent running with a gate on its `nft` calls with the words `gate_on`, closed from
+    the start if `closed`; yields (gate, entered) file paths."""
     real_nft = shutil.which("nft")
     assert real_nft is not None
     bin_dir = tmp_path / "bin"
@@ -67,7 +72,10 @@ def gated_agent(namespace: str, store: EntryStore, tmp_path: Path) -> Iterator[t
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
         "NFT_GATE": str(gate),
         "NFT_ENTERED": str(entered),
+        "NFT_GATE_ON": gate_on,
     }
+    if closed:
+        gate.touch()
     agent = subprocess.Popen(
         agent_argv(namespace, store.path), env=env, stderr=subprocess.DEVNULL, text=True
     )
@@ -146,5 +154,32 @@ def test_a_forward_left_out_for_want_of_qubes_table_applies_once_it_is_back(
                 and forward_in_kernel(netns)
                 and owned_jumps(netns) == 2
             ),
+            "the forward applied again",
+        )
+
+
+def test_rules_lost_before_the_agent_took_its_reference_are_still_repaired(
+    netns: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The reference listing comes after the report: whatever removed our jumps in between
+    must not become what the later checks call intact."""
+    store = EntryStore(tmp_path / "sys-firewall")
+    generation = store.set_many({**STATIC, DNAT_KEY: DNAT})
+    with gated_agent(netns, store, tmp_path, gate_on="list ruleset", closed=True) as (
+        gate,
+        entered,
+    ):
+        assert store.wait_for_handled(generation, DEADLINE).per_key[DNAT_KEY] == "applied"
+        poll(entered.exists, "the agent taking its reference listing (held)")
+        nft(netns, "delete", "table", "ip", "qubes")
+        gate.unlink()
+        poll(
+            lambda: "base table ip qubes is missing" in store.read_status().per_key[DNAT_KEY],
+            "the forward reported left out",
+        )
+        nft(netns, "-f", "-", stdin=qubes_table_alone())
+        poll(
+            lambda: store.read_status().per_key[DNAT_KEY] == "applied" and owned_jumps(netns) == 2,
             "the forward applied again",
         )

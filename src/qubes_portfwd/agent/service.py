@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
 from ..nft.owned import parse_owned_jumps
+from ..nft.syntax import CUSTOM_CHAINS
 from ..ports.qube_store import QubeSide
 from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_replies
 from .conntrack import forget_flows, removed_hops
@@ -107,6 +108,7 @@ class Agent:
         )
         error: str | None = None
         missing_bases: frozenset[int] = frozenset()
+        jumped_from: frozenset[int] = frozenset()  # families whose custom chains we jump from
         addresses = await asyncio.to_thread(read_interface_addresses)
         devices = await asyncio.to_thread(route_devices, dnat_targets(parsed))
         listing = await self.runner.list_custom_chains_json()
@@ -125,7 +127,8 @@ class Agent:
                 wanted = {h.family for h in parsed.hops} | (
                     {4} if ssdp_replies(settings) else set()
                 )
-                missing_bases = frozenset(wanted - parse_owned_jumps(listing.output).base_families)
+                jumped_from = parse_owned_jumps(listing.output).base_families
+                missing_bases = frozenset(wanted - jumped_from)
                 result = await self.runner.apply(compiled.script)
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
@@ -141,8 +144,8 @@ class Agent:
         await asyncio.to_thread(self.store.write_status, generation, per_key, reported_error)
         if error is None:
             # After the report: with 10,000 forwards this listing takes over a second, and
-            # only the later repair checks need it. Nothing else applies in between.
-            self._fingerprint = await self._current_fingerprint()
+            # only the later repair checks need it.
+            self._fingerprint = await self._reference_fingerprint(jumped_from)
         rejected = sum(1 for key in per_key if key in parsed.errors)
         log.info(
             "generation %d: %s; %d entries, %d rejected",
@@ -167,6 +170,14 @@ class Agent:
             NAMES_RETRY if resolved.failures else NAMES_REFRESH
         )
         return self._last
+
+    async def _reference_fingerprint(self, jumped_from: frozenset[int]) -> str | None:
+        """What later checks compare with; None (so the next check repairs) when something
+        removed part of what this apply put in Qubes' tables before the listing was taken."""
+        listing: NftResult = await self.runner.list_ruleset_json()
+        if not listing.ok or not _holds_our_jumps(listing.output, jumped_from):
+            return None
+        return owned_fingerprint(listing.output)
 
     async def _current_fingerprint(self) -> str | None:
         listing: NftResult = await self.runner.list_ruleset_json()
@@ -305,3 +316,15 @@ class Agent:
         self._next_resolve = time.monotonic() + (
             NAMES_RETRY if resolved.failures else NAMES_REFRESH
         )
+
+
+def _holds_our_jumps(untrusted_listing: str, families: frozenset[int]) -> bool:
+    """Whether each of `families` still has Qubes' custom chains, each jumping to ours."""
+    try:
+        owned = parse_owned_jumps(untrusted_listing)
+    except ValidationError:
+        return False
+    chains = {(jump.family, jump.chain) for jump in owned.jumps}
+    return families <= owned.base_families and all(
+        (family, chain) in chains for family in families for chain in CUSTOM_CHAINS.values()
+    )
