@@ -176,3 +176,14 @@ def wait_fetch(lab: Lab, host: str, source: str, address: str, port: int) -> str
             return text
         assert time.monotonic() < deadline, f"{address}:{port} unreachable from {host}"
         time.sleep(POLL)
+
+
+def natd_answers(env: "NatLab") -> bool:
+    """A NAT-PMP public address request from work gets a NAT-PMP reply (any result code)."""
+    script = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
+        f"s.sendto(bytes([0, 0]), ('{env.gateway}', 5351))\n"
+        "try:\n    print(s.recv(64)[:2].hex())\nexcept OSError:\n    print('silent')\n"
+    )
+    done = env.lab.run("work", ["python3", "-c", script], capture_output=True, text=True)
+    return done.stdout.strip() == "0080"  # version 0, opcode 128: the answer to opcode 0

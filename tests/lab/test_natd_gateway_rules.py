@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from natd_lab import POLL, UPNP_RE, NatLab, fetch, tcp_server, wait_fetch
+from natd_lab import POLL, UPNP_RE, NatLab, fetch, natd_answers, tcp_server, wait_fetch
 
 from qubes_lab.builder import Lab
 from qubes_lab.entry_store import EntryStore
@@ -69,22 +69,11 @@ def test_upnpc_discovers_natd_by_ssdp_and_maps_a_port(env: NatLab) -> None:
     assert "1900" not in _ruleset(env.lab, "sys-net")  # sys-net's netvm runs no natd
 
 
-def _natd_answers(env: NatLab) -> bool:
-    """A NAT-PMP public address request from work gets a NAT-PMP reply (any result code)."""
-    script = (
-        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
-        f"s.sendto(bytes([0, 0]), ('{env.gateway}', 5351))\n"
-        "try:\n    print(s.recv(64)[:2].hex())\nexcept OSError:\n    print('silent')\n"
-    )
-    done = env.lab.run("work", ["python3", "-c", script], capture_output=True, text=True)
-    return done.stdout.strip() == "0080"  # version 0, opcode 128: the answer to opcode 0
-
-
 def test_natd_input_rules_come_back_after_a_base_rule_reload(env: NatLab) -> None:
-    assert _natd_answers(env)
+    assert natd_answers(env)
     env.lab.reload_base_rules("sys-firewall")
     deadline = time.monotonic() + RECOVER_TIMEOUT
-    while not _natd_answers(env):
+    while not natd_answers(env):
         assert time.monotonic() < deadline, "natd stayed unreachable after the reload"
         time.sleep(POLL)
     listing = env.lab.run(

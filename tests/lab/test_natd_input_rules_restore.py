@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from natd_lab import NatLab
+from natd_lab import NatLab, natd_answers
 from servers import wait_for
 
 from qubes_lab.builder import Lab
@@ -28,24 +28,13 @@ def _since(path: Path, offset: int) -> str:
     return path.read_bytes()[offset:].decode(errors="replace")
 
 
-def _natd_answers(env: NatLab) -> bool:
-    """A NAT-PMP address request from work gets a NAT-PMP answer (any result)."""
-    script = (
-        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
-        f"s.sendto(bytes([0, 0]), ('{env.gateway}', 5351))\n"
-        "try:\n    print(s.recv(64)[:2].hex())\nexcept OSError:\n    print('silent')\n"
-    )
-    done = env.lab.run("work", ["python3", "-c", script], capture_output=True, text=True)
-    return done.stdout.strip() == "0080"
-
-
 def _nft(lab: Lab, *argv: str) -> str:
     return lab.run(QUBE, ["nft", *argv], capture_output=True, text=True, check=True).stdout
 
 
 def test_a_base_table_restore_is_followed_without_an_error_at_every_check(lab: Lab) -> None:
     env = NatLab(lab, lab.natd_url(QUBE))
-    assert _natd_answers(env)
+    assert natd_answers(env)
     log = _log(lab)
     start = log.stat().st_size
 
@@ -56,7 +45,7 @@ def test_a_base_table_restore_is_followed_without_an_error_at_every_check(lab: L
     time.sleep(2 * input_rules.FALLBACK_CHECK + 1)
     lab.reload_base_rules(QUBE)  # Qubes' base rules loaded again
     assert wait_for(lambda: PUT_BACK in _since(log, start), LOG_TIMEOUT), _since(log, start)
-    assert wait_for(lambda: _natd_answers(env), LOG_TIMEOUT), "natd unreachable after the restore"
+    assert wait_for(lambda: natd_answers(env), LOG_TIMEOUT), "natd unreachable after the restore"
 
     # Later checks find everything in place: flushed by hand (no table event), the timer
     # notices and puts the rules back, and again without an error.
