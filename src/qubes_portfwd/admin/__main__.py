@@ -93,12 +93,7 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
     state = HostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
     stores_root = qubesdb_dir
     publisher = Publisher(lambda qube: EntryStore(stores_root / qube), args.agent_timeout)
-    service = Service(
-        state,
-        publisher,
-        boot_id_reader(Path(args.boot_id_file)),
-        reconcile_interval=args.reconcile_interval,
-    )
+    hook = None
     if args.on_netvm_change:
         try:
             hook = platform_hook.NetvmChangeHook.from_command(
@@ -106,7 +101,13 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
             )
         except ValueError as err:
             sys.exit(f"qubes-portfwd-admind: error: {err}")
-        platform_hook.install(service, hook)
+    service = Service(
+        state,
+        publisher,
+        boot_id_reader(Path(args.boot_id_file)),
+        reconcile_interval=args.reconcile_interval,
+        netvm_hook=hook,
+    )
     return service, Path(args.socket or default_socket())
 
 

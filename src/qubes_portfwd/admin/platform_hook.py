@@ -9,8 +9,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,8 @@ OUTPUT_LIMIT = 2000  # characters of the command's output kept in the log
 class NetvmChangeHook:
     argv: tuple[str, ...]
     timeout: float = DEFAULT_TIMEOUT
+    # One at a time: two re-attaches of one host must not interleave.
+    _serialized: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False, repr=False)
 
     @classmethod
     def from_command(cls, command: str, timeout: float = DEFAULT_TIMEOUT) -> "NetvmChangeHook":
@@ -30,24 +31,10 @@ class NetvmChangeHook:
             raise ValueError("--on-netvm-change: expected a command, got an empty string")
         return cls(argv, timeout)
 
-
-_hooks: "weakref.WeakKeyDictionary[object, NetvmChangeHook]" = weakref.WeakKeyDictionary()
-_serialized: "weakref.WeakKeyDictionary[object, asyncio.Lock]" = weakref.WeakKeyDictionary()
-
-
-def install(service: object, hook: NetvmChangeHook) -> None:
-    """Run `hook` after each netvm change that `service` commits."""
-    _hooks[service] = hook
-    _serialized[service] = asyncio.Lock()
-
-
-async def netvm_changed(service: object, qube: str) -> bool | None:
-    """Run the installed hook for `qube`; None without a hook, else whether it succeeded."""
-    hook = _hooks.get(service)
-    if hook is None:
-        return None
-    async with _serialized[service]:
-        return await _run(hook, qube)
+    async def run(self, qube: str) -> bool:
+        """Run the command for `qube`; whether it succeeded."""
+        async with self._serialized:
+            return await _run(self, qube)
 
 
 async def _run(hook: NetvmChangeHook, qube: str) -> bool:

@@ -18,6 +18,8 @@ from ..model.topology import Topology
 from ..planner import Plan, conflicts_for, plan
 from ..planner.expiry import next_expiry, qubes_with_expired
 from .errors import QubesValueError
+from .nat_state import NatState
+from .platform_hook import NetvmChangeHook
 from .publisher import Publisher, PublishReport, Snapshot
 from .state import HostState
 
@@ -49,12 +51,16 @@ class Service:
         boot_id: Callable[[], str],
         clock: Callable[[], float] = time.time,
         reconcile_interval: float = 5.0,
+        netvm_hook: NetvmChangeHook | None = None,
     ) -> None:
         self.state = state
         self.publisher = publisher
         self.boot_id = boot_id
         self.clock = clock
         self.reconcile_interval = reconcile_interval
+        # What the platform runs after a qube's netvm changed (the lab re-attaches it).
+        self.netvm_hook = netvm_hook
+        self.nat = NatState.open(state.state_dir, clock)
         self.lock = asyncio.Lock()
         # Set on every change, so the reconciler re-reads when the next rule expires.
         self._changed = asyncio.Event()

@@ -15,8 +15,6 @@ here, under the service lock, like `admin.vm.portfwd.Add`.
 import asyncio
 import ipaddress
 import logging
-import weakref
-from dataclasses import dataclass
 
 from ...model.errors import ValidationError
 from ...model.forward_status import parse_public_entry
@@ -28,7 +26,6 @@ from ..forward_binding import bind_rule
 from ..nat_limits import (
     MAPPINGS_LIMIT,
     MappingQuotaFull,
-    NatLimits,
     check_mapping_quota,
     limited_reply,
     refusal_reply,
@@ -47,8 +44,9 @@ from ..nat_mapping import (
     parse_nat_request,
     renewed,
 )
-from ..nat_policy import Decision, NatAction, PolicyFile, decide, format_policy, parse_policy
-from ..pending import MAX_PENDING_PER_OWNER, PendingEntry, PendingFull, PendingTable
+from ..nat_policy import Decision, NatAction, decide, format_policy, parse_policy
+from ..nat_state import Grant
+from ..pending import PendingEntry, PendingFull, PendingTable
 from ..service import Service
 from ..wire import Request
 from . import method
@@ -64,35 +62,6 @@ POLL = 0.05
 UNKNOWN_ADDRESS = "0.0.0.0"
 
 log = logging.getLogger(__name__)
-
-Grant = dict[str, object]
-
-
-@dataclass
-class NatState:
-    policies: PolicyFile
-    pending: PendingTable[tuple[NatAsk, Decision], Grant]
-    limits: NatLimits
-
-
-_states: "weakref.WeakKeyDictionary[Service, NatState]" = weakref.WeakKeyDictionary()
-
-
-def nat_state(service: Service) -> NatState:
-    state = _states.get(service)
-    if state is None:
-        state = NatState(
-            PolicyFile(service.state.state_dir),
-            PendingTable(
-                service.clock,
-                key=lambda item: item[0].identity,
-                owner=lambda item: (item[0].via, item[0].qube),
-                per_owner=MAX_PENDING_PER_OWNER,
-            ),
-            NatLimits(),
-        )
-        _states[service] = state
-    return state
 
 
 def _request_text(untrusted_payload: bytes) -> str:
@@ -171,7 +140,7 @@ async def tunnel_endpoint(
 
 async def _grant(service: Service, ask: NatAsk, decision: Decision) -> Grant:
     """Create or renew the forward, publish it, and say where the world reaches it."""
-    lines = nat_state(service).policies.of(ask.qube)
+    lines = service.nat.policies.of(ask.qube)
     lifetime = granted_lifetime(ask.lifetime, decision)
     made: list[ForwardRule] = []
 
@@ -251,7 +220,7 @@ async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
     except ValidationError as err:
         raise QubesValueError(str(err)) from None
     qube = _asking_qube(service, request.dest, fields.client)
-    with nat_state(service).limits.share((request.dest, qube), service.clock()) as refusal:
+    with service.nat.limits.share((request.dest, qube), service.clock()) as refusal:
         if refusal is not None:
             return refusal_reply(refusal)
         try:
@@ -275,7 +244,7 @@ async def _nat_request(service: Service, netvm: str, qube: str, fields: NatReque
     )
     if ask.lifetime == 0:
         return format_reply(result="removed", count=await _remove(service, ask))
-    state = nat_state(service)
+    state = service.nat
     existing = find_mapping(service.state.rules_of(qube), ask)
     port = ask.wanted_port
     if existing is not None:
@@ -305,7 +274,7 @@ async def _nat_request(service: Service, netvm: str, qube: str, fields: NatReque
 @method("admin.vm.portfwd.NatAddress", arg=True)
 async def vm_portfwd_nat_address(service: Service, request: Request) -> bytes:
     qube = _asking_qube(service, request.dest, _address_arg(request.arg))
-    with nat_state(service).limits.share((request.dest, qube), service.clock()) as refusal:
+    with service.nat.limits.share((request.dest, qube), service.clock()) as refusal:
         if refusal is not None:
             raise QubesValueError(f"client: {refusal.text}")
         return f"{outside_address(service, _edge(service, qube))}\n".encode()
@@ -331,13 +300,13 @@ def _pending_line(entry: PendingEntry[tuple[NatAsk, Decision], Grant], now: floa
 @method("admin.portfwd.Pending", dest="adminvm")
 async def portfwd_pending(service: Service, request: Request) -> bytes:
     now = service.clock()
-    lines = [_pending_line(e, now) for e in nat_state(service).pending.entries()]
+    lines = [_pending_line(e, now) for e in service.nat.pending.entries()]
     return "".join(f"{line}\n" for line in lines).encode()
 
 
 def _take(service: Service, untrusted_id: str) -> PendingEntry[tuple[NatAsk, Decision], Grant]:
     try:
-        return nat_state(service).pending.take(untrusted_id)
+        return service.nat.pending.take(untrusted_id)
     except KeyError:
         raise QubesValueError(
             "ID: no pending request with this id (it may have timed out)"
@@ -368,7 +337,7 @@ async def portfwd_deny(service: Service, request: Request) -> bytes:
 
 @method("admin.vm.portfwd.NatPolicy.Get")
 async def vm_portfwd_nat_policy_get(service: Service, request: Request) -> bytes:
-    return format_policy(nat_state(service).policies.of(request.dest)).encode()
+    return format_policy(service.nat.policies.of(request.dest)).encode()
 
 
 @method("admin.vm.portfwd.NatPolicy.Set", payload=None)
@@ -377,5 +346,5 @@ async def vm_portfwd_nat_policy_set(service: Service, request: Request) -> bytes
         lines = parse_policy(_request_text(request.untrusted_payload))
     except ValidationError as err:
         raise QubesValueError(str(err)) from None
-    await asyncio.to_thread(nat_state(service).policies.set, request.dest, lines)
+    await asyncio.to_thread(service.nat.policies.set, request.dest, lines)
     return b""

@@ -1,7 +1,7 @@
 """admin.vm.property.*: the properties the feature needs, in Qubes' reply forms."""
 
 from ...model.topology import Topology
-from .. import platform_hook, properties
+from .. import properties
 from ..errors import ProtocolError
 from ..service import Service, TopologyChange
 from ..wire import Request
@@ -92,7 +92,7 @@ async def _change_and_tell(service: Service, qube: str, prop: str, change: Topol
     async def reattach(before: Topology, after: Topology) -> None:
         if prop != "netvm" or qube not in before or qube not in after:
             return
-        if after[qube].netvm != before[qube].netvm:
-            await platform_hook.netvm_changed(service, qube)
+        if after[qube].netvm != before[qube].netvm and service.netvm_hook is not None:
+            await service.netvm_hook.run(qube)
 
     await service.change_topology(change, reattach)
