@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from qubes_lab.entry_store import EntryStore
 from ..client import AdminClient
 from ..natpmp.wire import NATPMP_PORT
 from . import http_server, input_rules, ssdp
+from .dom0 import THREAD_PREFIX as DOM0_THREADS
 from .dom0 import Dom0
 from .mappings import MappingTable
 from .port_control import PortControlServer
@@ -121,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     asyncio.run(serve(args))
+    if any(t.name.startswith(DOM0_THREADS) and t.is_alive() for t in threading.enumerate()):
+        # A call to dom0 still waiting for the user's answer holds a worker thread that the
+        # interpreter would join at exit, for up to the ask's timeout; our cleanup is done.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -30,6 +30,8 @@ ASK_WAIT = 110
 NO_ADDRESS = ipaddress.IPv4Address(0)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+THREAD_PREFIX = "dom0-call"
+
 log = logging.getLogger(__name__)
 
 
@@ -115,7 +117,7 @@ class Dom0:
         self.limiter: ClientLimiter[Address] = ClientLimiter(CLIENT_RATE, CLIENT_IN_FLIGHT)
         # Not the loop's default executor: its few threads would be held by asks waiting
         # for the user, and every other client's call would queue behind them.
-        self._threads = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="dom0")
+        self._threads = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix=THREAD_PREFIX)
         self._in_flight: dict[tuple[object, ...], asyncio.Future[object]] = {}
         self._refused: set[Address] = set()  # clients told "limited" since their last call
 
