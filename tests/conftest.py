@@ -34,3 +34,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def stock_tool():
+    """Run one of Qubes' own dom0 tools (pinned core-admin-client) against a socket.
+
+    Where the pinned sources can be neither found nor fetched, the test is reported as not
+    run with the reason (and CI, which always has them, fails on that skip).
+    """
+    from qubes_lab import stock_tools, upstream
+
+    try:
+        stock_tools.client_path()
+    except upstream.UpstreamUnavailable as err:
+        pytest.skip(f"Qubes' own client not available: {err}")
+    return stock_tools.run_tool
