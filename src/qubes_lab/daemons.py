@@ -80,6 +80,8 @@ class LabDaemons:
             reconcile_interval=ADMIN_RECONCILE_INTERVAL,
             on_netvm_change=reattach_command(self.name),
             log_path=log,
+            # Beside the socket, where the front ends' client looks for it.
+            status_file=admin_launcher.status_file_for(self.admin_socket),
         )
         ticks = processes.start_ticks(started.pid)
         if ticks is None:

@@ -22,6 +22,7 @@ from .publisher import Publisher
 from .server import Server
 from .service import Service, boot_id_reader
 from .state import HostState
+from .status_file import STATUS_FILE_NAME
 from .topology_json import topology_from_json
 
 DEFAULT_STATE_DIR = "/var/lib/qubes-portfwd"
@@ -42,6 +43,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--topology", metavar="FILE", help="seed topology (JSON list of qubes)")
     parser.add_argument("--qubesdb-dir", metavar="DIR", help="entry stores, one dir per qube")
     parser.add_argument("--boot-id-file", default=BOOT_ID_FILE)
+    parser.add_argument(
+        "--status-file",
+        default=None,
+        help="the status document for dom0's tools (default: status.json beside the socket, "
+        "/run/qubes-portfwd/status.json)",
+    )
     parser.add_argument("--agent-timeout", type=float, default=5.0, help="seconds per hop level")
     parser.add_argument("--reconcile-interval", type=float, default=5.0)
     parser.add_argument("--request-timeout", type=float, default=10.0)
@@ -101,14 +108,16 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
             )
         except ValueError as err:
             sys.exit(f"qubes-portfwd-admind: error: {err}")
+    socket_path = Path(args.socket or default_socket())
     service = Service(
         state,
         publisher,
         boot_id_reader(Path(args.boot_id_file)),
         reconcile_interval=args.reconcile_interval,
         netvm_hook=hook,
+        status_file=Path(args.status_file or socket_path.parent / STATUS_FILE_NAME),
     )
-    return service, Path(args.socket or default_socket())
+    return service, socket_path
 
 
 def admin_gid(untrusted_group: str) -> int | None:
