@@ -7,7 +7,9 @@ packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-t
           natpmpc miniupnpc miniupnpd-nftables procps python3-venv
           # Qt (PySide6 wheels) on the offscreen platform: GL/EGL, fonts, xkb, glib, dbus.
           libegl1 libgl1 libfontconfig1 fonts-dejavu-core libxkbcommon0 libglib2.0-0
-          libdbus-1-3)
+          libdbus-1-3
+          # Real QubesDB built from the pinned sources; unshare/nsenter/mount for its namespaces.
+          gcc make pkg-config libc6-dev python3-dev util-linux mount)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -50,3 +50,23 @@ def stock_tool():
     except upstream.UpstreamUnavailable as err:
         pytest.skip(f"Qubes' own client not available: {err}")
     return stock_tools.run_tool
+
+
+@pytest.fixture
+def real_qubesdb(tmp_path_factory: pytest.TempPathFactory):
+    """Real QubesDB (pinned sources, built once): dom0's side started; `add_qube` for each qube.
+
+    Needs root (mount namespaces). Without verified sources or build tools the test is
+    reported as not run with the reason (and CI, which always has them, fails on that skip).
+    """
+    from qubes_lab import qubesdb_real
+
+    workdir = tmp_path_factory.mktemp("qubesdb")
+    try:
+        qubesdb = qubesdb_real.RealQubesDB.start(workdir)
+    except qubesdb_real.UpstreamUnavailable as err:
+        pytest.skip(f"real QubesDB not available: {err}")
+    try:
+        yield qubesdb
+    finally:
+        qubesdb.stop()
