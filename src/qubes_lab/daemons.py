@@ -100,7 +100,7 @@ class LabDaemons:
     # -- agents ------------------------------------------------------------------------
 
     def start_agent(self, qube: str) -> processes.TrackedProcess:
-        argv = [sys.executable, "-m", "qubes_portfwd.agent", "--qube", qube]
+        argv = [sys.executable, "-m", "qubes_lab.roots.agent", "--qube", qube]
         argv += ["--store", str(self.store(qube).path), "--runtime-dir", str(self._agent_run(qube))]
         return self._spawn(f"agent:{qube}", qube, argv)
 
@@ -135,7 +135,7 @@ class LabDaemons:
         ready = self.natd_ready_file(qube)
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "qubes_portfwd.natd", "--qube", qube]
+        argv = [sys.executable, "-m", "qubes_lab.roots.natd", "--qube", qube]
         # Its own socket, as its qrexec channel on Qubes: dom0's socket is for dom0's tools.
         socket_path = qube_socket_path(self.admin_socket, qube)
         argv += ["--store", str(self.store(qube).path), "--socket", str(socket_path)]

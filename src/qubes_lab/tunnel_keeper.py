@@ -19,7 +19,7 @@ def start(
     lab: "Lab", qube: str, lifetime: int = wire.RECOMMENDED_LIFETIME
 ) -> processes.TrackedProcess:
     """Start the keeper in `qube` against the lab provider; `lab.down()` stops it."""
-    argv = [sys.executable, "-m", "qubes_portfwd.tunnel", "--qube", qube]
+    argv = [sys.executable, "-m", "qubes_lab.roots.tunnel", "--qube", qube]
     argv += ["--store", str(lab.store(qube).path)]
     argv += ["--gateway", str(lab.addresses.provider_tunnel4), "--lifetime", str(lifetime)]
     log_path = lab.state_dir / "logs" / f"tunnel-keeper-{qube}.log"

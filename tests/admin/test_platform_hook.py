@@ -80,7 +80,7 @@ def test_runs_after_each_netvm_change_only(hooked: tuple[AdminClient, Path]) -> 
 def test_runs_before_the_new_netvm_gets_the_qube_entries(tmp_path: Path) -> None:
     """The qube is re-attached before anything is published for it: otherwise the new
     netvm's agent refuses its forwards (target not behind it yet) until a later reconcile."""
-    store = tmp_path / "qubesdb" / "other-net" / "entries.json"
+    store = tmp_path / "qubesdb" / "other-net" / "log"
     seen = tmp_path / "seen.json"
     command = f'{sys.executable} -c "{STORE_COPIER}" {store} {seen}'
     for client, _calls in hooked_client(tmp_path, 0, 0, 10, command):

@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 from qubes_lab.entry_store import EntryStore
+from qubes_lab.qube_db import FileQubeDb
 from qubes_portfwd.admin.publisher import Publisher, PublishReport
 from qubes_portfwd.admin.service import Service
 from qubes_portfwd.admin.state import HostState
@@ -15,7 +16,7 @@ from .service_helpers import BOOT_ID, small_topology
 
 class CountingPublisher(Publisher):
     def __init__(self, root: Path) -> None:
-        super().__init__(lambda qube: EntryStore(root / qube), agent_timeout=0.05)
+        super().__init__(lambda qube: FileQubeDb(root / qube), agent_timeout=0.05)
         self.publishes = 0
 
     def publish(self, plan: Plan, topology: Topology) -> PublishReport:

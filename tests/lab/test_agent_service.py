@@ -71,7 +71,7 @@ def nft(netns: str, *args: str, stdin: str | None = None) -> str:
 
 def agent_argv(netns: str, store: Path, *extra: str) -> list[str]:
     return [
-        "ip", "netns", "exec", netns, sys.executable, "-m", "qubes_portfwd.agent",
+        "ip", "netns", "exec", netns, sys.executable, "-m", "qubes_lab.roots.agent",
         "--qube", "sys-firewall", "--store", str(store), *extra,
     ]  # fmt: skip
 

@@ -66,7 +66,7 @@ async def responder() -> AsyncIterator[tuple[ProviderResponder, int, list[str]]]
 async def keeper(store: EntryStore, port: int) -> AsyncIterator[LeaseKeeper]:
     client = NatPmpClient(LOOPBACK, port, first_timeout=0.1, attempts=3)
     await client.open()
-    lease_keeper = LeaseKeeper(store, client)
+    lease_keeper = LeaseKeeper(store.file_db, client)
     stop = asyncio.Event()
     task = asyncio.create_task(lease_keeper.run(stop))
     try:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qubes_lab.entry_store import EntryStore
+from qubes_lab.qube_db import FileQubeDb
 
 from ..defaults import DEFAULT_SOCKET
 from ..model.topology import Topology
@@ -99,7 +99,7 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
         sys.exit("qubes-portfwd-admind: error: give --lab or --qubesdb-dir")
     state = HostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
     stores_root = qubesdb_dir
-    publisher = Publisher(lambda qube: EntryStore(stores_root / qube), args.agent_timeout)
+    publisher = Publisher(lambda qube: FileQubeDb(stores_root / qube), args.agent_timeout)
     hook = None
     if args.on_netvm_change:
         try:

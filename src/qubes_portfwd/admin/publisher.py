@@ -1,4 +1,7 @@
-"""Publish a plan to the qubes' entry stores in DESIGN §3's order (blocking; run in a thread).
+"""Publish a plan to the qubes' DBs in DESIGN §3's order (blocking; run in a thread).
+
+Each qube's entries are written (only what changed), then its commit marker; its agent's
+handled counter is awaited on a watch of that key (`db.dom0`), bounded.
 
 Removals go outer hops first, additions inner hops first, one depth level at a time, waiting
 (bounded) for each level's agents to report the generation they handled. A hop is published
@@ -9,22 +12,23 @@ its kernel lost: nothing passes meanwhile), and is retracted once one of them fa
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from ..db.dom0 import Dom0Channel
+from ..model.db_layout import OWNED_PREFIXES, Status
 from ..model.forward_status import REPAIRING
 from ..model.topology import Topology
 from ..planner import Plan
-from ..ports.qube_store import Dom0Side, Status, StoreTimeout
+from ..ports.qube_db import QubeDb, QubeDbTimeout
 
-OWNED_PREFIXES = (FORWARD_PREFIX, FIREWALL_PREFIX)
 APPLIED = "applied"
 
 log = logging.getLogger(__name__)
 
-StoreFor = Callable[[str], Dom0Side]
+DbFor = Callable[[str], QubeDb]  # a qube's name -> a handle on its DB (dom0's side)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def owned(entries: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in entries.items() if k.startswith(OWNED_PREFIXES)}
 
 
-def read_snapshot(store: Dom0Side) -> Snapshot:
+def read_snapshot(store: Dom0Channel) -> Snapshot:
     # The report first: an agent reports a generation only after it was written, so the
     # entries read next are of that generation or newer, never older than the report.
     status = store.read_status()
@@ -106,12 +110,22 @@ def inner_hops(plan: Plan) -> dict[tuple[str, str], list[tuple[str, str]]]:
 
 
 class Publisher:
-    def __init__(self, store_for: StoreFor, agent_timeout: float) -> None:
-        self.store_for = store_for
+    def __init__(self, db_for: DbFor, agent_timeout: float) -> None:
+        self.db_for = db_for
         self.agent_timeout = agent_timeout
+        self._channels: dict[str, Dom0Channel] = {}
+        self._lock = threading.Lock()
+
+    def store_for(self, qube: str) -> Dom0Channel:
+        """Our protocol over `qube`'s DB; one handle per qube, kept."""
+        with self._lock:
+            channel = self._channels.get(qube)
+            if channel is None:
+                channel = self._channels[qube] = Dom0Channel(self.db_for(qube), qube)
+            return channel
 
     def store_tokens(self, qubes: list[str]) -> tuple[object, ...]:
-        """Cheap (stat) tokens of every store's entries and report: equal means unchanged."""
+        """Cheap tokens of every qube's commit and report: equal means unchanged."""
         return tuple(self.store_for(q).state_token() for q in qubes)
 
     def snapshots(self, qubes: list[str]) -> dict[str, Snapshot]:
@@ -172,6 +186,6 @@ class Publisher:
                 self.store_for(qube).wait_for_handled(
                     generation, max(0.0, deadline - time.monotonic())
                 )
-            except StoreTimeout:
+            except QubeDbTimeout:
                 report.timed_out.append(qube)
         return self.snapshots(list(written))

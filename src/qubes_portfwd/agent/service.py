@@ -14,11 +14,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..db.qube import QubeChannel
+from ..db.watch import next_watch
+from ..model.db_layout import MARKER
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
 from ..nft.owned import parse_owned_jumps
 from ..nft.syntax import CUSTOM_CHAINS
-from ..ports.qube_store import QubeSide
+from ..ports.qube_db import QubeDb
 from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_replies
 from .conntrack import forget_flows, removed_hops
 from .downstream_targets import route_devices
@@ -31,7 +34,6 @@ from .resolve import Resolved, resolve_names, unresolved_sources
 from .ruleset_events import RulesetEvents
 from .status import entry_status, overall_error, repairing
 
-POLL_INTERVAL = 0.05  # how often the store's stat token is compared
 # At most this often after ruleset changes. Until the check, rules lost from the kernel are
 # still reported applied: keep it short (its cost is bounded by CHECK_SHARE below).
 CHECK_INTERVAL = 0.1
@@ -67,18 +69,21 @@ class Agent:
 
     def __init__(
         self,
-        store: QubeSide,
+        db: QubeDb,
         runner: NftRunner | None = None,
         *,
         check_interval: float = CHECK_INTERVAL,
         in_force: InForceRecord | None = None,
     ) -> None:
-        self.store = store
+        self.db = db
+        self.store = QubeChannel(db)
         self.runner = runner or NftRunner()
         self.check_interval = check_interval
         self._fingerprint: str | None = None
         self._last: ApplyOutcome | None = None
-        self._token: object = None
+        self._commit_seen = True  # the entries at start count as a fresh commit
+        self._wake = asyncio.Event()  # a ruleset change or stop: look before the next watch
+        self._read_retry_at = 0.0
         self._next_check = 0.0
         self._next_fallback_check = 0.0
         self._ruleset_changed = asyncio.Event()
@@ -189,17 +194,58 @@ class Agent:
         return current is not None and current == self._fingerprint
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Apply every new generation; repair lost rules; retry failures; until `stop`."""
+        """Apply every commit dom0 makes; repair lost rules; retry failures; until `stop`.
+
+        Sleeps on the DB's watch descriptor, the kernel's ruleset notifications and the
+        next check that falls due: no polling.
+        """
+        self.store.watch_commits()
         watcher = asyncio.create_task(self._watch_ruleset(stop))
+        stopper = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
                 await self.step()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+                if self._last is not None and not self._commit_seen:
+                    # A commit that landed while this one applied (its event may already
+                    # have been taken by the binding during our own writes).
+                    generation = await asyncio.to_thread(self.store.generation)
+                    self._commit_seen = generation != self._last.generation
+                if stop.is_set():
+                    break
+                if self._commit_seen:
+                    delay = self._read_retry_at - time.monotonic()
+                    if delay > 0:  # the entries could not be read: again after a pause
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                fired = await next_watch(self.db, self._until_due(), self._wake)
+                self._wake.clear()
+                if fired == MARKER:
+                    self._commit_seen = True
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    def _until_due(self) -> float:
+        """Seconds until the next check, retry or name lookup falls due."""
+        last = self._last
+        now = time.monotonic()
+        if last is None:
+            return 0.0
+        if not last.ok:
+            return max(0.0, self._next_check - now)
+        due = self._next_fallback_check
+        if self._ruleset_changed.is_set():
+            due = min(due, self._next_check)
+        if last.parsed.dsthost_names:
+            due = min(due, self._next_resolve)
+        return max(0.0, max(due, self._next_check) - now)
 
     async def _watch_ruleset(self, stop: asyncio.Event) -> None:
         """Flag every ruleset change the kernel announces, re-subscribing if reading fails."""
@@ -213,6 +259,7 @@ class Agent:
                 while True:
                     await events.next_change()
                     self._ruleset_changed.set()
+                    self._wake.set()
             except OSError as err:
                 log.warning("reading ruleset notifications failed (%s); subscribing again", err)
             finally:
@@ -223,14 +270,17 @@ class Agent:
 
     async def step(self) -> None:
         """One turn of the loop: a new generation first, else a retry or a due check."""
-        token = self.store.change_token()
         last = self._last
-        if token != self._token or last is None:
-            self._token = token
+        if self._commit_seen or last is None:
+            # A watch event can outlive the commit it announced (read again meanwhile):
+            # only a generation not applied yet is applied.
+            self._commit_seen = False
             try:
                 generation, untrusted_entries = await asyncio.to_thread(self.store.read)
             except (OSError, ValueError) as err:
-                log.error("cannot read the entries store: %s", err)
+                log.error("cannot read the entries: %s", err)
+                self._commit_seen = True
+                self._read_retry_at = time.monotonic() + RETRY_INTERVAL
                 return
             if last is None or generation != last.generation:
                 outcome = await self.apply(generation, untrusted_entries)

@@ -5,9 +5,9 @@ While it puts back rules its kernel lost, the entries it had applied read `repai
 
 from collections.abc import Iterable, Mapping
 
+from ..model.db_layout import STATUS_APPLIED
 from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from ..model.forward_status import REPAIRING
-from ..ports.qube_store import STATUS_APPLIED
 from .entries import ParsedEntries
 
 

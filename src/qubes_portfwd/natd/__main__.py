@@ -1,135 +1,14 @@
-"""qubes-portfwd-natd: NAT-PMP, PCP and UPnP IGD for the qubes behind this network qube.
+"""`qubes-portfwd-natd --qube NAME`: in a network qube, on its QubesDB."""
 
-Listens only on the qube's downstream gateway address (its own address on the vifs) and lets
-only the vifs in. Every mapping is decided by dom0 through the admin service.
-"""
-
-import argparse
-import asyncio
-import contextlib
-import ipaddress
-import logging
-import os
-import signal
 import sys
-import threading
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
-from qubes_lab.entry_store import EntryStore
-
-from ..client import AdminClient
-from ..natpmp.wire import NATPMP_PORT
-from . import http_server, input_rules, ssdp
-from .dom0 import THREAD_PREFIX as DOM0_THREADS
-from .dom0 import Dom0
-from .mappings import MappingTable
-from .port_control import PortControlServer
-from .upnp_actions import WanIpConnection
-from .upnp_soap import DESCRIPTION_PATH
-
-DEFAULT_HTTP_PORT = 2869
-GATEWAY_KEY = "/qubes-netvm-gateway"
-
-log = logging.getLogger("qubes-portfwd-natd")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qubes-portfwd-natd", description=__doc__)
-    parser.add_argument("--qube", required=True, help="this network qube's name")
-    parser.add_argument("--store", required=True, help="this qube's QubesDB store (directory)")
-    parser.add_argument("--socket", default=None, help="the admin service's socket")
-    parser.add_argument("--listen", default=None, help="override the downstream gateway address")
-    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
-    parser.add_argument("--ready", default=None, help="file to create once serving")
-    parser.add_argument("--no-input-rules", action="store_true", help="leave nftables alone")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    return parser.parse_args(argv)
-
-
-def gateway_address(args: argparse.Namespace) -> ipaddress.IPv4Address:
-    if args.listen:
-        return ipaddress.IPv4Address(args.listen)
-    _, entries = EntryStore(args.store).read()
-    untrusted_value = entries.get(GATEWAY_KEY, "")
-    try:
-        return ipaddress.IPv4Address(untrusted_value)
-    except ValueError:
-        sys.exit(f"qubes-portfwd-natd: {args.store} has no {GATEWAY_KEY}: not a network qube?")
-
-
-async def serve(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    gateway = str(gateway_address(args))
-    dom0 = Dom0(AdminClient(args.socket, source=args.qube), args.qube)
-    table = MappingTable()
-    device_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{args.qube}.qubes-portfwd-natd"))
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: PortControlServer(dom0.ask, dom0.address, table), local_addr=(gateway, NATPMP_PORT)
-    )
-    actions = WanIpConnection(dom0.ask, dom0.address, table)
-    http, http_port = await http_server.start(actions, gateway, args.http_port, device_uuid)
-    location = f"http://{gateway}:{http_port}{DESCRIPTION_PATH}"
-    ssdp_transport = None
-    vifs = ssdp.downstream_interfaces()
-    if vifs:
-        ssdp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: ssdp.SsdpResponder(location, device_uuid),
-            sock=ssdp.multicast_socket(vifs),
-        )
-    stop = asyncio.Event()
-    keeper = None
-    if not args.no_input_rules:
-        udp_ports, tcp_ports = [NATPMP_PORT, ssdp.SSDP_PORT], [http_port]
-        try:
-            await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports)
-        except input_rules.NftError as err:  # Qubes' rules not loaded yet: the keeper waits
-            log.warning("input rules not opened yet: %s", err)
-        keeper = asyncio.create_task(input_rules.keep_open(udp_ports, tcp_ports, stop))
-    log.info(
-        "serving on %s (NAT-PMP/PCP %d, UPnP %s, SSDP on %s)",
-        gateway,
-        NATPMP_PORT,
-        location,
-        ",".join(vifs) or "-",
-    )
-    if args.ready:
-        Path(args.ready).write_text(f"{location}\n")
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-        transport.close()
-        if ssdp_transport is not None:
-            ssdp_transport.close()
-        http.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(http.wait_closed(), 2.0)
-        dom0.close()
-        if not args.no_input_rules:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(input_rules.close_ports)
+from ..adapters.qubesdb_binding import QubesDbBinding
+from .main import parser, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    asyncio.run(serve(args))
-    if any(t.name.startswith(DOM0_THREADS) and t.is_alive() for t in threading.enumerate()):
-        # A call to dom0 still waiting for the user's answer holds a worker thread that the
-        # interpreter would join at exit, for up to the ask's timeout; our cleanup is done.
-        logging.shutdown()
-        os._exit(0)
-    return 0
+    return run(parser().parse_args(argv), lambda _args: QubesDbBinding())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The lease keeper's loop: follow the qube's entries, hold a provider mapping for each port.
 
-Reads the qube's store (entries written by dom0), asks the provider gateway by NAT-PMP,
-renews at half the granted lifetime, follows a changed public port, releases mappings of
-removed forwards (lifetime 0) and reports each forward's public endpoint on the store's
-status side, where the admin service shows it.
+Reads the qube's DB (entries committed by dom0; woken by the marker's watch), asks the
+provider gateway by NAT-PMP, renews at half the granted lifetime, follows a changed public
+port, releases mappings of removed forwards (lifetime 0) and reports each forward's public
+endpoint under `/qubes-portfwd-public/`, where the admin service shows it.
 """
 
 import asyncio
@@ -12,14 +12,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from ..db.qube import QubeChannel
+from ..db.watch import next_watch
+from ..model.db_layout import MARKER
 from ..natpmp import wire
-from ..ports.qube_store import QubeSide
+from ..ports.qube_db import QubeDb
 from . import leases as book
 from .leases import Lease, Map, Unmap
 from .natpmp_client import NatPmpClient, NatPmpError
 from .wanted import MappingKey, Wanted, wanted_mappings
 
-POLL_INTERVAL = 0.1  # seconds between looks at the store while idle
 MAX_IDLE = 1.0  # re-evaluate at least this often: leases run out on their own
 RELEASE_TIMEOUT = 10.0  # bound on giving every mapping back at shutdown
 
@@ -29,12 +31,13 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(
         self,
-        store: QubeSide,
+        db: QubeDb,
         client: NatPmpClient,
         requested_lifetime: int = wire.RECOMMENDED_LIFETIME,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.db = db
+        self.store = QubeChannel(db)
         self.client = client
         self.requested_lifetime = requested_lifetime
         self.clock = clock
@@ -137,14 +140,15 @@ class LeaseKeeper:
         return book.next_wakeup(wanted, self.leases, now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Step, then sleep until dom0 commits, a lease falls due, or `stop` (no polling)."""
+        self.store.watch_commits()
         while not stop.is_set():
             due = await self.step()
-            token = self.store.change_token()
             wake = min(due, self.clock() + MAX_IDLE)
             while not stop.is_set() and self.clock() < wake:
-                if self.store.change_token() != token:
+                fired = await next_watch(self.db, max(0.0, wake - self.clock()), stop)
+                if fired == MARKER:
                     break
-                await asyncio.sleep(min(POLL_INTERVAL, max(0.0, wake - self.clock())))
         await self.release_all()
 
     async def release_all(self) -> None:
