@@ -4,13 +4,12 @@ Convergence is read from the qubes' entry stores (what the agents report), not a
 admin service, so watching does not load the process being measured.
 """
 
-import os
 import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from qubes_lab.entry_store import STATUS_APPLIED, STATUS_FILE, EntryStore
+from qubes_lab.entry_store import STATUS_APPLIED, EntryStore
 from qubes_portfwd.client import ForwardState, HopState
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.topology import Topology
@@ -60,19 +59,16 @@ class StoreWatch:
         self.expected = expected
         self._token: object = None
         self._done = False
-
-    def _current_token(self) -> object:
-        try:
-            status = os.stat(self.store.path / STATUS_FILE)
-        except FileNotFoundError:
-            return (self.store.change_token(), None)
-        return (self.store.change_token(), status.st_mtime_ns, status.st_ino)
+        self._generation = 0
+        self._committed_at = 0.0  # when this watch first saw the latest commit (±POLL)
 
     def done(self) -> bool:
-        token = self._current_token()
+        token = self.store.state_token()
         if token != self._token:
             self._token = token
             generation, entries = self.store.read()
+            if generation != self._generation:
+                self._generation, self._committed_at = generation, time.time()
             status = self.store.read_status()
             keys = [k for k in entries if k.startswith(FORWARD_PREFIX)]
             self._done = (
@@ -83,10 +79,10 @@ class StoreWatch:
         return self._done
 
     def timeline(self, wall_start: float) -> dict[str, float]:
-        """When the last generation was written (by the admin) and handled (by the agent)."""
-        written = os.stat(self.store.path / "entries.json").st_mtime_ns / 1e9
+        """When the last generation was committed (by the admin; as seen by this watch) and
+        handled (by the agent)."""
         return {
-            "published_s": written - wall_start,
+            "published_s": self._committed_at - wall_start,
             "applied_s": self.store.read_status().updated - wall_start,
         }
 
