@@ -84,12 +84,15 @@ class FileQubeDb:
         self._watches: set[str] = set()
         self._fired: dict[str, None] = {}  # ordered, each path once: bounded by the keys
         self._inotify: int | None = None
+        self._lock_fd: int | None = None
+        self._writer: tuple[int, int] | None = None  # (descriptor, inode) of the log
 
     def close(self) -> None:
         with self._mutex:
-            if self._inotify is not None:
-                os.close(self._inotify)
-                self._inotify = None
+            for fd in (self._inotify, self._lock_fd, self._writer and self._writer[0]):
+                if fd is not None:
+                    os.close(fd)
+            self._inotify = self._lock_fd = self._writer = None
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -210,24 +213,40 @@ class FileQubeDb:
     # -- writing ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path / LOCK_FILE, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    def _locked(self) -> Iterator[int]:
+        """The writers' lock held; yields a descriptor appending to the current log."""
+        with self._mutex:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(
+                    self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                )
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                yield
+                yield self._append_fd()
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _append_fd(self) -> int:
+        """Kept open between writes; reopened once another handle rewrote the log."""
+        try:
+            inode = os.stat(self._log).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._writer is not None and self._writer[1] != inode:
+            os.close(self._writer[0])
+            self._writer = None
+        if self._writer is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(self._log, flags, 0o644)
+            self._writer = (fd, os.fstat(fd).st_ino)
+        return self._writer[0]
 
     def _append(self, record: bytes) -> None:
-        with self._mutex, self._locked():
-            fd = os.open(self._log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, record)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if size > COMPACT_MIN_BYTES:
-                self._sync()
+        with self._locked() as log:
+            os.write(log, record)
+            size = os.fstat(log).st_size
+            if size > COMPACT_MIN_BYTES and size > COMPACT_FACTOR * max(self._live, 1):
+                self._sync()  # the live size as of now (the lock is held)
                 if size > COMPACT_FACTOR * max(self._live, 1):
                     self._compact()
 
@@ -243,15 +262,11 @@ class FileQubeDb:
     def increment(self, path: str) -> int:
         """Raise a decimal counter by one under the writers' lock (the lab's own writes)."""
         _check_path(path)
-        with self._mutex, self._locked():
+        with self._locked() as log:
             self._sync()
             current = self._state.get(path, b"0")
             value = (int(current) if current.isdigit() else 0) + 1
-            fd = os.open(self._log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, _write_record(path, str(value).encode("ascii")))
-            finally:
-                os.close(fd)
+            os.write(log, _write_record(path, str(value).encode("ascii")))
             return value
 
     def write_many(self, values: Mapping[str, bytes | None]) -> None:
