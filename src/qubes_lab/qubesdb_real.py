@@ -13,10 +13,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .mount_sandbox import MountSandbox, SandboxError
 from .qubesdb_build import QubesDBBuild, build
@@ -27,6 +27,7 @@ DAEMON_TIMEOUT = 30.0  # the daemon's launcher returns once it serves (qube side
 SOCKET_TIMEOUT = 10.0
 RUN_TIMEOUT = 60.0
 POLL = 0.02
+T = TypeVar("T")
 
 __all__ = ["QubeSide", "RealQubesDB", "SandboxError", "UpstreamUnavailable"]
 
@@ -52,6 +53,11 @@ class QubeSide:
         """This qube's own `qubesdb.QubesDB()`, opened in this process (the real binding)."""
         qubesdb = _binding(self.env)
         return self.sandbox.call_inside(qubesdb.QubesDB)
+
+    def call_inside(self, make: Callable[[], T]) -> T:
+        """`make()` as this qube would run it (e.g. an adapter over `qubesdb.QubesDB()`)."""
+        _binding(self.env)
+        return self.sandbox.call_inside(make)
 
     @property
     def join_mount(self) -> str:
@@ -106,6 +112,11 @@ class RealQubesDB:
     ) -> subprocess.CompletedProcess[str]:
         """Run `argv` in qube `name`'s namespace; `QubesDB()` is that qube's own DB there."""
         return self.qubes[name].run(argv, **kwargs)
+
+    def call_in_dom0(self, make: Callable[[], T]) -> T:
+        """`make()` as dom0 would run it (e.g. an adapter over `qubesdb.QubesDB(name)`)."""
+        _binding(self.env(0))
+        return self.dom0.call_inside(make)
 
     def open_dom0(self, name: str) -> Any:
         """Dom0's `qubesdb.QubesDB(name)` for qube `name`, opened in this process."""

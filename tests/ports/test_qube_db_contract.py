@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from qubes_lab.qube_db import FileQubeDb
+from qubes_lab.qubesdb_real import RealQubesDB
+from qubes_portfwd.adapters.qubesdb_binding import QubesDbBinding
 from qubes_portfwd.db.watch import next_watch, wait_until
 from qubes_portfwd.ports.qube_db import QubeDb, QubeDbTimeout
 
@@ -22,8 +24,19 @@ def lab_adapter(tmp: Path) -> tuple[QubeDb, QubeDb]:
     return FileQubeDb(tmp / "work"), FileQubeDb(tmp / "work")
 
 
-@pytest.fixture(params=[lab_adapter], ids=["lab"])
+def real_adapter(qubesdb: RealQubesDB) -> tuple[QubeDb, QubeDb]:
+    """Qubes' `qubesdb` binding in dom0's and the qube's namespaces, real daemons between."""
+    work = qubesdb.add_qube("work", 5)
+    return qubesdb.call_in_dom0(lambda: QubesDbBinding("work")), work.call_inside(QubesDbBinding)
+
+
+@pytest.fixture(
+    params=[lab_adapter, pytest.param(real_adapter, marks=pytest.mark.lab)], ids=["lab", "real"]
+)
 def dbs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[QubeDb, QubeDb]]:
+    if request.param is real_adapter:  # started and stopped by the real_qubesdb fixture
+        yield real_adapter(request.getfixturevalue("real_qubesdb"))
+        return
     yield request.param(tmp_path)
 
 
