@@ -12,6 +12,12 @@ from pathlib import Path
 from . import processes
 
 POLL_INTERVAL = 0.02
+STATUS_FILE_NAME = "status.json"
+
+
+def status_file_for(socket_path: str | os.PathLike[str]) -> Path:
+    """Where the service writes its status document: beside its socket."""
+    return Path(socket_path).parent / STATUS_FILE_NAME
 
 
 class ServiceStartError(RuntimeError):
@@ -53,6 +59,7 @@ def start(
     admin_group: str | None = None,
     on_netvm_change: str | None = None,
     log_path: str | os.PathLike[str] | None = None,
+    status_file: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
 ) -> AdminProcess:
@@ -69,6 +76,7 @@ def start(
         "--reconcile-interval": reconcile_interval,
         "--admin-group": admin_group,
         "--on-netvm-change": on_netvm_change,
+        "--status-file": status_file,
     }
     for flag, value in options.items():
         if value is not None:

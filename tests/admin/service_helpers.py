@@ -4,6 +4,7 @@ for the agents (no root)."""
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,14 @@ from qubes_portfwd.client import AdminClient
 from qubes_portfwd.model.topology import Qube, Topology
 
 BOOT_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds (a bound, not a measure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def small_topology() -> Topology:
@@ -124,6 +133,10 @@ class RunningService:
 
     def firewall_xml(self, qube: str) -> Path:
         return self.state_dir / "qubes" / qube / "firewall.xml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.tmp / "status.json"
 
 
 def make_service(tmp_path: Path, agent_timeout: float) -> RunningService:

@@ -61,7 +61,8 @@ def test_a_qube_holding_its_quota_of_mappings_gets_no_new_one(service: RunningSe
         )
         for p in range(2000, 2000 + MAX_MAPPINGS)
     ]
-    client.firewall_set("personal", ["action=accept", *(format_rule(r) for r in held)])
+    for rule in held:
+        client.add_forward("personal", format_rule(rule))
     refused = client.nat_request("sys-firewall", ask(PERSONAL, 9000, 19000))
     assert (refused["result"], refused["limit"]) == ("limited", "mappings")
     renewed = client.nat_request("sys-firewall", ask(PERSONAL, 2000, 2000))

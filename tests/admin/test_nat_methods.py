@@ -25,7 +25,10 @@ def ask(
 
 
 def nat_rules(service: RunningService, qube: str) -> list[str]:
-    return [line for line in service.client().firewall_get(qube) if "action=forward" in line]
+    """The forwards NAT traversal stored: features `portfwd.<id>` of the qube."""
+    client = service.client()
+    names = [n for n in client.list_features(qube) if n.startswith("portfwd.")]
+    return [client.get_feature(qube, n) for n in names]
 
 
 def test_policy_round_trip_and_errors(service: RunningService) -> None:

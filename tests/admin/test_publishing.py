@@ -42,13 +42,13 @@ def test_inner_hops_first_outer_first_on_removal(patient_service: RunningService
     stores = {q: patient_service.store(q) for q in QUBES}
     with StandInAgent(stores, lambda qube, key: "applied") as agent:
         client = patient_service.client()
-        client.firewall_set("work", [WEB])
+        client.add_forward("work", WEB)
         assert qubes_in_order_seen(agent) == ["work", "sys-firewall", "sys-net"]
         [forward] = client.forwards()
         assert forward.state == ForwardState.ACTIVE
         assert [h.state for h in forward.hops] == [HopState.APPLIED] * 3
 
-        client.firewall_set("work", ["action=accept"])
+        client.remove_forward("work", forward.id)
         removed = [q for q, key in agent.removed if key.startswith("/qubes-portfwd/")]
         assert removed == ["sys-net", "sys-firewall", "work"]
         assert client.forwards() == []
@@ -66,7 +66,7 @@ def test_failed_hop_shows_failed_and_opens_nothing_outside(
 
     with StandInAgent(stores, verdict):
         client = patient_service.client()
-        client.firewall_set("work", [WEB])
+        client.add_forward("work", WEB)
         [forward] = client.forwards()
         assert forward.state == ForwardState.FAILED
         assert forward.reason and "sys-firewall" in forward.reason and "nft" in forward.reason
@@ -88,7 +88,7 @@ def test_silent_agents_leave_hops_pending_then_reconcile_opens_them(
     running.start()
     try:
         client = running.client()
-        client.firewall_set("work", [WEB])
+        client.add_forward("work", WEB)
         assert {h.state for h in client.forwards()[0].hops} == {HopState.PENDING}
         stores = {q: running.store(q) for q in QUBES}
         # Agents come up later: the periodic reconcile finishes the job without a change.
@@ -109,13 +109,13 @@ def test_a_slow_inner_agent_leaves_working_forwards_open_outside(tmp_path: Path)
         stores = {q: running.store(q) for q in QUBES}
         with StandInAgent(stores, lambda qube, key: "applied") as agent:
             client = running.client()
-            client.firewall_set("work", [WEB])
+            client.add_forward("work", WEB)
             _, edge_before = stores["sys-net"].read()
             web_keys = {k for k in edge_before if k.startswith("/qubes-portfwd/")}
             assert web_keys
 
             agent.paused.add("sys-firewall")
-            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            client.add_forward("personal", WEB.replace("srcports=80-80", "srcports=81-81"))
             _, edge = stores["sys-net"].read()
             assert {k for k in edge if k.startswith("/qubes-portfwd/")} == web_keys
             hops = {f.target: {h.qube: h.state for h in f.hops} for f in client.forwards()}
@@ -142,11 +142,11 @@ def test_an_open_hop_is_retracted_once_a_hop_inside_it_fails(tmp_path: Path) -> 
         stores = {q: running.store(q) for q in QUBES}
         with StandInAgent(stores, verdict):
             client = running.client()
-            client.firewall_set("work", [WEB])
+            client.add_forward("work", WEB)
             assert any(k.startswith("/qubes-portfwd/") for k in stores["sys-net"].read()[1])
 
             failing.add("sys-firewall")
-            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            client.add_forward("personal", WEB.replace("srcports=80-80", "srcports=81-81"))
             _, edge = stores["sys-net"].read()
             assert not any(k.startswith("/qubes-portfwd/") for k in edge)
     finally:
@@ -168,11 +168,11 @@ def test_an_inner_hop_being_repaired_shows_pending_and_keeps_outer_hops(tmp_path
         stores = {q: running.store(q) for q in QUBES}
         with StandInAgent(stores, verdict):
             client = running.client()
-            client.firewall_set("work", [WEB])
+            client.add_forward("work", WEB)
             _, edge_before = stores["sys-net"].read()
 
             repairing.add("sys-firewall")
-            client.firewall_set("personal", [WEB.replace("srcports=80-80", "srcports=81-81")])
+            client.add_forward("personal", WEB.replace("srcports=80-80", "srcports=81-81"))
             assert stores["sys-net"].read()[1] == edge_before
             hops = {f.target: {h.qube: h.state for h in f.hops} for f in client.forwards()}
             assert hops["work"] == {
@@ -199,16 +199,17 @@ def test_service_process_restart_keeps_forwards(tmp_path: Path) -> None:
     running.start_process()
     try:
         client = running.client()
-        client.firewall_set("work", [WEB])
+        client.add_forward("work", WEB)
         before = client.forwards()
         pid = running.process.pid if running.process else 0
         running.stop()
         assert not running.socket_path.exists()
         with pytest.raises(ConnectionError):
-            client.forwards()
+            client.list_features("work")
         running.start_process()
         assert running.process is not None and running.process.pid != pid
         assert client.forwards() == before
-        assert client.firewall_get("work")[0].startswith(WEB)
+        [name] = [n for n in client.list_features("work") if n.startswith("portfwd.")]
+        assert client.get_feature("work", name).startswith(WEB)
     finally:
         running.stop()

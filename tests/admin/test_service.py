@@ -1,15 +1,17 @@
 """The admin service through its socket, with the client library: qubes, properties, features,
-firewall rules and forwards (a real service process; entry stores without agents)."""
+firewall rules and forwards (features `portfwd.<id>`, statuses from the status document); a
+real service, entry stores without agents."""
 
 import threading
 
 import pytest
 
 from qubes_portfwd.client import ForwardState, HopState, QubesdError
+from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule import forward_id
 from qubes_portfwd.model.rule_text import parse_rule
 
-from .service_helpers import BOOT_ID, RunningService
+from .service_helpers import BOOT_ID, RunningService, wait_until
 
 WEB_FORM = (
     "action=forward forwardtype=external proto=tcp srcports={0}-{0} dstports={1}-{1} "
@@ -110,29 +112,31 @@ def test_firewall_default_and_round_trip(service: RunningService) -> None:
     assert service.firewall_xml("personal").exists()
 
 
-def test_set_fills_via_and_binds_boot(service: RunningService) -> None:
+def test_add_fills_via_and_binds_boot(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [f"{WEB} expire=boot comment=web server", "action=accept"])
-    stored = client.firewall_get("work")
-    assert stored[0] == (f"{WEB} via=sys-firewall,sys-net expire=boot:{BOOT_ID} comment=web server")
+    client.add_forward("work", f"{WEB} expire=boot comment=web server")
+    stored = client.get_feature("work", f"portfwd.{web_id()}")
+    assert stored == f"{WEB} via=sys-firewall,sys-net expire=boot:{BOOT_ID} comment=web server"
     internal = "action=forward forwardtype=internal proto=tcp srcports=22-22 srchost=personal"
-    client.firewall_set("work", [internal])
-    assert client.firewall_get("work") == [
+    internal_id = client.add_forward("work", internal)
+    assert client.get_feature("work", f"portfwd.{internal_id}") == (
         "action=forward forwardtype=internal proto=tcp srcports=22-22 dstports=22-22 "
         "srchost=personal via=sys-firewall"
-    ]
+    )
+    assert client.firewall_get("work") == ["action=accept"]
 
 
 def test_bad_line_changes_nothing(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [WEB, "action=accept"])
+    client.firewall_set("work", ["action=drop proto=tcp dstports=25", "action=accept"])
+    client.add_forward("work", WEB)
     before = service.firewall_xml("work").read_bytes()
     entries_before = service.store("sys-net").read()
-    bad = [WEB, "action=accept", "action=forward forwardtype=external srcports=99999 srchost=::/0"]
+    bad = ["action=accept", "action=drop proto=tcp dstports=99999"]
     with pytest.raises(QubesdError) as caught:
         client.firewall_set("work", ["action=drop", *bad])
     assert caught.value.exc_type == "QubesValueError"
-    assert "srcports" in caught.value.message and "line 4" in caught.value.message
+    assert "dstports" in caught.value.message and "line 3" in caught.value.message
     assert service.firewall_xml("work").read_bytes() == before
     assert service.store("sys-net").read() == entries_before
     assert client.firewall_get("work")[1] == "action=accept"
@@ -148,17 +152,17 @@ def test_non_ascii_payload_names_the_line(service: RunningService) -> None:
 
 def test_conflicting_forward_refused_naming_the_first(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [WEB])
+    client.add_forward("work", WEB)
     other = WEB_FORM.format(80, 9090)
     with pytest.raises(QubesdError) as caught:
-        client.firewall_set("personal", [other])
+        client.add_forward("personal", other)
     assert web_id() in caught.value.message
-    assert client.firewall_get("personal") == ["action=accept"]
+    assert not any(name.startswith("portfwd.") for name in client.list_features("personal"))
 
 
 def test_forward_views_without_agents_show_pending(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [WEB])
+    client.add_forward("work", WEB)
     [forward] = client.forwards()
     assert (forward.id, forward.target, forward.family) == (web_id(), "work", 4)
     assert forward.state == ForwardState.ACTIVE
@@ -178,34 +182,33 @@ def test_forward_views_without_agents_show_pending(service: RunningService) -> N
 
 def test_netvm_change_makes_forward_inactive_until_rebind(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [WEB])
+    client.add_forward("work", WEB)
     client.set_property("work", "netvm", "other-net")
     [forward] = client.forwards()
     assert forward.state == ForwardState.INACTIVE and "via" in (forward.reason or "")
     assert {h.state for h in forward.hops} == {HopState.INACTIVE}
     client.rebind("work", forward.id)
-    assert "via=other-net,sys-net" in client.firewall_get("work")[0]
+    assert "via=other-net,sys-net" in client.get_feature("work", f"portfwd.{forward.id}")
     assert client.forwards()[0].state == ForwardState.ACTIVE
 
 
 def test_add_and_remove_forward(service: RunningService) -> None:
     client = service.client()
     assert client.add_forward("work", WEB) == web_id()
-    assert client.firewall_get("work") == ["action=accept", f"{WEB} via=sys-firewall,sys-net"]
-    client.remove_forward("work", web_id())
+    assert client.list_features("work") == ["ipv6", f"portfwd.{web_id()}"]
+    assert client.get_feature("work", f"portfwd.{web_id()}") == f"{WEB} via=sys-firewall,sys-net"
     assert client.firewall_get("work") == ["action=accept"]
+    client.remove_forward("work", web_id())
+    assert client.list_features("work") == ["ipv6"]
     assert client.forwards() == []
-    with pytest.raises(QubesdError, match="no forward"):
+    with pytest.raises(ValidationError, match="no forward"):
         client.remove_forward("work", web_id())
-    with pytest.raises(QubesdError, match="forward id"):
+    with pytest.raises(ValidationError, match="forward id"):
         client.rebind("work", "XYZ")
 
 
-def test_forward_methods_check_their_destination(service: RunningService) -> None:
+def test_firewall_methods_check_their_destination(service: RunningService) -> None:
     client = service.client()
-    with pytest.raises(QubesdError) as caught:
-        client.call("work", "admin.portfwd.List")
-    assert caught.value.exc_type == "ProtocolError"
     with pytest.raises(QubesdError) as caught:
         client.firewall_get("dom0")
     assert caught.value.exc_type == "ProtocolError"
@@ -227,8 +230,13 @@ def test_concurrent_adds_lose_nothing(service: RunningService) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    stored = service.client().firewall_get("work")
-    assert sorted(stored[1:]) == sorted(f"{line} via=sys-firewall,sys-net" for line in lines)
+    client = service.client()
+    stored = [
+        client.get_feature("work", name)
+        for name in client.list_features("work")
+        if name.startswith("portfwd.")
+    ]
+    assert sorted(stored) == sorted(f"{line} via=sys-firewall,sys-net" for line in lines)
 
 
 def test_concurrent_sets_of_different_qubes_both_land(service: RunningService) -> None:
@@ -240,8 +248,9 @@ def test_concurrent_sets_of_different_qubes_both_land(service: RunningService) -
 
     def set_rules(qube: str) -> None:
         client = service.client()
-        client.firewall_set(qube, rules[qube])
-        results[qube] = client.firewall_get(qube)
+        for line in rules[qube]:
+            client.add_forward(qube, line)
+        results[qube] = client.list_features(qube)
 
     threads = [threading.Thread(target=set_rules, args=(q,)) for q in rules]
     for thread in threads:
@@ -253,7 +262,7 @@ def test_concurrent_sets_of_different_qubes_both_land(service: RunningService) -
 
 def test_restart_keeps_every_forward(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [WEB])
+    client.add_forward("work", WEB)
     client.set_property("work", "ip", "10.137.0.66")
     before = client.forwards()
     service.stop()
@@ -266,7 +275,9 @@ def test_restart_keeps_every_forward(service: RunningService) -> None:
 
 def test_reboot_expires_until_reboot_forwards(service: RunningService) -> None:
     client = service.client()
-    client.firewall_set("work", [f"{WEB} expire=boot"])
+    client.add_forward("work", f"{WEB} expire=boot")
     assert len(client.forwards()) == 1
     service.boot_id_file.write_text("11111111-2222-3333-4444-555555555555\n")
-    assert client.forwards() == []
+    # The next reconcile sees the new boot: the forward ends and its feature goes.
+    wait_until(lambda: client.forwards() == [])
+    wait_until(lambda: f"portfwd.{web_id()}" not in client.list_features("work"))

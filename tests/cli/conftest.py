@@ -26,7 +26,8 @@ def cli_topology() -> Topology:
 
 @pytest.fixture
 def admin_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The service's socket, also exported as $QUBESD_SOCKET for the CLIs under test."""
+    """The service's socket, also exported as $QUBESD_SOCKET for the CLIs under test, and its
+    status document as $QUBES_PORTFWD_STATUS."""
     (tmp_path / "topology.json").write_text(json.dumps(topology_to_json(cli_topology())))
     (tmp_path / "boot_id").write_text(BOOT_ID + "\n")
     socket_path = tmp_path / "q.sock"  # AF_UNIX paths are limited to 108 bytes
@@ -38,8 +39,10 @@ def admin_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         boot_id_file=tmp_path / "boot_id",
         agent_timeout=0.1,
         log_path=tmp_path / "admind.log",
+        status_file=tmp_path / "status" / "status.json",
     )
     monkeypatch.setenv("QUBESD_SOCKET", str(socket_path))
+    monkeypatch.setenv("QUBES_PORTFWD_STATUS", str(tmp_path / "status" / "status.json"))
     try:
         yield socket_path
     finally:

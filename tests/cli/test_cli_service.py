@@ -32,12 +32,13 @@ def error_of(capsys: Capture, main, prog: str, *argv: str, code: int) -> str:
 def test_portfwd_add_list_del(admin_socket: Path, capsys: Capture) -> None:
     forward = run(capsys, qvm_portfwd.main, *DEMO_ADD).strip()
     assert len(forward) == 12
-    stored = AdminClient(admin_socket).firewall_get("work")
-    assert any(
+    client = AdminClient(admin_socket)
+    assert f"portfwd.{forward}" in client.list_features("work")
+    assert client.get_feature("work", f"portfwd.{forward}") == (
         "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "
-        "srchost=192.0.2.0/24" in line
-        for line in stored
-    ), stored
+        "srchost=192.0.2.0/24 via=sys-firewall,sys-net"
+    )
+    assert client.firewall_get("work") == ["action=accept"]
 
     table = run(capsys, qvm_portfwd.main, "list").splitlines()
     assert table[0].split()[:3] == ["ID", "TARGET", "TYPE"]
@@ -57,7 +58,7 @@ def test_portfwd_add_list_del(admin_socket: Path, capsys: Capture) -> None:
 
     run(capsys, qvm_portfwd.main, "del", forward[:6])
     assert json.loads(run(capsys, qvm_portfwd.main, "list", "--json")) == []
-    assert not any("forward" in line for line in AdminClient(admin_socket).firewall_get("work"))
+    assert f"portfwd.{forward}" not in client.list_features("work")
 
 
 def test_portfwd_refuses_a_duplicate_and_an_unknown_id(admin_socket: Path, capsys: Capture) -> None:
@@ -83,8 +84,9 @@ def test_portfwd_internal_forward_and_rebind(admin_socket: Path, capsys: Capture
         "--comment",
         "ssh from personal",
     ).strip()
-    assert AdminClient(admin_socket).firewall_get("work")[0] == "action=accept"
-    (line,) = [x for x in AdminClient(admin_socket).firewall_get("work") if "forward" in x]
+    client = AdminClient(admin_socket)
+    assert client.firewall_get("work") == ["action=accept"]
+    line = client.get_feature("work", f"portfwd.{forward}")
     assert "srchost=personal" in line
     assert "expire=boot:5eed5eed-0000-4000-8000-000000000001" in line
     listing = run(capsys, qvm_portfwd.main, "list", "work")
@@ -141,39 +143,21 @@ def test_firewall_add_list_raw_del_reset(admin_socket: Path, capsys: Capture) ->
     assert run(capsys, qvm_firewall.main, "--raw", "work") == "action=accept\n"
 
 
-def test_firewall_forward_rows_and_removal_by_text(admin_socket: Path, capsys: Capture) -> None:
-    forward = run(
-        capsys,
-        qvm_firewall.main,
-        "work",
-        "add",
-        "action=forward",
-        "forwardtype=external",
-        "proto=tcp",
-        "srcports=80",
-        "dstports=8080",
-        "srchost=0.0.0.0/0",
-    ).strip()
-    table = run(capsys, qvm_firewall.main, "work").splitlines()
-    assert table[0].split()[:5] == ["NO", "ACTION", "FWD", "TYPE", "SRCHOST"]
-    assert table[1].split()[:2] == ["0", "accept"]
-    assert "80→8080" in table[2]
-    assert forward in table[2]
-    assert forward in run(capsys, qvm_portfwd.main, "list")
-    # The service stored it with via=; the text as typed still finds it.
-    run(
-        capsys,
-        qvm_firewall.main,
-        "work",
-        "del",
-        "forward",
-        "external",
-        "tcp",
-        "80",
-        "8080",
-        "0.0.0.0/0",
+def test_firewall_refuses_a_forward_and_lists_a_forwarding_qube(
+    admin_socket: Path, capsys: Capture
+) -> None:
+    """Forwards are features: the rule list carries accept/drop only, as stock Qubes' does."""
+    forward = run(capsys, qvm_portfwd.main, *DEMO_ADD).strip()
+    words = ["forwardtype=external", "proto=tcp", "srcports=81", "srchost=0.0.0.0/0"]
+    err = error_of(
+        capsys, qvm_firewall.main, "qvm-firewall", "work", "add", "action=forward", *words, code=1
     )
+    assert "action: forward rules are stored as features portfwd.<id>: use qvm-portfwd" in err
     assert run(capsys, qvm_firewall.main, "--raw", "work") == "action=accept\n"
+    table = run(capsys, qvm_firewall.main, "work", "list").splitlines()
+    assert table[0].split()[:3] == ["NO", "ACTION", "HOST"]
+    assert table[1].split()[:2] == ["0", "accept"] and len(table) == 2
+    assert forward in run(capsys, qvm_portfwd.main, "list")
 
 
 def test_prefs_list_get_set_reset(admin_socket: Path, capsys: Capture) -> None:

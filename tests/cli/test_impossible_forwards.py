@@ -6,7 +6,9 @@ import pytest
 
 from qubes_lab.tools import qvm_firewall
 from qubes_portfwd.cli import qvm_portfwd
-from qubes_portfwd.client import AdminClient
+from qubes_portfwd.client import AdminClient, QubesdError
+from qubes_portfwd.model.rule import ForwardRule, forward_id
+from qubes_portfwd.model.rule_text import parse_rule
 
 from .test_cli_service import Capture, error_of, run
 
@@ -16,6 +18,7 @@ INTERNAL = ["add", "work", "tcp", "2222:22", "--internal", "--from"]
 def _nothing_stored(admin_socket: Path) -> None:
     client = AdminClient(admin_socket)
     assert client.firewall_get("work") == ["action=accept"]
+    assert not any(n.startswith("portfwd.") for n in client.list_features("work"))
     assert client.forwards() == []
 
 
@@ -46,28 +49,32 @@ def test_internal_forward_from_a_qube_that_cannot_reach_it(
     ],
 )
 def test_forward_with_a_path_that_is_not_the_qubes(
-    admin_socket: Path, capsys: Capture, via: str, reason: str
+    admin_socket: Path, via: str, reason: str
 ) -> None:
-    rule = [
-        "action=forward", "forwardtype=external", "proto=tcp", "srcports=80", "dstports=8080",
-        "srchost=192.0.2.0/24", f"via={via}",
-    ]  # fmt: skip
-    err = error_of(capsys, qvm_firewall.main, "qvm-firewall", "work", "add", *rule, code=1)
-    assert reason in err and "expected its path now (sys-firewall,sys-net" in err
+    line = (
+        "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "
+        f"srchost=192.0.2.0/24 via={via}"
+    )
+    rule = parse_rule(line)
+    assert isinstance(rule, ForwardRule)
+    with pytest.raises(QubesdError) as caught:
+        AdminClient(admin_socket).set_feature("work", f"portfwd.{forward_id('work', rule)}", line)
+    assert reason in caught.value.message
+    assert "expected its path now (sys-firewall,sys-net" in caught.value.message
     _nothing_stored(admin_socket)
 
 
-def test_a_stored_forward_keeps_its_old_path_through_a_whole_list_write(
+def test_a_stored_forward_keeps_its_old_path_through_a_netvm_change(
     admin_socket: Path, capsys: Capture
 ) -> None:
-    """Inactive after a netvm change, it is still written back as it was by rule-list writers."""
+    """Inactive after a netvm change, it stays stored as it was; a rule-list write leaves it."""
     forward = run(capsys, qvm_portfwd.main, *INTERNAL, "personal").strip()
     client = AdminClient(admin_socket)
     client.set_property("work", "netvm", "sys-net")
     run(capsys, qvm_firewall.main, "work", "add", "drop", "198.51.100.7")
     listed = {f.id: f for f in client.forwards()}
     assert listed[forward].reason is not None and "netvm path changed" in listed[forward].reason
-    assert any("via=sys-firewall" in line for line in client.firewall_get("work"))
+    assert "via=sys-firewall" in client.get_feature("work", f"portfwd.{forward}")
 
 
 def test_list_of_an_unknown_qube_is_an_error(admin_socket: Path, capsys: Capture) -> None:

@@ -6,11 +6,9 @@ import pytest
 
 from qubes_portfwd.gui.pending_ask import always_policy, duration_text, parse_pending, question
 from qubes_portfwd.gui.rows import forward_rows, hops_text, outbound_rows
-from qubes_portfwd.gui.rule_lines import outbound_summary, replaced_lines
+from qubes_portfwd.gui.rule_lines import outbound_summary
 from qubes_portfwd.model import forward_status
 from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.rule import ForwardRule, forward_id
-from qubes_portfwd.model.rule_text import parse_rule
 
 NOW = 1_700_000_000.0
 RULE = (
@@ -91,17 +89,6 @@ def test_outbound_rows_leave_forwards_out() -> None:
     ]
     assert outbound_summary(["action=accept", RULE]) == "Outgoing connections: all allowed"
     assert "limited" in outbound_summary(lines)
-
-
-def test_editing_replaces_exactly_that_forward_in_place() -> None:
-    rule = parse_rule(RULE)
-    assert isinstance(rule, ForwardRule)
-    wanted = forward_id("work", rule)
-    lines = ["action=accept proto=tcp dstports=22-22", RULE, "action=drop"]
-    new = "action=forward forwardtype=external proto=tcp srcports=81 srchost=0.0.0.0/0"
-    assert replaced_lines(lines, "work", wanted, new) == [lines[0], new, lines[2]]
-    with pytest.raises(ValidationError, match="gone"):
-        replaced_lines(lines, "personal", wanted, new)
 
 
 PENDING = {

@@ -1,11 +1,13 @@
-"""What the service adds to a forward at Set (pure): the boot id and the path it is made for,
-and the refusal of a forward that cannot work on this host."""
+"""Checks of a forward before it is stored (pure): the path it is made for, its boot, and the
+refusal of a forward that cannot work on this host. A `portfwd.<id>` feature is checked as
+stock Qubes lets an extension check it (`domain-feature-pre-set`): refused or kept as sent,
+never rewritten, so the value must already be complete."""
 
-from collections.abc import Iterable
 from dataclasses import replace
 
 from ..model.errors import ValidationError
-from ..model.rule import ForwardRule, ForwardType, Rule, UntilReboot, forward_id
+from ..model.forward_feature import feature_name
+from ..model.rule import ExpireAt, ForwardRule, ForwardType, Rule, UntilReboot, forward_id
 from ..model.rule_text import parse_rule
 from ..model.topology import PathError, Topology
 
@@ -68,27 +70,43 @@ def check_possible(
             )
 
 
-def parse_and_bind(
-    untrusted_text: str,
+def check_forward_feature(
+    feature_id: str,
+    untrusted_value: str,
     target: str,
     topology: Topology,
     boot_id: str,
-    stored: Iterable[Rule] = (),
-) -> list[Rule]:
-    """A whole firewall.Set payload, all or nothing; an error names its line and field.
+    now: float,
+    stored: ForwardRule | None,
+) -> ForwardRule:
+    """The forward a `portfwd.<feature_id>` value of `target` holds, if it may be stored as is.
 
-    `stored` are the target's rules now: a forward already among them may keep its path.
+    `stored` is the forward stored under that name now: it may keep the path it was made for.
     """
-    known = {forward_id(target, r): r for r in stored if isinstance(r, ForwardRule)}
-    rules: list[Rule] = []
-    for line_no, untrusted_line in enumerate(untrusted_text.splitlines(), start=1):
-        if not untrusted_line.strip():
-            continue
+    rule = parse_rule(untrusted_value)
+    if not isinstance(rule, ForwardRule):
+        raise ValidationError(
+            "action", "expected action=forward (accept/drop rules belong in the firewall list)"
+        )
+    actual = forward_id(target, rule)
+    if actual != feature_id:
+        raise ValidationError(
+            "feature name", f"this forward of {target} is {actual}: name it {feature_name(actual)}"
+        )
+    if rule.via is None and not rule.follow:
         try:
-            rule = bind_rule(parse_rule(untrusted_line), target, topology, boot_id)
-            if isinstance(rule, ForwardRule):
-                check_possible(rule, target, topology, known.get(forward_id(target, rule)))
-        except ValidationError as err:
-            raise err.at_line(line_no) from None
-        rules.append(rule)
-    return rules
+            now_via = ",".join(current_via(target, rule, topology))
+        except PathError as err:
+            raise ValidationError("via", f"required, and {target} has no path ({err})") from None
+        raise ValidationError(
+            "via", f"required: via={now_via} ({target}'s path now, its netvm first) or follow=yes"
+        )
+    if isinstance(rule.expire, UntilReboot) and rule.expire.boot_id != boot_id:
+        given = "expire=boot" if rule.expire.boot_id is None else f"expire={rule.expire.text}"
+        raise ValidationError(
+            "expire", f"{given} is not this boot; expected expire=boot:{boot_id} (until reboot)"
+        )
+    if isinstance(rule.expire, ExpireAt) and rule.expire.expired(now, boot_id):
+        raise ValidationError("expire", "already past; expected a later UNIX time")
+    check_possible(rule, target, topology, stored)
+    return rule

@@ -1,8 +1,9 @@
 """The service's core: state, the one mutation lock, re-planning and publishing.
 
 Every change runs under `lock`: read the current value, validate, write to disk, re-plan,
-publish. Two clients changing rules at once are therefore applied one after the other, each
-on top of the other's result. Rules that run out are dropped from their firewall.xml and
+publish, then write the status document (status_file.py) for the front ends. Two clients
+changing rules at once are therefore applied one after the other, each on top of the other's
+result. Rules that run out are dropped from their firewall.xml (forwards: their feature) and
 unpublished at the instant they expire, without waiting for the periodic reconcile.
 """
 
@@ -22,6 +23,8 @@ from .nat_state import NatState
 from .platform_hook import NetvmChangeHook
 from .publisher import Publisher, PublishReport, Snapshot
 from .state import HostState
+from .status_file import StatusWriter
+from .status_view import forward_statuses
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         reconcile_interval: float = 5.0,
         netvm_hook: NetvmChangeHook | None = None,
+        status_file: Path | None = None,
     ) -> None:
         self.state = state
         self.publisher = publisher
@@ -61,6 +65,10 @@ class Service:
         # What the platform runs after a qube's netvm changed (the lab re-attaches it).
         self.netvm_hook = netvm_hook
         self.nat = NatState.open(state.state_dir, clock)
+        self.status = StatusWriter(status_file) if status_file is not None else None
+        if self.status is not None:
+            # Front ends read it from the first call on, long before the first publish ends.
+            self._write_status_now(self.plan(), self.boot_id())
         self.lock = asyncio.Lock()
         # Set on every change, so the reconciler re-reads when the next rule expires.
         self._changed = asyncio.Event()
@@ -122,6 +130,22 @@ class Service:
         finally:
             # After publishing: the plan already ignores them, and the kernels come first.
             await self._drop_expired_locked(now, boot_id)
+            await self._write_status(current_plan, boot_id)
+
+    async def _write_status(self, current_plan: Plan, boot_id: str) -> None:
+        """The status document as of this publish, written before the lock is released, so
+        a front end whose change returned already finds it there."""
+        await asyncio.to_thread(self._write_status_now, current_plan, boot_id)
+
+    def _write_status_now(self, current_plan: Plan, boot_id: str) -> None:
+        if self.status is None:
+            return
+        try:
+            snapshots = self.publisher.snapshots(sorted(self.topology.qubes))
+            statuses = forward_statuses(current_plan, snapshots)
+            self.status.write(boot_id, self.topology, statuses)
+        except Exception:  # the next publish writes it again; the change itself is stored
+            log.exception("writing the status document failed")
 
     async def reconcile(self) -> PublishReport | None:
         async with self.lock:
@@ -142,11 +166,20 @@ class Service:
             self._next_full = time.monotonic() + FULL_RECONCILE_INTERVAL
             await self._publish_locked()
 
-    async def change_rules(self, qube: str, change: RulesChange) -> None:
-        """Replace `qube`'s rules with `change(current)`, all or nothing, then publish."""
+    async def change_rules(
+        self, qube: str, change: RulesChange, *, skip_unchanged: bool = False
+    ) -> None:
+        """Replace `qube`'s rules with `change(current)`, all or nothing, then publish.
+
+        With `skip_unchanged`, a change that leaves the rules as they are stores and
+        publishes nothing (a feature set twice to the same value).
+        """
         async with self.lock:
             now, boot_id = self.clock(), self.boot_id()
-            rules = list(change(self.state.rules_of(qube), self))
+            current = self.state.rules_of(qube)
+            rules = list(change(current, self))
+            if skip_unchanged and tuple(rules) == current:
+                return
             conflicts = conflicts_for(
                 qube, rules, self.state.rules, self.topology, now, boot_id, self.state.order
             )

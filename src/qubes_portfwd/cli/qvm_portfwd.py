@@ -1,6 +1,8 @@
-"""qvm-portfwd: port forwards in the user's words; each one is a rule of its target qube."""
+"""qvm-portfwd: port forwards in the user's words; each one is the feature `portfwd.<id>` of
+its target qube."""
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -8,9 +10,10 @@ from collections.abc import Sequence
 
 from ..client import AdminClient, QubesdError
 from ..model.errors import ValidationError
+from ..model.forward_feature import feature_name, forward_id_of, is_forward_feature
 from ..model.forward_status import ForwardStatus
-from ..model.rule import ForwardRule, ForwardType, forward_id
-from ..model.rule_text import format_rule, parse_rule
+from ..model.rule import ForwardType, forward_id
+from ..model.rule_text import format_rule
 from ..model.topology import FEATURE_TUNNEL
 from .forward_request import PROTO_CHOICES, ForwardRequest, forward_rule
 from .forward_view import concerns, forward_json, forward_line, table_lines
@@ -108,11 +111,9 @@ def _add(client: AdminClient, args: argparse.Namespace) -> None:
     )
     rule = forward_rule(request, time.time())
     new_id = forward_id(args.qube, rule)
-    for line in client.firewall_get(args.qube):
-        existing = parse_rule(line) if line.strip() else None
-        if isinstance(existing, ForwardRule) and forward_id(args.qube, existing) == new_id:
-            raise ValidationError("forward", f"{new_id} already exists on {args.qube}")
-    # The service appends under its lock: a concurrent change by another client is kept.
+    if feature_name(new_id) in client.list_features(args.qube):
+        raise ValidationError("forward", f"{new_id} already exists on {args.qube}")
+    # One feature per forward: a concurrent change by another client is kept.
     print(client.add_forward(args.qube, format_rule(rule)))
 
 
@@ -134,22 +135,20 @@ def find_forward(known: dict[str, str], untrusted_id: str) -> tuple[str, str]:
 
 
 def _known_forwards(client: AdminClient, untrusted_id: str) -> dict[str, str]:
-    """Forward ids and targets: the service's list, or every qube's rules when the id is not
-    in it (a forward the service does not list any more can still be removed)."""
+    """Forward ids and targets: the status document's, or every qube's `portfwd.<id>`
+    features when the id is not in it (a forward not listed any more can still be removed)."""
     known = {s.id: s.target for s in client.forwards()}
     if any(i.startswith(untrusted_id) for i in known):
         return known
     for qube in client.list_qubes():
         try:
-            lines = client.firewall_get(qube.name)
+            names = client.list_features(qube.name)
         except QubesdError:
-            continue  # dom0 and the like have no firewall
-        for line in lines:
-            if not line.strip():
-                continue
-            rule = parse_rule(line)
-            if isinstance(rule, ForwardRule):
-                known[forward_id(qube.name, rule)] = qube.name
+            continue
+        for name in names:
+            if is_forward_feature(name):
+                with contextlib.suppress(ValidationError):
+                    known[forward_id_of(name)] = qube.name
     return known
 
 

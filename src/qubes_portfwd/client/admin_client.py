@@ -1,13 +1,20 @@
-"""The typed Admin API client every front end uses (no front end talks to the socket itself)."""
+"""The typed Admin API client every front end uses (no front end talks to the socket itself).
+
+It uses only methods a stock qubesd has, plus the controller's status document: a forward
+is the feature `portfwd.<id>` of its target (forwards.py), its live status is read from the
+document (status_reader.py).
+"""
 
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import forward_status
 from ..model.forward_status import ForwardStatus
+from ..model.status_document import StatusDocument, forwards_through
+from . import forwards as forward_features
 from .connection import ProtocolViolation, call, default_socket_path
+from .status_reader import default_status_path, read_status
 
 ADMIN_VM = "dom0"
 
@@ -47,6 +54,8 @@ def _unescape(line: str) -> str:
 class AdminClient:
     """`socket_path` defaults to `$QUBESD_SOCKET`, else /run/qubes-portfwd/qubesd.sock.
 
+    `status_path` (the controller's status document) defaults to `$QUBES_PORTFWD_STATUS`,
+    else status.json beside the socket (/run/qubes-portfwd/status.json by default).
     `source` is the caller's name: dom0 for dom0's tools, a qube's name on its qrexec socket.
     """
 
@@ -55,10 +64,14 @@ class AdminClient:
         socket_path: str | os.PathLike[str] | None = None,
         timeout: float = 120.0,
         source: str = "dom0",
+        status_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
         self.timeout = timeout
         self.source = source
+        self.status_path = (
+            Path(status_path) if status_path else default_status_path(self.socket_path)
+        )
 
     def call(self, dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
         return call(self.socket_path, dest, method, arg, payload, self.timeout, self.source)
@@ -109,7 +122,7 @@ class AdminClient:
     def remove_feature(self, qube: str, name: str) -> None:
         self.call(qube, "admin.vm.feature.Remove", name)
 
-    # -- firewall (forwards included) --
+    # -- firewall (accept/drop rules only, as stock qubesd) --
 
     def firewall_get(self, qube: str) -> list[str]:
         return self._text(qube, "admin.vm.firewall.Get").splitlines()
@@ -121,28 +134,41 @@ class AdminClient:
     def firewall_reload(self, qube: str) -> None:
         self.call(qube, "admin.vm.firewall.Reload")
 
-    # -- forwards --
+    # -- forwards: features `portfwd.<id>`, statuses from the status document --
+
+    def status(self) -> StatusDocument:
+        """The controller's status document as written after its last publish."""
+        return read_status(self.status_path)
 
     def forwards(self) -> list[ForwardStatus]:
-        return forward_status.loads(self.call(ADMIN_VM, "admin.portfwd.List"))
+        return list(self.status().forwards)
 
     def forwards_of(self, qube: str) -> list[ForwardStatus]:
         """The target's view: forwards to `qube`."""
-        return forward_status.loads(self.call(qube, "admin.vm.portfwd.List"))
+        return [f for f in self.status().forwards if f.target == qube]
 
     def forwards_through(self, qube: str) -> list[ForwardStatus]:
         """A network qube's view: forwards whose path passes through `qube`."""
-        return forward_status.loads(self.call(qube, "admin.vm.portfwd.Through"))
+        return forwards_through(self.status().forwards, qube)
 
     def add_forward(self, qube: str, line: str) -> str:
-        """Append one `action=forward` rule atomically on the service side; returns its id."""
-        return self.call(qube, "admin.vm.portfwd.Add", payload=line.encode("utf-8")).decode()
+        """Store one forward as the feature `portfwd.<id>` of `qube`; returns its id.
+
+        The line is completed here (its path, its boot) because the service may only
+        refuse a feature value, never rewrite it.
+        """
+        return forward_features.add(self, qube, line)
 
     def rebind(self, qube: str, forward_id: str) -> None:
-        self.call(qube, "admin.vm.portfwd.Rebind", forward_id)
+        """Record `qube`'s path now as the forward's `via` (it was made for another path)."""
+        forward_features.rebind(self, qube, forward_id)
 
     def remove_forward(self, qube: str, forward_id: str) -> None:
-        self.call(qube, "admin.vm.portfwd.Remove", forward_id)
+        forward_features.remove(self, qube, forward_id)
+
+    def replace_forward(self, qube: str, forward_id: str, line: str) -> str:
+        """An edited forward in place of `forward_id`; returns its (maybe new) id."""
+        return forward_features.replace_forward(self, qube, forward_id, line)
 
     # -- NAT traversal (the network qube's daemon asks; the user decides pending asks) --
 

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 )
 
 from ..client import AdminClient, ForwardStatus
-from ..client.guarded_update import update_rules
 from ..model.forward_status import parsed_rule
 from ..model.rule import ForwardRule
 from .calls import Calls
@@ -32,7 +31,7 @@ from .forward_dialog import ForwardDialog
 from .forward_form import form_of_rule
 from .forward_table import ForwardTable
 from .rows import FORWARD_HEADER, OUTBOUND_HEADER, forward_rows, outbound_rows
-from .rule_lines import outbound_summary, replaced_lines
+from .rule_lines import outbound_summary
 
 REFRESH_MS = 3000
 THROUGH_HEADER = ("Target", *FORWARD_HEADER)
@@ -226,10 +225,8 @@ class SettingsWindow(QWidget):
                 return
 
             def swap(client: AdminClient) -> None:
-                # Guarded: a list changed by someone else meanwhile is read again, not lost.
-                update_rules(
-                    client, qube, lambda lines: replaced_lines(lines, qube, forward_id, line)
-                )
+                # One feature per forward: no list is read and written back, nothing is lost.
+                client.replace_forward(qube, forward_id, line)
 
             self._change("Changing the forward", swap)
 

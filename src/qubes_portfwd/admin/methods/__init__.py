@@ -38,7 +38,7 @@ def method(
 
 async def dispatch(service: Service, request: Request) -> bytes:
     """Run a request's handler after the checks every method shares; returns the payload."""
-    from . import feature, firewall, nat, portfwd, property, vm  # noqa: F401  (they register)
+    from . import feature, firewall, nat, property, vm  # noqa: F401  (they register)
 
     spec = REGISTRY.get(request.method)
     if spec is None:

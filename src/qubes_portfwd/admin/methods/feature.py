@@ -1,13 +1,23 @@
-"""admin.vm.feature.*: qube features (`ipv6`, `portfwd-tunnel`, `portfwd-uplink`, any other)."""
+"""admin.vm.feature.*: qube features (`ipv6`, `portfwd-tunnel`, `portfwd-uplink`, any other).
+
+A `portfwd.<id>` feature is a forward of that qube (model/forward_feature.py): checked before
+it is stored as our dom0 extension checks it in `domain-feature-pre-set` on a stock host
+(refused with the field and the allowed form, never rewritten), stored under the service's
+lock with the conflict check, and re-planned; removing it re-plans too.
+"""
 
 import re
 
 from ...model.errors import ValidationError
 from ...model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
 from ...model.firewall_revision import BaseRevision
+from ...model.forward_feature import forward_id_of, is_forward_feature
+from ...model.rule import ForwardRule, Rule, forward_id
+from ...model.rule_text import MAX_RULE_LENGTH
 from ...model.topology import FEATURE_UPLINK, Topology
 from ..errors import QubesFeatureNotFoundError, QubesValueError
 from ..firewall_guard import stale_guards
+from ..forward_binding import check_forward_feature
 from ..service import Service
 from ..wire import Request
 from . import method
@@ -24,12 +34,17 @@ def _check_name(untrusted_name: str) -> str:
 
 
 def _check_value(name: str, untrusted_payload: bytes) -> str:
+    limit = MAX_RULE_LENGTH if is_forward_feature(name) else MAX_VALUE
     try:
         untrusted_value = untrusted_payload.decode("ascii")
     except UnicodeDecodeError:
-        raise QubesValueError(f"{name}: the value must be printable ASCII") from None
-    if len(untrusted_value) > MAX_VALUE or not untrusted_value.isprintable():
-        raise QubesValueError(f"{name}: the value must be printable ASCII, at most {MAX_VALUE}")
+        raise QubesValueError(
+            f"{name}: the value must be printable ASCII (qubesd takes no other feature value)"
+        ) from None
+    if len(untrusted_value) > limit or not untrusted_value.isprintable():
+        raise QubesValueError(
+            f"{name}: the value must be printable ASCII (no newline: one line), at most {limit}"
+        )
     if name == FEATURE_UPLINK and untrusted_value and not _IFACE_RE.match(untrusted_value):
         raise QubesValueError(f"{name}: expected an interface name (letters, digits, -_.)")
     if name.startswith(GUARD_PREFIX):
@@ -38,6 +53,17 @@ def _check_value(name: str, untrusted_payload: bytes) -> str:
         except ValidationError as err:
             raise QubesValueError(str(err)) from None
     return untrusted_value
+
+
+def _forward_feature_id(name: str) -> str:
+    try:
+        return forward_id_of(name)
+    except ValidationError as err:
+        raise QubesValueError(f"{name}: {err.field}: {err.message}") from None
+
+
+def _is_forward(qube: str, rule: Rule, wanted: str) -> bool:
+    return isinstance(rule, ForwardRule) and forward_id(qube, rule) == wanted
 
 
 @method("admin.vm.feature.List")
@@ -54,11 +80,40 @@ async def feature_get(service: Service, request: Request) -> bytes:
     return features[request.arg].encode("ascii")
 
 
+async def _set_forward(service: Service, qube: str, name: str, untrusted_value: str) -> None:
+    """Store one forward under its own key: no list is read, changed and written back."""
+    wanted = _forward_feature_id(name)
+
+    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+        stored = next((r for r in current if _is_forward(qube, r, wanted)), None)
+        assert stored is None or isinstance(stored, ForwardRule)
+        try:
+            rule = check_forward_feature(
+                wanted,
+                untrusted_value,
+                qube,
+                service.topology,
+                service.boot_id(),
+                service.clock(),
+                stored,
+            )
+        except ValidationError as err:
+            raise QubesValueError(f"{name}: {err}") from None
+        if stored is None:
+            return [*current, rule]
+        return [rule if _is_forward(qube, r, wanted) else r for r in current]
+
+    await service.change_rules(qube, change, skip_unchanged=True)
+
+
 @method("admin.vm.feature.Set", arg=True, payload=None)
 async def feature_set(service: Service, request: Request) -> bytes:
     name = _check_name(request.arg)
     value = _check_value(name, request.untrusted_payload)
     qube = request.dest
+    if is_forward_feature(name):
+        await _set_forward(service, qube, name, value)
+        return b""
 
     guard = name.startswith(GUARD_PREFIX)
 
@@ -78,6 +133,16 @@ async def feature_set(service: Service, request: Request) -> bytes:
 async def feature_remove(service: Service, request: Request) -> bytes:
     name = _check_name(request.arg)
     qube = request.dest
+    if is_forward_feature(name):
+
+        def drop(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+            if name not in service.topology[qube].features:
+                raise QubesFeatureNotFoundError(f"Feature not set: {name}")
+            wanted = _forward_feature_id(name)
+            return [r for r in current if not _is_forward(qube, r, wanted)]
+
+        await service.change_rules(qube, drop)
+        return b""
 
     def change(topology: Topology, explicit: dict[str, frozenset[str]]) -> Topology:
         if name not in topology[qube].features:

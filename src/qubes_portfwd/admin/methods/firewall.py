@@ -1,14 +1,17 @@
-"""admin.vm.firewall.Get/Set/Reload: a qube's whole rule list, forwards included."""
+"""admin.vm.firewall.Get/Set/Reload: a qube's accept/drop rules, as stock qubesd has them.
+
+Forwards are not firewall rules: they are features `portfwd.<id>` (methods/feature.py), so a
+Set holding one is refused and Get never shows one, and stock clients read every list.
+"""
 
 from ...model.entries import MAX_FIREWALL_RULES
 from ...model.errors import ValidationError
 from ...model.firewall_revision import rules_text
-from ...model.rule import FilterRule, Rule
-from ...model.rule_text import format_rule
+from ...model.rule import FilterRule, ForwardRule, Rule
+from ...model.rule_text import format_rule, parse_rule
 from ...planner.expiry import live_rules
 from ..errors import QubesValueError
 from ..firewall_guard import check_guarded_set
-from ..forward_binding import parse_and_bind
 from ..service import Service
 from ..wire import Request
 from . import method
@@ -23,10 +26,29 @@ def decode_rules_payload(untrusted_payload: bytes) -> str:
         raise QubesValueError(f"rule: not ASCII (line {line_no})") from None
 
 
+FORWARD_REFUSED = "forward rules are stored as features portfwd.<id>: use qvm-portfwd"
+
+
 def current_text(service: Service, rules: tuple[Rule, ...]) -> str:
     """The list as Get answers it: a rule past its time is gone before its file is rewritten."""
     live = live_rules(rules, service.clock(), service.boot_id())
-    return rules_text(format_rule(r) for r in live)
+    return rules_text(format_rule(r) for r in live if isinstance(r, FilterRule))
+
+
+def parse_filters(untrusted_text: str) -> list[FilterRule]:
+    """A whole Set payload of accept/drop rules, all or nothing; errors name line and field."""
+    rules: list[FilterRule] = []
+    for line_no, untrusted_line in enumerate(untrusted_text.splitlines(), start=1):
+        if not untrusted_line.strip():
+            continue
+        try:
+            rule = parse_rule(untrusted_line)
+            if isinstance(rule, ForwardRule):
+                raise ValidationError("action", FORWARD_REFUSED)
+        except ValidationError as err:
+            raise err.at_line(line_no) from None
+        rules.append(rule)
+    return rules
 
 
 @method("admin.vm.firewall.Get")
@@ -46,18 +68,15 @@ async def firewall_set(service: Service, request: Request) -> bytes:
             current_text(service, current),
         )
         try:
-            rules = parse_and_bind(
-                untrusted_text, qube, service.topology, service.boot_id(), current
-            )
+            filters = parse_filters(untrusted_text)
         except ValidationError as err:
             raise QubesValueError(str(err)) from None
-        filters = sum(isinstance(r, FilterRule) for r in rules)
-        if filters > MAX_FIREWALL_RULES:
+        if len(filters) > MAX_FIREWALL_RULES:
             raise QubesValueError(
-                f"rules: {filters} accept/drop rules; at most {MAX_FIREWALL_RULES} per qube"
+                f"rules: {len(filters)} accept/drop rules; at most {MAX_FIREWALL_RULES} per qube"
                 " (Qubes numbers them with four digits)"
             )
-        return rules
+        return [*filters, *(r for r in current if isinstance(r, ForwardRule))]
 
     await service.change_rules(qube, change)
     return b""

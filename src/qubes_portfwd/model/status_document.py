@@ -1,0 +1,124 @@
+"""The status document dom0's controller writes for its front ends (JSON, pure).
+
+    {"version": 1, "sequence": N, "boot_id": "...",
+     "qubes": {"work": {"netvm": "sys-firewall", "path": ["sys-firewall", "sys-net"],
+                        "path_error": null}, ...},
+     "forwards": [ForwardStatus as model.forward_status writes it, ...]}
+
+`path` is the qube's netvm chain to its edge (what `via=` of an external forward records;
+an internal one records `netvm` alone), null with `path_error` when there is none.
+`sequence` grows with every write, so a reader can tell a newer document from an older one.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ValidationError
+from .forward_status import ForwardStatus, from_json_value, to_json_value
+from .hosts import is_qube_name
+from .topology import PathError, Topology
+
+VERSION = 1
+MAX_TEXT = 1024
+
+
+@dataclass(frozen=True)
+class QubePath:
+    """A qube's network as a front end needs it to fill `via=`."""
+
+    netvm: str | None
+    path: tuple[str, ...] | None
+    path_error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusDocument:
+    sequence: int
+    boot_id: str
+    qubes: Mapping[str, QubePath]
+    forwards: tuple[ForwardStatus, ...] = field(default=())
+
+
+def qube_paths(topology: Topology) -> dict[str, QubePath]:
+    paths = {}
+    for name, qube in sorted(topology.qubes.items()):
+        try:
+            paths[name] = QubePath(qube.netvm, topology.path(name))
+        except PathError as err:
+            paths[name] = QubePath(qube.netvm, None, str(err))
+    return paths
+
+
+def dumps(document: StatusDocument) -> bytes:
+    value: dict[str, Any] = {
+        "version": VERSION,
+        "sequence": document.sequence,
+        "boot_id": document.boot_id,
+        "qubes": {
+            name: {
+                "netvm": q.netvm,
+                "path": None if q.path is None else list(q.path),
+                "path_error": q.path_error,
+            }
+            for name, q in sorted(document.qubes.items())
+        },
+        "forwards": [to_json_value(s) for s in document.forwards],
+    }
+    return json.dumps(value, sort_keys=True).encode()
+
+
+def _qube_name(field_name: str, untrusted_value: object) -> str:
+    if not isinstance(untrusted_value, str) or not is_qube_name(untrusted_value):
+        raise ValidationError(field_name, "expected a qube name")
+    return untrusted_value
+
+
+def _qube_path(name: str, untrusted_value: object) -> QubePath:
+    if not isinstance(untrusted_value, dict):
+        raise ValidationError(f"qubes.{name}", "expected an object")
+    untrusted_netvm = untrusted_value.get("netvm")
+    netvm = None if untrusted_netvm is None else _qube_name("qubes.netvm", untrusted_netvm)
+    untrusted_path = untrusted_value.get("path")
+    path = None
+    if untrusted_path is not None:
+        if not isinstance(untrusted_path, list):
+            raise ValidationError("qubes.path", "expected a list of qube names or null")
+        path = tuple(_qube_name("qubes.path", q) for q in untrusted_path)
+    untrusted_error = untrusted_value.get("path_error")
+    if untrusted_error is not None and (
+        not isinstance(untrusted_error, str) or len(untrusted_error) > MAX_TEXT
+    ):
+        raise ValidationError("qubes.path_error", f"expected text of at most {MAX_TEXT}")
+    return QubePath(netvm, path, untrusted_error)
+
+
+def loads(untrusted_data: bytes) -> StatusDocument:
+    """Parse a status document; any malformed part raises ValidationError naming it."""
+    try:
+        untrusted_document = json.loads(untrusted_data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValidationError("status", f"expected a JSON object ({err})") from None
+    if not isinstance(untrusted_document, dict) or untrusted_document.get("version") != VERSION:
+        raise ValidationError("status", f"expected a JSON object of version {VERSION}")
+    sequence = untrusted_document.get("sequence")
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+        raise ValidationError("sequence", "expected a non-negative integer")
+    boot_id = untrusted_document.get("boot_id")
+    if not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64:
+        raise ValidationError("boot_id", "expected the host's boot id")
+    untrusted_qubes = untrusted_document.get("qubes")
+    if not isinstance(untrusted_qubes, dict):
+        raise ValidationError("qubes", "expected an object of qubes")
+    qubes = {_qube_name("qubes", n): _qube_path(n, v) for n, v in untrusted_qubes.items()}
+    untrusted_forwards = untrusted_document.get("forwards")
+    if not isinstance(untrusted_forwards, list):
+        raise ValidationError("forwards", "expected a list of forwards")
+    forwards = tuple(from_json_value(f) for f in untrusted_forwards)
+    return StatusDocument(sequence, boot_id, qubes, forwards)
+
+
+def forwards_through(forwards: Sequence[ForwardStatus], qube: str) -> list[ForwardStatus]:
+    """A network qube's view: forwards whose hops pass through `qube` (not as their target)."""
+    return [f for f in forwards if qube in f.network_qubes]
