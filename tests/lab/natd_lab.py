@@ -90,7 +90,8 @@ class NatLab:
     def reset(self) -> None:
         for qube in ("work", "personal"):
             self.client.nat_policy_set(qube, [])
-            self.client.firewall_set(qube, ["action=accept"])
+            for forward_id in self.client.forward_ids(qube):
+                self.client.remove_forward(qube, forward_id)
         for entry in self.client.nat_pending():
             self.client.nat_deny(entry["id"])
 

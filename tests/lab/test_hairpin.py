@@ -59,7 +59,8 @@ def forwards(lab: Lab) -> Iterator[AdminClient]:
         peer_echo_server(lab, "work", 9083),
     ):
         yield client
-    client.firewall_set("work", ["action=accept"])
+    for forward_id in client.forward_ids("work"):
+        client.remove_forward("work", forward_id)
 
 
 def all_applied(client: AdminClient) -> bool:
