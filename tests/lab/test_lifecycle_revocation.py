@@ -124,7 +124,7 @@ def test_a_forward_removed_while_the_edge_agent_was_down_is_cut_when_it_returns(
 
 def test_expiry_cuts_a_running_transfer_within_a_second(env: Env) -> None:
     forward = add(env, "80:8080", "--for", "4s")
-    (rule,) = [r for r in env.client.firewall_get("work") if "action=forward" in r]
+    (rule,) = [env.client.get_feature("work", f"portfwd.{forward}")]
     match = re.search(r"expire=(\d+)", rule)
     assert match, rule
     expire_monotonic = int(match.group(1)) - time.time() + time.monotonic()
