@@ -59,21 +59,31 @@ def test_a_fresh_db_is_empty(dbs: tuple[QubeDb, QubeDb]) -> None:
     assert dom0.list("/") == []
 
 
+def _reaches(db: QubeDb, prefix: str, condition: Callable[[], bool]) -> None:
+    """Wait (bounded, woken by a watch) until `condition` holds on `db`: a write reaches the
+    other side's daemon later (over vchan), in order."""
+    db.watch(prefix)
+    wait_until(db, lambda: True if condition() else None, WAIT, f"{prefix} on the other side")
+
+
 def test_writes_are_read_back_by_the_other_handle(dbs: tuple[QubeDb, QubeDb]) -> None:
     dom0, qube = dbs
     dom0.write("/qubes-portfwd/a1b2c3d4e5f6/4", b"role=accept family=4")
     dom0.write("/qubes-ip", b"10.137.0.5")
-    assert qube.read("/qubes-portfwd/a1b2c3d4e5f6/4") == b"role=accept family=4"
+    assert dom0.read("/qubes-ip") == b"10.137.0.5"  # the writer's own side: at once
+    _reaches(qube, "/", lambda: qube.read("/qubes-ip") == b"10.137.0.5")
+    assert qube.read("/qubes-portfwd/a1b2c3d4e5f6/4") == b"role=accept family=4"  # in order
     qube.write("/qubes-portfwd-handled", b"1")
-    assert dom0.read("/qubes-portfwd-handled") == b"1"
+    _reaches(dom0, "/", lambda: dom0.read("/qubes-portfwd-handled") == b"1")
     dom0.write("/qubes-ip", b"10.137.0.6")  # overwrite
-    assert qube.read("/qubes-ip") == b"10.137.0.6"
+    _reaches(qube, "/", lambda: qube.read("/qubes-ip") == b"10.137.0.6")
 
 
 def test_multiread_and_list_match_a_plain_prefix(dbs: tuple[QubeDb, QubeDb]) -> None:
     dom0, qube = dbs
     for path in ("/qubes-portfwd/b/4", "/qubes-portfwd/a/4", "/qubes-portfwd-public/a/tcp/80"):
         dom0.write(path, path.encode())
+    _reaches(qube, "/", lambda: len(qube.list("/qubes-portfwd")) == 3)
     assert qube.multiread("/qubes-portfwd/") == {
         "/qubes-portfwd/a/4": b"/qubes-portfwd/a/4",
         "/qubes-portfwd/b/4": b"/qubes-portfwd/b/4",
@@ -90,18 +100,22 @@ def test_rm_removes_a_key_or_a_subtree(dbs: tuple[QubeDb, QubeDb]) -> None:
     for path in ("/x", "/x/a", "/x/b/c", "/xy"):
         dom0.write(path, b"1")
     dom0.rm("/x")  # exact: the subtree stays
+    dom0.write("/done", b"1")
+    _reaches(qube, "/", lambda: qube.read("/done") == b"1")
     assert qube.list("/x") == ["/x/a", "/x/b/c", "/xy"]
     dom0.rm("/x/")  # trailing slash: the subtree goes
-    assert qube.list("/x") == ["/xy"]
     dom0.rm("/absent")  # no error
     dom0.rm("/absent/")
-    assert qube.list("/") == ["/xy"]
+    dom0.write("/done", b"2")
+    _reaches(qube, "/", lambda: qube.read("/done") == b"2")
+    assert qube.list("/") == ["/done", "/xy"]
 
 
 def test_values_are_bytes_and_kept_exactly(dbs: tuple[QubeDb, QubeDb]) -> None:
     dom0, qube = dbs
     dom0.write("/empty", b"")
     dom0.write("/text", b"a b\nc\td")
+    _reaches(qube, "/", lambda: qube.read("/text") is not None)
     assert qube.read("/empty") == b""
     assert qube.read("/text") == b"a b\nc\td"
 

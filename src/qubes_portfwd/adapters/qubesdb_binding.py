@@ -11,6 +11,17 @@ re-read the state they care about after every command sequence, not only on a wa
 
 import threading
 
+from ..model.db_layout import valid_path
+
+
+def _checked(path: str) -> str:
+    # The daemon answers a bad path with a bare error (EAGAIN from the binding); say which.
+    if not valid_path(path):
+        raise ValueError(
+            f"path {path[:80]!r}: expected /-rooted, under 64 bytes of [A-Za-z0-9/_.:@-]"
+        )
+    return path
+
 
 class QubesDbBinding:
     """Calls are serialised: a binding handle is one socket and not thread-safe."""
@@ -36,15 +47,15 @@ class QubesDbBinding:
 
     def write(self, path: str, value: bytes) -> None:
         with self._lock:
-            self._db.write(path, value)
+            self._db.write(_checked(path), value)
 
     def rm(self, path: str) -> None:
         with self._lock:
-            self._db.rm(path)
+            self._db.rm(_checked(path))
 
     def watch(self, path: str) -> None:
         with self._lock:
-            self._db.watch(path)
+            self._db.watch(_checked(path))
 
     def watch_fd(self) -> int:
         with self._lock:

@@ -104,5 +104,7 @@ class Dom0Channel:
         return status if status.handled >= generation else NO_STATUS
 
     def state_token(self) -> object:
-        """Differs once dom0 committed or the agent reported again."""
-        return (self.db.read(MARKER), self.db.read(HANDLED), self.db.read(UPDATED))
+        """Differs once dom0 committed, the agent reported again or a tunnel keeper's
+        public endpoints changed."""
+        marker, handled, updated = (self.db.read(k) for k in (MARKER, HANDLED, UPDATED))
+        return (marker, handled, updated, tuple(self.db.multiread(PUBLIC_PREFIX).items()))
