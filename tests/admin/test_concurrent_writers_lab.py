@@ -34,6 +34,9 @@ def user(writers_lab: Lab) -> Iterator[LabUser]:
         yield user
     finally:
         user.cli("qvm_firewall", "work", "reset")
+        client = user.client()
+        for forward_id in client.forward_ids("work"):
+            client.remove_forward("work", forward_id)
 
 
 def _start(lab: Lab, tool: str, *argv: str) -> subprocess.Popen[str]:

@@ -62,7 +62,10 @@ def web_server(setup: LabWithService) -> Iterator[None]:
 def no_rules_after(setup: LabWithService) -> Iterator[None]:
     yield
     for qube in ("work", "personal"):
-        setup.client().firewall_set(qube, ["action=accept"])
+        client = setup.client()
+        client.firewall_set(qube, ["action=accept"])
+        for forward_id in client.forward_ids(qube):
+            client.remove_forward(qube, forward_id)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -134,7 +137,7 @@ def test_netvm_change_deactivates_and_rebind_restores(
     assert not any(k.startswith("/qubes-portfwd/") for k in setup.lab.store("sys-net").read()[1])
     client.reset_property("work", "netvm")
     wait_for(lambda: all_applied(setup), "active again on the old path")
-    assert client.firewall_get("work")[-1].endswith("via=sys-firewall,sys-net")
+    assert client.get_feature("work", f"portfwd.{forward_id}").endswith("via=sys-firewall,sys-net")
     client.remove_forward("work", forward_id)
 
 

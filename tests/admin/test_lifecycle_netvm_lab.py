@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from qubes_portfwd.client import QubesdError
+
 from .lifecycle_lab import LabUser, echo_server, lab_named, wait_until
 
 pytestmark = pytest.mark.lab
@@ -29,8 +31,11 @@ def clean(user: LabUser) -> Iterator[None]:
     user.cli("qvm_prefs", "vpn-work", "netvm", "sys-vpn")
     user.cli("qvm_prefs", "sys-vpn", "netvm", "sys-firewall")
     user.client().set_feature("sys-vpn", "portfwd-tunnel", "1")
+    client = user.client()
     for qube in ("work", "personal", "vpn-work"):
         user.cli("qvm_firewall", qube, "reset")
+        for forward_id in client.forward_ids(qube):
+            client.remove_forward(qube, forward_id)
 
 
 def held_by(user: LabUser, forward_id: str, qubes: list[str]) -> list[str]:
@@ -53,7 +58,7 @@ def test_pinned_forward_goes_inactive_everywhere_and_rebind_moves_it(user: LabUs
     user.ok("qvm_portfwd", "rebind", forward_id)
     wait_until(lambda: user.applied(forward_id, VPN_PATH), TIMEOUT, "active on the new path")
     assert held_by(user, forward_id, network) == ["sys-vpn"]
-    assert "via=sys-vpn" in user.ok("qvm_firewall", "work", "list", "--raw")
+    assert "via=sys-vpn" in user.client().get_feature("work", f"portfwd.{forward_id}")
 
 
 def test_following_forward_moves_with_the_netvm_and_back(user: LabUser) -> None:
@@ -94,9 +99,11 @@ def test_second_forward_on_a_taken_port_is_refused_naming_the_first(user: LabUse
     first = user.add("work", "tcp", "90:8080", *ANY)
     error = user.refused("qvm_portfwd", "add", "personal", "tcp", "90:8081", *ANY)
     assert f"forward {first} of work" in error and "tcp/90" in error
+    # Set directly as the feature, complete, it meets the same check.
     rule = "action=forward forwardtype=external proto=tcp srcports=90 srchost=0.0.0.0/0"
-    error = user.refused("qvm_firewall", "personal", "add", *rule.split())
-    assert f"forward {first} of work" in error
+    with pytest.raises(QubesdError) as caught:
+        user.client().add_forward("personal", rule)
+    assert f"forward {first} of work" in caught.value.message
 
     internal = user.add("work", "tcp", "2222", "--internal", "--from", "personal")
     error = user.refused(
@@ -146,4 +153,4 @@ def test_rebind_into_a_port_another_forward_holds_is_refused(user: LabUser) -> N
     error = user.refused("qvm_portfwd", "rebind", pinned)
     assert f"forward {holder} of vpn-work" in error
     assert user.applied(holder, ["sys-vpn", "vpn-work"])
-    assert "via=sys-firewall,sys-net" in user.ok("qvm_firewall", "work", "list", "--raw")
+    assert "via=sys-firewall,sys-net" in user.client().get_feature("work", f"portfwd.{pinned}")

@@ -15,6 +15,9 @@ import pytest
 
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
+from qubes_portfwd.client import AdminClient
+from qubes_portfwd.model.rule import ForwardRule, forward_id
+from qubes_portfwd.model.rule_text import parse_rule
 
 pytestmark = pytest.mark.lab
 
@@ -84,8 +87,11 @@ def env(lab_service: LabWithService) -> Iterator[LabWithService]:
     try:
         yield lab_service
     finally:
+        client = AdminClient(lab_service.socket_path)
         for qube in ("work", "personal"):
             lab_service.cli("qvm_firewall", qube, "reset")
+            for forward_id in client.forward_ids(qube):
+                client.remove_forward(qube, forward_id)
 
 
 def _listening(lab: Lab, host: str, port: int) -> bool:
@@ -154,6 +160,61 @@ def test_external_forward_from_the_lan_then_removed(env: LabWithService, tmp_pat
         env.ok("qvm_portfwd", "del", forward)
         assert env.ok("qvm_portfwd", "list", "--json").strip() == "[]"
         assert env.refused("lan", url, client)
+
+
+def _dnat_in_kernel(lab: Lab, qube: str, forward_id: str) -> bool:
+    listed = lab.run(
+        qube, ["nft", "list", "table", "ip", "qubes-portfwd"], capture_output=True, text=True
+    ).stdout
+    return f"fwd-{forward_id}" in listed
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + REACH_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {REACH_TIMEOUT} s"
+        time.sleep(0.1)
+
+
+def test_a_forward_is_the_feature_portfwd_id_of_its_target(
+    env: LabWithService, tmp_path: Path
+) -> None:
+    """qvm-portfwd stores a feature; one set directly with the stock method works the same;
+    the target's outbound rule list stays readable; del removes the feature and the rules."""
+    a = env.lab.addresses
+    lan_client = str(a.lan_clients4[0])
+    client = AdminClient(env.socket_path)
+    with web_server(env.lab, "work", tmp_path) as page:
+        by_cli = env.ok(
+            "qvm_portfwd", "add", "work", "tcp", "81:8080", "--external", "--from", "192.0.2.0/24"
+        ).strip()
+        assert f"portfwd.{by_cli}" in client.list_features("work")
+        assert page in env.wait_fetch("lan", f"http://{a.edge_lan4}:81/", lan_client)
+
+        line = (
+            "action=forward forwardtype=external proto=tcp srcports=82-82 dstports=8080-8080 "
+            "srchost=192.0.2.0/24 via=sys-firewall,sys-net"
+        )
+        rule = parse_rule(line)
+        assert isinstance(rule, ForwardRule)
+        direct = forward_id("work", rule)
+        client.set_feature("work", f"portfwd.{direct}", line)
+        assert page in env.wait_fetch("lan", f"http://{a.edge_lan4}:82/", lan_client)
+        assert "sys-net[applied] → sys-firewall[applied] → work:8080[applied]" in env.ok(
+            "qvm_portfwd", "list", "work"
+        )
+        # Qubes' own view of a forwarding qube: accept/drop only, no error.
+        table = env.ok("qvm_firewall", "work", "list").splitlines()
+        assert table[0].split()[:3] == ["NO", "ACTION", "HOST"] and len(table) == 2
+        assert env.ok("qvm_firewall", "work", "list", "--raw") == "action=accept\n"
+
+        for forward in (by_cli, direct):
+            assert _dnat_in_kernel(env.lab, "sys-net", forward)
+            env.ok("qvm_portfwd", "del", forward)
+            assert f"portfwd.{forward}" not in client.list_features("work")
+            _wait(lambda f=forward: not _dnat_in_kernel(env.lab, "sys-net", f), "DNAT removed")
+        assert env.refused("lan", f"http://{a.edge_lan4}:81/", lan_client)
+        assert env.refused("lan", f"http://{a.edge_lan4}:82/", lan_client)
 
 
 def test_srchost_lets_one_lan_client_in_and_refuses_another(
@@ -331,3 +392,6 @@ def test_forward_behind_the_vpn_is_reached_from_the_provider_not_the_lan(
                 assert "fwd-" not in nat, f"{qube} has a rule for a forward behind the VPN"
     finally:
         env.cli("qvm_firewall", "vpn-work", "reset")
+        client = AdminClient(env.socket_path)
+        for forward_id in client.forward_ids("vpn-work"):
+            client.remove_forward("vpn-work", forward_id)

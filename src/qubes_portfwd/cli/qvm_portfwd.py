@@ -2,7 +2,6 @@
 its target qube."""
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -10,7 +9,7 @@ from collections.abc import Sequence
 
 from ..client import AdminClient, QubesdError
 from ..model.errors import ValidationError
-from ..model.forward_feature import feature_name, forward_id_of, is_forward_feature
+from ..model.forward_feature import feature_name
 from ..model.forward_status import ForwardStatus
 from ..model.rule import ForwardType, forward_id
 from ..model.rule_text import format_rule
@@ -142,13 +141,9 @@ def _known_forwards(client: AdminClient, untrusted_id: str) -> dict[str, str]:
         return known
     for qube in client.list_qubes():
         try:
-            names = client.list_features(qube.name)
+            known.update(dict.fromkeys(client.forward_ids(qube.name), qube.name))
         except QubesdError:
             continue
-        for name in names:
-            if is_forward_feature(name):
-                with contextlib.suppress(ValidationError):
-                    known[forward_id_of(name)] = qube.name
     return known
 
 

@@ -151,6 +151,10 @@ class AdminClient:
         """A network qube's view: forwards whose path passes through `qube`."""
         return forwards_through(self.status().forwards, qube)
 
+    def forward_ids(self, qube: str) -> list[str]:
+        """The ids of the forwards stored for `qube` (its `portfwd.<id>` features)."""
+        return forward_features.stored_ids(self.list_features(qube))
+
     def add_forward(self, qube: str, line: str) -> str:
         """Store one forward as the feature `portfwd.<id>` of `qube`; returns its id.
 

@@ -6,6 +6,7 @@ the line has via or follow=yes) and `expire=boot` bound to the document's boot i
 older than a netvm change makes the service refuse that `via`: read it again and retry.
 """
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..model.errors import ValidationError
-from ..model.forward_feature import feature_name
+from ..model.forward_feature import feature_name, forward_id_of, is_forward_feature
 from ..model.rule import ForwardRule, ForwardType, UntilReboot, forward_id
 from ..model.rule_text import format_rule, parse_rule
 from ..model.status_document import StatusDocument
@@ -124,6 +125,15 @@ def rebind(client: "AdminClient", qube: str, forward_id: str) -> None:
         return replace(unbound, via=path_now(qube, unbound, document))
 
     _store(client, qube, make, ("via",))
+
+
+def stored_ids(feature_names: list[str]) -> list[str]:
+    ids = []
+    for name in feature_names:
+        if is_forward_feature(name):
+            with contextlib.suppress(ValidationError):  # not ours to judge: only listed
+                ids.append(forward_id_of(name))
+    return ids
 
 
 def remove(client: "AdminClient", qube: str, forward_id: str) -> None:
