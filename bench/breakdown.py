@@ -15,18 +15,18 @@ from typing import Any, TypeVar
 
 from qubes_lab.entry_store import EntryStore
 from qubes_lab.qubes_base import BaseParams, base_ruleset
-from qubes_portfwd.admin.forward_binding import bind_rule
-from qubes_portfwd.admin.publisher import OWNED_PREFIXES, owned
+from qubes_lab.qubesd.firewall_xml import load_firewall, save_firewall
 from qubes_portfwd.agent.entries import parse_entries
 from qubes_portfwd.agent.nft_runner import NftRunner
 from qubes_portfwd.agent.owned import owned_fingerprint
+from qubes_portfwd.controller.forward_binding import bind_rule
+from qubes_portfwd.controller.publisher import OWNED_PREFIXES, owned
 from qubes_portfwd.model.rule import Rule
 from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
 from qubes_portfwd.planner import plan
-from qubes_portfwd.store.firewall_xml import load_firewall, save_firewall
 
 from .chain import run
 from .processes import BenchError

@@ -63,9 +63,9 @@ def start(
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
 ) -> AdminProcess:
-    """Start `python -m qubes_portfwd.admin` detached; return once its socket answers."""
+    """Start `python -m qubes_portfwd.controller` detached; return once its socket answers."""
     socket_path = Path(socket_path)
-    argv = [sys.executable, "-m", "qubes_portfwd.admin", "--socket", str(socket_path)]
+    argv = [sys.executable, "-m", "qubes_lab.qubesd", "--socket", str(socket_path)]
     argv += ["--state-dir", str(state_dir), "-v"]
     options = {
         "--lab": lab,

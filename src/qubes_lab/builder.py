@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from qubes_lab.qubes_base import base_ruleset
-from qubes_portfwd.admin.access import qube_socket_path
-from qubes_portfwd.admin.topology_json import qube_from_json, qube_to_json
+from qubes_lab.qubesd.access import qube_socket_path
+from qubes_lab.qubesd.topology_json import qube_from_json, qube_to_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from qubes_portfwd.admin.access import qube_socket_path
+from qubes_lab.qubesd.access import qube_socket_path
 from qubes_portfwd.model.topology import Topology
 
 from . import admin_launcher, netns, processes, state, vpn

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qubes_portfwd.admin.state import TOPOLOGY_FILE
-from qubes_portfwd.admin.topology_json import qube_to_json, topology_from_json
+from qubes_lab.qubesd.state import TOPOLOGY_FILE
+from qubes_lab.qubesd.topology_json import qube_to_json, topology_from_json
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
 

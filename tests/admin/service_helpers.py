@@ -11,11 +11,11 @@ from pathlib import Path
 
 from qubes_lab import admin_launcher as launcher
 from qubes_lab.entry_store import EntryStore, StoreTimeout
-from qubes_portfwd.admin.__main__ import build_service, parse_args
-from qubes_portfwd.admin.server import Server
-from qubes_portfwd.admin.service import Service
-from qubes_portfwd.admin.topology_json import topology_to_json
+from qubes_lab.qubesd.__main__ import build_service, parse_args
+from qubes_lab.qubesd.server import Server
+from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
+from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.model.topology import Qube, Topology
 
 BOOT_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"
@@ -43,7 +43,7 @@ def small_topology() -> Topology:
 class ThreadedService:
     """The service's event loop in a background thread, started and stopped synchronously."""
 
-    def __init__(self, service: Service, socket_path: Path) -> None:
+    def __init__(self, service: Controller, socket_path: Path) -> None:
         self.service = service
         self.server = Server(service, socket_path, request_timeout=2.0)
         self.loop = asyncio.new_event_loop()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab.qubesd.firewall_xml import load_firewall, save_firewall
 from qubes_portfwd.client import ForwardState, QubesdError
 from qubes_portfwd.model import status_document
 from qubes_portfwd.model.rule import Action, FilterRule, forward_id
 from qubes_portfwd.model.rule_text import parse_rule
-from qubes_portfwd.store.firewall_xml import load_firewall, save_firewall
 
 from .service_helpers import BOOT_ID, RunningService
 

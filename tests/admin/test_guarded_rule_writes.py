@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from qubes_portfwd.admin.firewall_guard import stale_guards
 from qubes_portfwd.client import QubesdError
 from qubes_portfwd.client.guarded_update import update_rules
+from qubes_portfwd.controller.firewall_guard import stale_guards
 from qubes_portfwd.model.firewall_revision import (
     FEATURE_PREFIX,
     STALE_AFTER,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin.__main__ import build_service, parse_args
+from qubes_lab.qubesd.__main__ import build_service, parse_args
 
 from .service_helpers import RunningService, StandInAgent, ThreadedService, make_service
 

@@ -6,9 +6,9 @@ import asyncio
 import ipaddress
 import time
 
-from qubes_portfwd.admin.nat_limits import MAX_MAPPINGS
-from qubes_portfwd.admin.nat_mapping import NatAsk, mapping_rule
 from qubes_portfwd.client import QubesdError
+from qubes_portfwd.controller.nat_limits import MAX_MAPPINGS
+from qubes_portfwd.controller.nat_mapping import NatAsk, mapping_rule
 from qubes_portfwd.model.rule_text import format_rule
 from qubes_portfwd.natd.dom0 import Ask, Dom0, Verdict
 

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.admin.access import QUBE_METHODS, Caller, Peer, check_call, dom0_caller
-from qubes_portfwd.admin.errors import PermissionDenied
-from qubes_portfwd.admin.wire import Request
+from qubes_lab.qubesd.access import QUBE_METHODS, Caller, Peer, check_call, dom0_caller
+from qubes_lab.qubesd.wire import Request
+from qubes_portfwd.controller.errors import PermissionDenied
 
 ADMIN_GID = 990
 SERVICE_UID = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qubes_lab import admin_launcher as launcher
-from qubes_portfwd.admin.access import qube_socket_path
+from qubes_lab.qubesd.access import qube_socket_path
 
 from .service_helpers import RunningService, make_service
 

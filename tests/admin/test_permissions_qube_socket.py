@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin.__main__ import build_service, parse_args
-from qubes_portfwd.admin.access import QUBE_METHODS, qube_socket_path
-from qubes_portfwd.admin.server import Server
+from qubes_lab.qubesd.__main__ import build_service, parse_args
+from qubes_lab.qubesd.access import QUBE_METHODS, qube_socket_path
+from qubes_lab.qubesd.server import Server
 from qubes_portfwd.client import AdminClient
 
 from .service_helpers import RunningService, ThreadedService, make_service, small_topology

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin.__main__ import build_service, parse_args
-from qubes_portfwd.admin.platform_hook import NetvmChangeHook
+from qubes_lab.qubesd.__main__ import build_service, parse_args
+from qubes_lab.qubesd.platform_hook import NetvmChangeHook
 from qubes_portfwd.client import AdminClient
 
 from .service_helpers import ThreadedService, make_service

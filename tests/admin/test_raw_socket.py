@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.admin.wire import MAX_HEADER, MAX_PAYLOAD
+from qubes_lab.qubesd.wire import MAX_HEADER, MAX_PAYLOAD
 
 from .service_helpers import RunningService
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from qubes_lab.entry_store import EntryStore
 from qubes_lab.qube_db import FileQubeDb
-from qubes_portfwd.admin.publisher import Publisher, PublishReport
-from qubes_portfwd.admin.service import Service
-from qubes_portfwd.admin.state import HostState
+from qubes_lab.qubesd.state import HostState
+from qubes_portfwd.controller.controller import Controller
+from qubes_portfwd.controller.publisher import Publisher, PublishReport
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.planner import Plan
 
@@ -28,7 +28,7 @@ def test_nothing_changed_means_no_replan_and_any_store_change_means_one(tmp_path
     publisher = CountingPublisher(tmp_path / "qubesdb")
     boot_id = [BOOT_ID]
     state = HostState.open(tmp_path / "state", small_topology())
-    service = Service(state, publisher, lambda: boot_id[0])
+    service = Controller(state, publisher, lambda: boot_id[0])
 
     def rounds(count: int) -> int:
         before = publisher.publishes

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from qubes_lab.entry_store import Status
-from qubes_portfwd.admin.status_view import forward_status, public_endpoints
+from qubes_portfwd.controller.status_view import forward_status, public_endpoints
 from qubes_portfwd.model.forward_status import PublicEndpoint
 from qubes_portfwd.model.rule import ForwardRule, forward_id
 from qubes_portfwd.model.rule_text import parse_rule

@@ -3,8 +3,8 @@
 import pytest
 
 from qubes_lab.entry_store import Status
-from qubes_portfwd.admin.publisher import Snapshot
-from qubes_portfwd.admin.status_view import forward_status
+from qubes_portfwd.controller.publisher import Snapshot
+from qubes_portfwd.controller.status_view import forward_status
 from qubes_portfwd.model.forward_status import ForwardState as ShownState
 from qubes_portfwd.model.forward_status import HopState
 from qubes_portfwd.model.rule import ForwardRule, forward_id

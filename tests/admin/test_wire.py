@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.admin.wire import (
+from qubes_lab.qubesd.wire import (
     MAX_HEADER,
     MAX_PAYLOAD,
     FramingError,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qubes_lab import admin_launcher as launcher
-from qubes_portfwd.admin.topology_json import topology_to_json
+from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_portfwd.model.topology import Qube, Topology
 
 BOOT_ID = "5eed5eed-0000-4000-8000-000000000001"

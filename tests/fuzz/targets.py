@@ -11,9 +11,11 @@ import asyncio
 import ipaddress
 from collections.abc import Callable
 
-from qubes_portfwd.admin import wire
-from qubes_portfwd.admin.nat_mapping import MAX_DESCRIPTION, comment_for, parse_nat_request
+from qubes_lab.qubesd import wire
+from qubes_lab.qubesd.firewall_xml import firewall_xml_bytes, parse_firewall_xml
+from qubes_lab.qubesd.rule_properties import rule_from_properties, rule_properties
 from qubes_portfwd.agent.entries import parse_entries
+from qubes_portfwd.controller.nat_mapping import MAX_DESCRIPTION, comment_for, parse_nat_request
 from qubes_portfwd.model.entries import (
     FIREWALL_PREFIX,
     FORWARD_PREFIX,
@@ -32,8 +34,6 @@ from qubes_portfwd.natd.mappings import MappingTable
 from qubes_portfwd.natd.port_control import PortControlServer
 from qubes_portfwd.natd.upnp_actions import WanIpConnection
 from qubes_portfwd.natpmp import wire as natpmp
-from qubes_portfwd.store.firewall_xml import firewall_xml_bytes, parse_firewall_xml
-from qubes_portfwd.store.rule_properties import rule_from_properties, rule_properties
 
 FUZZ_BOOT_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"
 UPNP_ERROR_CODES = frozenset(

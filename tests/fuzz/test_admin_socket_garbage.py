@@ -1,5 +1,5 @@
 """The admin service on a temp socket answers garbage, truncated, stalled and oversized
-requests with an error reply, and keeps serving (a real `qubes-portfwd-admind` process)."""
+requests with an error reply, and keeps serving (a real `qubes-lab-qubesd` process)."""
 
 import contextlib
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from qubes_portfwd.admin import wire
+from qubes_lab.qubesd import wire
 from store.admind_process import AdmindFiles, kill_hard
 
 from .limits import examples

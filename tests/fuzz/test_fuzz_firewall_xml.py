@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.store import firewall_xml
-from qubes_portfwd.store.firewall_xml import (
+from qubes_lab.qubesd import firewall_xml
+from qubes_lab.qubesd.firewall_xml import (
     MAX_FIREWALL_XML_BYTES,
     load_firewall,
     parse_firewall_xml,
     save_firewall,
 )
+from qubes_portfwd.model.errors import ValidationError
 from strategies import rules
 
 from .limits import examples, time_limit

@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qubes_portfwd.admin import wire
+from qubes_lab.qubesd import wire
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule_text import FORWARD_KEYS, VALUE_CHARS, format_rule, parse_rule
 from qubes_portfwd.natd import http_server, pcp

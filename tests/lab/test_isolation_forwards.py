@@ -19,7 +19,7 @@ from servers import ask, peer_server, wait_for
 from qubes_lab import state
 from qubes_lab.builder import Lab
 from qubes_lab.nft_inspect import LiveRules, inspect_ruleset
-from qubes_portfwd.admin.access import qube_socket_path
+from qubes_lab.qubesd.access import qube_socket_path
 from qubes_portfwd.client import AdminClient, HopState
 
 pytestmark = pytest.mark.lab

@@ -15,7 +15,7 @@ from natd_lab import UPNP_RE, NatLab
 from servers import background, wait_for
 
 from qubes_lab.builder import Lab
-from qubes_portfwd.admin import pending as pending_table
+from qubes_portfwd.controller import pending as pending_table
 from qubes_portfwd.natd.upnp_soap import CONTROL_PATH
 
 pytestmark = pytest.mark.lab

@@ -11,10 +11,10 @@ from qubes_lab import dom0_state, recovery
 from qubes_lab.layout import netns_name
 from qubes_lab.outside import OUTSIDE_HOSTS
 from qubes_lab.processes import TrackedProcess, option
+from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_lab.state import LabState
 from qubes_lab.status import collect_status
 from qubes_lab.topology_file import default_topology_text, load_lab_spec
-from qubes_portfwd.admin.topology_json import topology_to_json
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qubes_portfwd.admin.nat_mapping import candidate_ports, clean_description
-from qubes_portfwd.admin.nat_policy import (
+from qubes_portfwd.controller.nat_mapping import candidate_ports, clean_description
+from qubes_portfwd.controller.nat_policy import (
     DEFAULT_DECISION,
     NatAction,
     PolicyFile,
@@ -17,7 +17,7 @@ from qubes_portfwd.admin.nat_policy import (
     format_policy,
     parse_policy,
 )
-from qubes_portfwd.admin.pending import PendingFull, PendingTable
+from qubes_portfwd.controller.pending import PendingFull, PendingTable
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.ports import PortRange
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qubes_lab import admin_launcher as launcher
-from qubes_portfwd.admin.topology_json import topology_to_json
+from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
 from qubes_portfwd.model.topology import Qube, Topology
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.rule import Action, FilterRule, Rule
-from qubes_portfwd.model.rule_text import parse_rule, parse_rules
-from qubes_portfwd.store import firewall_xml
-from qubes_portfwd.store.firewall_xml import (
+from qubes_lab.qubesd import firewall_xml
+from qubes_lab.qubesd.firewall_xml import (
     MAX_FIREWALL_XML_BYTES,
     load_firewall,
     save_firewall,
 )
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.rule import Action, FilterRule, Rule
+from qubes_portfwd.model.rule_text import parse_rule, parse_rules
 
 from .test_firewall_xml_read import QUBES_V1_DENY, QUBES_V2, QUBES_V2_RULES
 
@@ -90,7 +90,7 @@ def test_write_failing_midway_leaves_the_old_file_byte_identical(tmp_path: Path)
         f"""
         import resource, signal, sys
         from qubes_portfwd.model.rule import Action, FilterRule
-        from qubes_portfwd.store.firewall_xml import save_firewall
+        from qubes_lab.qubesd.firewall_xml import save_firewall
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         rules = [FilterRule(Action.ACCEPT, comment="x" * 1000) for _ in range(50)]
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

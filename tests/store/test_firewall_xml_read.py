@@ -2,9 +2,9 @@
 
 import pytest
 
+from qubes_lab.qubesd.firewall_xml import MAX_FIREWALL_XML_BYTES, parse_firewall_xml
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule_text import format_rule, parse_rules
-from qubes_portfwd.store.firewall_xml import MAX_FIREWALL_XML_BYTES, parse_firewall_xml
 
 # As Qubes' Firewall.save() writes it (lxml, pretty_print, no XML declaration for UTF-8).
 QUBES_V2 = b"""<firewall version="2">

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qubes_lab.qubesd.firewall_xml import firewall_xml_bytes, parse_firewall_xml
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.hosts import DstHost
 from qubes_portfwd.model.rule import Action, ExpireAt, FilterRule, Rule, UntilReboot
 from qubes_portfwd.model.rule_text import parse_rule, parse_rules
-from qubes_portfwd.store.firewall_xml import firewall_xml_bytes, parse_firewall_xml
 from strategies import boot_ids, rules, untimed
 
 from .test_firewall_xml_read import QUBES_V2, QUBES_V2_RULES

@@ -1,6 +1,6 @@
 """kill -9 of the admin service while it writes rules never leaves a partial firewall.xml.
 
-The real `qubes-portfwd-admind` runs as its own process on a temp state (no agents: hop
+The real `qubes-lab-qubesd` runs as its own process on a temp state (no agents: hop
 levels time out quickly). A client replaces a large rule set or adds a forward while the
 test kills the service with SIGKILL after a random delay, then restarts it. Every time, the
 file loads and holds the old or the new rules, never a mix; temp files do not pile up.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab.qubesd.firewall_xml import load_firewall
 from qubes_portfwd.model.rule import Rule
 from qubes_portfwd.model.rule_text import format_rule, parse_rule
 from qubes_portfwd.store.atomic_file import temp_files
-from qubes_portfwd.store.firewall_xml import load_firewall
 
 from .admind_process import TARGET, AdmindFiles, Call, filter_lines, forward_line, kill_hard
 

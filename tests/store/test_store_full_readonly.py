@@ -41,7 +41,7 @@ class PrivateStore:
             "unshare", "-m", "--propagation", "private", "--",
             "sh", "-c", f'mount -t tmpfs -o size={TMPFS_SIZE} qpt-store "$0" && exec "$@"',
             str(files.state_dir),
-            sys.executable, "-m", "qubes_portfwd.admin", "--no-qube-sockets", "-v",
+            sys.executable, "-m", "qubes_lab.qubesd", "--no-qube-sockets", "-v",
             "--socket", str(files.socket_path), "--state-dir", str(files.state_dir),
             "--topology", str(options["topology_file"]),
             "--qubesdb-dir", str(options["qubesdb_dir"]),

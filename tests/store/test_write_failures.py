@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from qubes_lab.qubesd.firewall_xml import FirewallWriteError, load_firewall, save_firewall
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule import Action, FilterRule
 from qubes_portfwd.store.atomic_file import temp_files, write_atomically
-from qubes_portfwd.store.firewall_xml import FirewallWriteError, load_firewall, save_firewall
 
 RULES = [FilterRule(Action.DROP, comment="kept")]
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import glob
+import json
 import os
 import stat
 import tempfile
@@ -52,6 +53,11 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(temp_name)
         raise
     _fsync_directory(directory)
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def _temp_prefix(path: Path, pid: int) -> str:

@@ -3,8 +3,8 @@
 import ipaddress
 from typing import Any
 
-from ..model.errors import ValidationError
-from ..model.topology import Qube, Topology, check_qube_name
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.topology import Qube, Topology, check_qube_name
 
 
 def qube_to_json(qube: Qube) -> dict[str, Any]:

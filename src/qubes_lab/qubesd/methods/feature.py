@@ -8,17 +8,18 @@ lock with the conflict check, and re-planned; removing it re-plans too.
 
 import re
 
-from ...model.errors import ValidationError
-from ...model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
-from ...model.firewall_revision import BaseRevision
-from ...model.forward_feature import forward_id_of, is_forward_feature
-from ...model.rule import ForwardRule, Rule, forward_id
-from ...model.rule_text import MAX_RULE_LENGTH
-from ...model.topology import FEATURE_UPLINK, Topology
-from ..errors import QubesFeatureNotFoundError, QubesValueError
-from ..firewall_guard import stale_guards
-from ..forward_binding import check_forward_feature
-from ..service import Service
+from qubes_portfwd.controller.controller import Controller
+from qubes_portfwd.controller.errors import QubesFeatureNotFoundError, QubesValueError
+from qubes_portfwd.controller.firewall_guard import stale_guards
+from qubes_portfwd.controller.forward_binding import check_forward_feature
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
+from qubes_portfwd.model.firewall_revision import BaseRevision
+from qubes_portfwd.model.forward_feature import forward_id_of, is_forward_feature
+from qubes_portfwd.model.rule import ForwardRule, Rule, forward_id
+from qubes_portfwd.model.rule_text import MAX_RULE_LENGTH
+from qubes_portfwd.model.topology import FEATURE_UPLINK, Topology
+
 from ..wire import Request
 from . import method
 
@@ -67,24 +68,24 @@ def _is_forward(qube: str, rule: Rule, wanted: str) -> bool:
 
 
 @method("admin.vm.feature.List")
-async def feature_list(service: Service, request: Request) -> bytes:
+async def feature_list(service: Controller, request: Request) -> bytes:
     features = service.topology[request.dest].features
     return "".join(f"{name}\n" for name in sorted(features)).encode("ascii")
 
 
 @method("admin.vm.feature.Get", arg=True)
-async def feature_get(service: Service, request: Request) -> bytes:
+async def feature_get(service: Controller, request: Request) -> bytes:
     features = service.topology[request.dest].features
     if request.arg not in features:
         raise QubesFeatureNotFoundError(f"Feature not set: {_check_name(request.arg)}")
     return features[request.arg].encode("ascii")
 
 
-async def _set_forward(service: Service, qube: str, name: str, untrusted_value: str) -> None:
+async def _set_forward(service: Controller, qube: str, name: str, untrusted_value: str) -> None:
     """Store one forward under its own key: no list is read, changed and written back."""
     wanted = _forward_feature_id(name)
 
-    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+    def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
         stored = next((r for r in current if _is_forward(qube, r, wanted)), None)
         assert stored is None or isinstance(stored, ForwardRule)
         try:
@@ -107,7 +108,7 @@ async def _set_forward(service: Service, qube: str, name: str, untrusted_value: 
 
 
 @method("admin.vm.feature.Set", arg=True, payload=None)
-async def feature_set(service: Service, request: Request) -> bytes:
+async def feature_set(service: Controller, request: Request) -> bytes:
     name = _check_name(request.arg)
     value = _check_value(name, request.untrusted_payload)
     qube = request.dest
@@ -130,12 +131,12 @@ async def feature_set(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.feature.Remove", arg=True)
-async def feature_remove(service: Service, request: Request) -> bytes:
+async def feature_remove(service: Controller, request: Request) -> bytes:
     name = _check_name(request.arg)
     qube = request.dest
     if is_forward_feature(name):
 
-        def drop(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+        def drop(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
             if name not in service.topology[qube].features:
                 raise QubesFeatureNotFoundError(f"Feature not set: {name}")
             wanted = _forward_feature_id(name)

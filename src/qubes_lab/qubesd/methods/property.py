@@ -1,9 +1,10 @@
 """admin.vm.property.*: the properties the feature needs, in Qubes' reply forms."""
 
-from ...model.topology import Topology
+from qubes_portfwd.controller.controller import Controller, TopologyChange
+from qubes_portfwd.controller.errors import ProtocolError
+from qubes_portfwd.model.topology import Topology
+
 from .. import properties
-from ..errors import ProtocolError
-from ..service import Service, TopologyChange
 from ..wire import Request
 from . import method
 
@@ -13,17 +14,17 @@ def _escape(line: str) -> str:
     return line.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _explicit(service: Service, qube: str) -> frozenset[str]:
+def _explicit(service: Controller, qube: str) -> frozenset[str]:
     return service.state.explicit.get(qube, frozenset())
 
 
 @method("admin.vm.property.List", dest="any")
-async def property_list(service: Service, request: Request) -> bytes:
+async def property_list(service: Controller, request: Request) -> bytes:
     return "".join(f"{name}\n" for name in properties.names_for(request.dest)).encode("ascii")
 
 
 @method("admin.vm.property.Get", dest="any", arg=True)
-async def property_get(service: Service, request: Request) -> bytes:
+async def property_get(service: Controller, request: Request) -> bytes:
     value = properties.get(
         request.dest, service.topology, _explicit(service, request.dest), request.arg
     )
@@ -31,7 +32,7 @@ async def property_get(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.property.GetDefault", dest="any", arg=True)
-async def property_get_default(service: Service, request: Request) -> bytes:
+async def property_get_default(service: Controller, request: Request) -> bytes:
     if request.dest == properties.ADMIN_VM or request.arg not in properties.WRITABLE:
         properties.get(request.dest, service.topology, frozenset(), request.arg)
         return b""
@@ -41,7 +42,7 @@ async def property_get_default(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.property.GetAll", dest="any")
-async def property_get_all(service: Service, request: Request) -> bytes:
+async def property_get_all(service: Controller, request: Request) -> bytes:
     explicit = _explicit(service, request.dest)
     lines = []
     for name in properties.names_for(request.dest):
@@ -51,7 +52,7 @@ async def property_get_all(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.property.Set", dest="any", arg=True, payload=None)
-async def property_set(service: Service, request: Request) -> bytes:
+async def property_set(service: Controller, request: Request) -> bytes:
     try:
         untrusted_value = request.untrusted_payload.decode("ascii")
     except UnicodeDecodeError:
@@ -68,7 +69,7 @@ async def property_set(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.property.Reset", dest="any", arg=True)
-async def property_reset(service: Service, request: Request) -> bytes:
+async def property_reset(service: Controller, request: Request) -> bytes:
     qube, prop = request.dest, request.arg
 
     def change(topology: Topology, explicit: dict[str, frozenset[str]]) -> Topology:
@@ -80,7 +81,9 @@ async def property_reset(service: Service, request: Request) -> bytes:
     return b""
 
 
-async def _change_and_tell(service: Service, qube: str, prop: str, change: TopologyChange) -> None:
+async def _change_and_tell(
+    service: Controller, qube: str, prop: str, change: TopologyChange
+) -> None:
     """Commit the change; if it moved a qube to another netvm, let the platform re-attach it.
 
     Like qubesd, the call returns once the running qube is re-attached. The re-attach comes

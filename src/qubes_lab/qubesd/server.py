@@ -15,12 +15,13 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from ..model.errors import ValidationError
+from qubes_portfwd.controller.controller import Controller
+from qubes_portfwd.controller.errors import AdminError
+from qubes_portfwd.model.errors import ValidationError
+
 from .access import Caller, Peer, check_call, dom0_caller, qube_socket_path
-from .errors import AdminError
 from .methods import dispatch
 from .properties import ADMIN_VM
-from .service import Service
 from .wire import (
     MAX_HEADER,
     MAX_PAYLOAD,
@@ -110,7 +111,7 @@ class Server:
 
     def __init__(
         self,
-        service: Service,
+        service: Controller,
         socket_path: Path,
         request_timeout: float = 10.0,
         *,

@@ -13,9 +13,10 @@ from xml.sax.saxutils import escape, quoteattr
 import defusedxml
 import defusedxml.ElementTree
 
-from ..model.errors import ValidationError
-from ..model.rule import Action, FilterRule, Rule, UntilReboot
-from .atomic_file import FileTooLarge, read_limited, write_atomically
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.rule import Action, FilterRule, Rule, UntilReboot
+from qubes_portfwd.store.atomic_file import FileTooLarge, read_limited, write_atomically
+
 from .firewall_v1 import V1_ROOT, rules_from_v1
 from .rule_properties import located, rule_from_properties, rule_properties
 

@@ -7,8 +7,9 @@ with one `<rule address= netmask= proto= port= toport= expire=>` per exception.
 import ipaddress
 from xml.etree.ElementTree import Element
 
-from ..model.errors import ValidationError
-from ..model.rule import Rule
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.rule import Rule
+
 from .rule_properties import located, rule_from_properties
 
 V1_ROOT = "QubesFirewallRules"

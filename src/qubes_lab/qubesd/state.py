@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model.errors import ValidationError
-from ..model.forward_feature import feature_name, forward_id_of, is_forward_feature
-from ..model.rule import Action, FilterRule, ForwardRule, Rule, forward_id
-from ..model.rule_text import format_rule, parse_rule
-from ..model.topology import Topology
-from ..planner.expiry import live_rules
-from ..store.atomic_file import write_atomically
-from ..store.firewall_xml import load_firewall, save_firewall
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.forward_feature import feature_name, forward_id_of, is_forward_feature
+from qubes_portfwd.model.rule import Action, FilterRule, ForwardRule, Rule, forward_id
+from qubes_portfwd.model.rule_text import format_rule, parse_rule
+from qubes_portfwd.model.topology import Topology
+from qubes_portfwd.planner.expiry import live_rules
+from qubes_portfwd.store.atomic_file import write_json_atomically
+
+from .firewall_xml import load_firewall, save_firewall
 from .topology_json import topology_from_json, topology_to_json
 
 TOPOLOGY_FILE = "topology.json"
@@ -30,11 +31,6 @@ ORDER_FILE = "order.json"
 DEFAULT_RULES: tuple[Rule, ...] = (FilterRule(Action.ACCEPT),)
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomically(path: Path, document: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def forward_ids(target: str, rules: Iterable[Rule]) -> list[str]:

@@ -2,8 +2,9 @@
 
 import uuid
 
+from qubes_portfwd.controller.controller import Controller
+
 from ..properties import ADMIN_VM
-from ..service import Service
 from ..wire import Request
 from . import method
 
@@ -15,7 +16,7 @@ def vm_line(name: str, klass: str, state: str) -> str:
 
 
 @method("admin.vm.List", dest="any")
-async def vm_list(service: Service, request: Request) -> bytes:
+async def vm_list(service: Controller, request: Request) -> bytes:
     lines = []
     if request.dest == ADMIN_VM:
         lines.append(vm_line(ADMIN_VM, "AdminVM", "Running"))

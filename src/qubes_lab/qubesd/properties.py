@@ -7,9 +7,13 @@ host started with (the seed topology) or, for addresses, to the one derived from
 import ipaddress
 from dataclasses import dataclass
 
-from ..model.hosts import is_qube_name
-from ..model.topology import Qube, Topology
-from .errors import QubesNoSuchPropertyError, QubesPropertyValueError, QubesValueError
+from qubes_portfwd.controller.errors import (
+    QubesNoSuchPropertyError,
+    QubesPropertyValueError,
+    QubesValueError,
+)
+from qubes_portfwd.model.hosts import is_qube_name
+from qubes_portfwd.model.topology import Qube, Topology
 
 ADMIN_VM = "dom0"
 PROPERTY_NAMES = ("dispid", "gateway", "ip", "ip6", "name", "netvm", "provides_network", "qid")

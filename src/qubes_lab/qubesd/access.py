@@ -9,7 +9,8 @@ request, names the caller. A qube may only call the NAT traversal methods, about
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PermissionDenied
+from qubes_portfwd.controller.errors import PermissionDenied
+
 from .properties import ADMIN_VM
 from .wire import Request
 

@@ -4,12 +4,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import ProtocolError, QubesVMNotFoundError
+from qubes_portfwd.controller.controller import Controller
+from qubes_portfwd.controller.errors import ProtocolError, QubesVMNotFoundError
+
 from ..properties import ADMIN_VM
-from ..service import Service
 from ..wire import Request
 
-Handler = Callable[[Service, Request], Awaitable[bytes]]
+Handler = Callable[[Controller, Request], Awaitable[bytes]]
 DestKind = Literal["adminvm", "qube", "any"]
 
 
@@ -36,7 +37,7 @@ def method(
     return register
 
 
-async def dispatch(service: Service, request: Request) -> bytes:
+async def dispatch(service: Controller, request: Request) -> bytes:
     """Run a request's handler after the checks every method shares; returns the payload."""
     from . import feature, firewall, nat, property, vm  # noqa: F401  (they register)
 

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from ..model.errors import ValidationError
 from ..model.ports import PortRange, parse_port_range
-from .state import write_json_atomically
+from ..store.atomic_file import write_json_atomically
 
 POLICY_FILE = "nat-policy.json"
 DEFAULT_MAX_LIFETIME = 3600

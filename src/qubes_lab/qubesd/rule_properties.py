@@ -6,9 +6,9 @@ loaded from a file either.
 
 from collections.abc import Sequence
 
-from ..model.errors import ValidationError
-from ..model.rule import FilterRule, ForwardRule, Rule
-from ..model.rule_text import VALUE_CHARS, VALUE_FORM, parse_rule
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.rule import FilterRule, ForwardRule, Rule
+from qubes_portfwd.model.rule_text import VALUE_CHARS, VALUE_FORM, parse_rule
 
 # Qubes saves properties sorted by (order, name), comment included; that puts comment and
 # expire right after action. Keeping its order makes a Qubes-written file re-save identical.

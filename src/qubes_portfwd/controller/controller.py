@@ -18,11 +18,10 @@ from ..model.rule import Rule
 from ..model.topology import Topology
 from ..planner import Plan, conflicts_for, plan
 from ..planner.expiry import next_expiry, qubes_with_expired
+from ..ports.dom0_host import Dom0Host, NetvmHook
 from .errors import QubesValueError
 from .nat_state import NatState
-from .platform_hook import NetvmChangeHook
 from .publisher import Publisher, PublishReport, Snapshot
-from .state import HostState
 from .status_file import StatusWriter
 from .status_view import forward_statuses
 
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 # recycled inode keeps its stat token (see lab/entry_store.py).
 FULL_RECONCILE_INTERVAL = 30.0
 
-RulesChange = Callable[[tuple[Rule, ...], "Service"], Sequence[Rule]]
+RulesChange = Callable[[tuple[Rule, ...], "Controller"], Sequence[Rule]]
 TopologyChange = Callable[[Topology, dict[str, frozenset[str]]], Topology]
 AfterCommit = Callable[[Topology, Topology], Awaitable[None]]
 
@@ -46,15 +45,15 @@ def boot_id_reader(path: Path) -> Callable[[], str]:
     return read
 
 
-class Service:
+class Controller:
     def __init__(
         self,
-        state: HostState,
+        state: Dom0Host,
         publisher: Publisher,
         boot_id: Callable[[], str],
         clock: Callable[[], float] = time.time,
         reconcile_interval: float = 5.0,
-        netvm_hook: NetvmChangeHook | None = None,
+        netvm_hook: NetvmHook | None = None,
         status_file: Path | None = None,
     ) -> None:
         self.state = state

@@ -9,28 +9,31 @@
 - `admin.vm.portfwd.NatPolicy.Get` / `.Set` (dest: the qube the policy is for).
 
 The daemon never creates rules: a grant is an external forward of the asking qube made
-here, under the service lock, like `admin.vm.portfwd.Add`.
+here, under the service lock, like a forward set as a feature.
+The transport (the lab's qubesd; a qrexec service on a stock host) routes calls here.
 """
 
 import asyncio
 import ipaddress
 import logging
+from typing import Protocol
 
-from ...model.errors import ValidationError
-from ...model.forward_status import parse_public_entry
-from ...model.rule import ForwardRule, Rule, forward_id
-from ...model.topology import PathError
-from ...planner import conflicts_for
-from ..errors import PermissionDenied, QubesValueError
-from ..forward_binding import bind_rule
-from ..nat_limits import (
+from ..model.errors import ValidationError
+from ..model.forward_status import parse_public_entry
+from ..model.rule import ForwardRule, Rule, forward_id
+from ..model.topology import PathError
+from ..planner import conflicts_for
+from .controller import Controller
+from .errors import PermissionDenied, QubesValueError
+from .forward_binding import bind_rule
+from .nat_limits import (
     MAPPINGS_LIMIT,
     MappingQuotaFull,
     check_mapping_quota,
     limited_reply,
     refusal_reply,
 )
-from ..nat_mapping import (
+from .nat_mapping import (
     Address,
     NatAsk,
     NatRequestFields,
@@ -44,12 +47,9 @@ from ..nat_mapping import (
     parse_nat_request,
     renewed,
 )
-from ..nat_policy import Decision, NatAction, decide, format_policy, parse_policy
-from ..nat_state import Grant
-from ..pending import PendingEntry, PendingFull, PendingTable
-from ..service import Service
-from ..wire import Request
-from . import method
+from .nat_policy import Decision, NatAction, decide, format_policy, parse_policy
+from .nat_state import Grant
+from .pending import PendingEntry, PendingFull, PendingTable
 
 # Where the outside address of an edge comes from: a dom0 feature the user may set (the
 # address the world sees, e.g. behind a home router), else the edge's own uplink address as
@@ -62,6 +62,14 @@ POLL = 0.05
 UNKNOWN_ADDRESS = "0.0.0.0"
 
 log = logging.getLogger(__name__)
+
+
+class Request(Protocol):
+    """One call as its transport delivers it (the lab's socket, a qrexec service on a host)."""
+
+    dest: str
+    arg: str
+    untrusted_payload: bytes
 
 
 def _request_text(untrusted_payload: bytes) -> str:
@@ -78,7 +86,7 @@ def _address_arg(untrusted_arg: str) -> Address:
         raise QubesValueError("client: expected an IPv4 or IPv6 address") from None
 
 
-def _asking_qube(service: Service, netvm: str, client: Address) -> str:
+def _asking_qube(service: Controller, netvm: str, client: Address) -> str:
     if not service.topology[netvm].provides_network:
         raise PermissionDenied(f"{netvm} does not provide network")
     qube = owner_of(service.topology, netvm, client)
@@ -87,14 +95,14 @@ def _asking_qube(service: Service, netvm: str, client: Address) -> str:
     return qube
 
 
-def _edge(service: Service, qube: str) -> str:
+def _edge(service: Controller, qube: str) -> str:
     try:
         return service.topology.path(qube)[-1]
     except PathError as err:
         raise QubesValueError(f"via: no network path ({err})") from None
 
 
-def outside_address(service: Service, edge: str) -> str:
+def outside_address(service: Controller, edge: str) -> str:
     """The edge's address as the world sees it, or 0.0.0.0 when nobody has said."""
     candidates = [service.topology[edge].features.get(FEATURE_PUBLIC_ADDRESS, "")]
     store = service.publisher.store_for(edge)
@@ -125,7 +133,7 @@ def _endpoint_in(
 
 
 async def tunnel_endpoint(
-    service: Service, edge: str, fid: str, proto: str, port: int
+    service: Controller, edge: str, fid: str, proto: str, port: int
 ) -> tuple[str, int] | None:
     """The provider's endpoint of a forward ending at a tunnel qube, once its keeper has it."""
     store = service.publisher.store_for(edge)
@@ -138,13 +146,13 @@ async def tunnel_endpoint(
         await asyncio.sleep(POLL)
 
 
-async def _grant(service: Service, ask: NatAsk, decision: Decision) -> Grant:
+async def _grant(service: Controller, ask: NatAsk, decision: Decision) -> Grant:
     """Create or renew the forward, publish it, and say where the world reaches it."""
     lines = service.nat.policies.of(ask.qube)
     lifetime = granted_lifetime(ask.lifetime, decision)
     made: list[ForwardRule] = []
 
-    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+    def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
         now, boot_id = service.clock(), service.boot_id()
         rules = list(current)
         index = find_mapping(rules, ask)
@@ -201,10 +209,10 @@ async def _grant(service: Service, ask: NatAsk, decision: Decision) -> Grant:
     }
 
 
-async def _remove(service: Service, ask: NatAsk) -> int:
+async def _remove(service: Controller, ask: NatAsk) -> int:
     removed: list[int] = []
 
-    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+    def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
         kept = [r for r in current if not is_mapping(r, ask.proto, ask.internal_port)]
         removed.append(len(current) - len(kept))
         return kept
@@ -213,8 +221,7 @@ async def _remove(service: Service, ask: NatAsk) -> int:
     return removed[0]
 
 
-@method("admin.vm.portfwd.NatRequest", payload=True)
-async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
+async def vm_portfwd_nat_request(service: Controller, request: Request) -> bytes:
     try:
         fields = parse_nat_request(_request_text(request.untrusted_payload))
     except ValidationError as err:
@@ -229,7 +236,9 @@ async def vm_portfwd_nat_request(service: Service, request: Request) -> bytes:
             return limited_reply(MAPPINGS_LIMIT, 0.0)
 
 
-async def _nat_request(service: Service, netvm: str, qube: str, fields: NatRequestFields) -> bytes:
+async def _nat_request(
+    service: Controller, netvm: str, qube: str, fields: NatRequestFields
+) -> bytes:
     ask = NatAsk(
         netvm,
         qube,
@@ -271,8 +280,7 @@ async def _nat_request(service: Service, netvm: str, qube: str, fields: NatReque
     return format_reply(**grant)
 
 
-@method("admin.vm.portfwd.NatAddress", arg=True)
-async def vm_portfwd_nat_address(service: Service, request: Request) -> bytes:
+async def vm_portfwd_nat_address(service: Controller, request: Request) -> bytes:
     qube = _asking_qube(service, request.dest, _address_arg(request.arg))
     with service.nat.limits.share((request.dest, qube), service.clock()) as refusal:
         if refusal is not None:
@@ -297,14 +305,13 @@ def _pending_line(entry: PendingEntry[tuple[NatAsk, Decision], Grant], now: floa
     return f"{text} description={ask.description}" if ask.description else text
 
 
-@method("admin.portfwd.Pending", dest="adminvm")
-async def portfwd_pending(service: Service, request: Request) -> bytes:
+async def portfwd_pending(service: Controller, request: Request) -> bytes:
     now = service.clock()
     lines = [_pending_line(e, now) for e in service.nat.pending.entries()]
     return "".join(f"{line}\n" for line in lines).encode()
 
 
-def _take(service: Service, untrusted_id: str) -> PendingEntry[tuple[NatAsk, Decision], Grant]:
+def _take(service: Controller, untrusted_id: str) -> PendingEntry[tuple[NatAsk, Decision], Grant]:
     try:
         return service.nat.pending.take(untrusted_id)
     except KeyError:
@@ -313,8 +320,7 @@ def _take(service: Service, untrusted_id: str) -> PendingEntry[tuple[NatAsk, Dec
         ) from None
 
 
-@method("admin.portfwd.Approve", dest="adminvm", arg=True)
-async def portfwd_approve(service: Service, request: Request) -> bytes:
+async def portfwd_approve(service: Controller, request: Request) -> bytes:
     entry = _take(service, request.arg)
     ask, decision = entry.ask
     try:
@@ -329,19 +335,16 @@ async def portfwd_approve(service: Service, request: Request) -> bytes:
     return format_reply(**grant)
 
 
-@method("admin.portfwd.Deny", dest="adminvm", arg=True)
-async def portfwd_deny(service: Service, request: Request) -> bytes:
+async def portfwd_deny(service: Controller, request: Request) -> bytes:
     PendingTable.settle(_take(service, request.arg), None)
     return b""
 
 
-@method("admin.vm.portfwd.NatPolicy.Get")
-async def vm_portfwd_nat_policy_get(service: Service, request: Request) -> bytes:
+async def vm_portfwd_nat_policy_get(service: Controller, request: Request) -> bytes:
     return format_policy(service.nat.policies.of(request.dest)).encode()
 
 
-@method("admin.vm.portfwd.NatPolicy.Set", payload=None)
-async def vm_portfwd_nat_policy_set(service: Service, request: Request) -> bytes:
+async def vm_portfwd_nat_policy_set(service: Controller, request: Request) -> bytes:
     try:
         lines = parse_policy(_request_text(request.untrusted_payload))
     except ValidationError as err:

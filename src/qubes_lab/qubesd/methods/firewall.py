@@ -4,15 +4,16 @@ Forwards are not firewall rules: they are features `portfwd.<id>` (methods/featu
 Set holding one is refused and Get never shows one, and stock clients read every list.
 """
 
-from ...model.entries import MAX_FIREWALL_RULES
-from ...model.errors import ValidationError
-from ...model.firewall_revision import rules_text
-from ...model.rule import FilterRule, ForwardRule, Rule
-from ...model.rule_text import format_rule, parse_rule
-from ...planner.expiry import live_rules
-from ..errors import QubesValueError
-from ..firewall_guard import check_guarded_set
-from ..service import Service
+from qubes_portfwd.controller.controller import Controller
+from qubes_portfwd.controller.errors import QubesValueError
+from qubes_portfwd.controller.firewall_guard import check_guarded_set
+from qubes_portfwd.model.entries import MAX_FIREWALL_RULES
+from qubes_portfwd.model.errors import ValidationError
+from qubes_portfwd.model.firewall_revision import rules_text
+from qubes_portfwd.model.rule import FilterRule, ForwardRule, Rule
+from qubes_portfwd.model.rule_text import format_rule, parse_rule
+from qubes_portfwd.planner.expiry import live_rules
+
 from ..wire import Request
 from . import method
 
@@ -29,7 +30,7 @@ def decode_rules_payload(untrusted_payload: bytes) -> str:
 FORWARD_REFUSED = "forward rules are stored as features portfwd.<id>: use qvm-portfwd"
 
 
-def current_text(service: Service, rules: tuple[Rule, ...]) -> str:
+def current_text(service: Controller, rules: tuple[Rule, ...]) -> str:
     """The list as Get answers it: a rule past its time is gone before its file is rewritten."""
     live = live_rules(rules, service.clock(), service.boot_id())
     return rules_text(format_rule(r) for r in live if isinstance(r, FilterRule))
@@ -52,16 +53,16 @@ def parse_filters(untrusted_text: str) -> list[FilterRule]:
 
 
 @method("admin.vm.firewall.Get")
-async def firewall_get(service: Service, request: Request) -> bytes:
+async def firewall_get(service: Controller, request: Request) -> bytes:
     return current_text(service, service.state.rules_of(request.dest)).encode("ascii")
 
 
 @method("admin.vm.firewall.Set", payload=None)
-async def firewall_set(service: Service, request: Request) -> bytes:
+async def firewall_set(service: Controller, request: Request) -> bytes:
     untrusted_text = decode_rules_payload(request.untrusted_payload)
     qube = request.dest
 
-    def change(current: tuple[Rule, ...], service: Service) -> list[Rule]:
+    def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
         check_guarded_set(
             service.topology[qube].features,
             rules_text(untrusted_text.splitlines()),
@@ -83,6 +84,6 @@ async def firewall_set(service: Service, request: Request) -> bytes:
 
 
 @method("admin.vm.firewall.Reload")
-async def firewall_reload(service: Service, request: Request) -> bytes:
+async def firewall_reload(service: Controller, request: Request) -> bytes:
     await service.reconcile()
     return b""

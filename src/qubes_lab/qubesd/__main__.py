@@ -1,4 +1,4 @@
-"""qubes-portfwd-admind: the admin service (dom0's side; in the lab it runs on the host)."""
+"""qubes-lab-qubesd: the lab's emulated qubesd (Qubes' methods) hosting our controller."""
 
 import argparse
 import asyncio
@@ -13,22 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qubes_lab.qube_db import FileQubeDb
+from qubes_portfwd.controller.controller import Controller, boot_id_reader
+from qubes_portfwd.controller.publisher import Publisher
+from qubes_portfwd.controller.status_file import STATUS_FILE_NAME
+from qubes_portfwd.defaults import DEFAULT_SOCKET
+from qubes_portfwd.model.topology import Topology
 
-from ..defaults import DEFAULT_SOCKET
-from ..model.topology import Topology
 from . import platform_hook
 from .access import DEFAULT_ADMIN_GROUP
-from .publisher import Publisher
 from .server import Server
-from .service import Service, boot_id_reader
 from .state import HostState
-from .status_file import STATUS_FILE_NAME
 from .topology_json import topology_from_json
 
 DEFAULT_STATE_DIR = "/var/lib/qubes-portfwd"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
-log = logging.getLogger("qubes-portfwd-admind")
+log = logging.getLogger("qubes-lab-qubesd")
 
 
 def default_socket() -> str:
@@ -36,7 +36,7 @@ def default_socket() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qubes-portfwd-admind", description=__doc__)
+    parser = argparse.ArgumentParser(prog="qubes-lab-qubesd", description=__doc__)
     parser.add_argument("--socket", default=None, help="Unix socket (default $QUBESD_SOCKET)")
     parser.add_argument("--state-dir", default=None, help="topology, firewall.xml files")
     parser.add_argument("--lab", metavar="NAME", help="take the lab's topology and entry stores")
@@ -85,7 +85,7 @@ def lab_sources(name: str) -> tuple[Topology, Path]:
     return lab.topology, Path(lab.state_dir)
 
 
-def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
+def build_service(args: argparse.Namespace) -> tuple[Controller, Path]:
     seed: Topology | None = None
     qubesdb_dir = Path(args.qubesdb_dir) if args.qubesdb_dir else None
     state_dir = Path(args.state_dir) if args.state_dir else None
@@ -96,7 +96,7 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
     if args.topology:
         seed = topology_from_json(json.loads(Path(args.topology).read_bytes()))
     if qubesdb_dir is None:
-        sys.exit("qubes-portfwd-admind: error: give --lab or --qubesdb-dir")
+        sys.exit("qubes-lab-qubesd: error: give --lab or --qubesdb-dir")
     state = HostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
     stores_root = qubesdb_dir
     publisher = Publisher(lambda qube: FileQubeDb(stores_root / qube), args.agent_timeout)
@@ -107,9 +107,9 @@ def build_service(args: argparse.Namespace) -> tuple[Service, Path]:
                 args.on_netvm_change, args.on_netvm_change_timeout
             )
         except ValueError as err:
-            sys.exit(f"qubes-portfwd-admind: error: {err}")
+            sys.exit(f"qubes-lab-qubesd: error: {err}")
     socket_path = Path(args.socket or default_socket())
-    service = Service(
+    service = Controller(
         state,
         publisher,
         boot_id_reader(Path(args.boot_id_file)),
@@ -132,12 +132,12 @@ def admin_gid(untrusted_group: str) -> int | None:
     return None
 
 
-def qube_callers(service: Service) -> list[str]:
+def qube_callers(service: Controller) -> list[str]:
     """The qubes that may run natd and so call dom0: every network qube."""
     return [q.name for q in service.topology.qubes.values() if q.provides_network]
 
 
-async def serve(service: Service, socket_path: Path, args: argparse.Namespace) -> None:
+async def serve(service: Controller, socket_path: Path, args: argparse.Namespace) -> None:
     server = Server(
         service,
         socket_path,
