@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "natpmp": {"model"},
     "ports": {"model"},
     "db": {"model", "ports"},
-    "adapters": {"model", "ports"},
+    "adapters": {"model", "ports", "client"},
     "agent": {"model", "nft", "ports", "db", "adapters"},
     "controller": {"model", "planner", "store", "ports", "db"},
     "tunnel": {"model", "natpmp", "ports", "db", "adapters"},

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import time
 
+from qubes_portfwd.adapters.qubesd_socket_nat import QubesdSocketNat
 from qubes_portfwd.client import QubesdError
 from qubes_portfwd.controller.nat_limits import MAX_MAPPINGS
 from qubes_portfwd.controller.nat_mapping import NatAsk, mapping_rule
@@ -76,7 +77,7 @@ def test_natd_gives_each_client_its_own_calls_to_dom0(service: RunningService) -
     client.nat_policy_set("work", ["ports=1024-65535 action=allow"])
 
     async def scenario() -> tuple[list[Verdict], Verdict]:
-        dom0 = Dom0(service.client(), "sys-firewall", wait=20)
+        dom0 = Dom0(QubesdSocketNat(service.client(), "sys-firewall"), wait=20)
         try:
             floods = [
                 asyncio.create_task(

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from ..client import AdminClient, QubesdError
-from ..client.admin_client import nat_fields
 from ..model.rate_limit import ClientLimiter, RateLimit
+from ..ports.nat_channel import NatChannel, NatRefused, Refusal
 
 # Calls under way for all clients together: one thread each. A client's share is far
 # smaller, so it takes many qubes flooding at once to fill this.
@@ -98,20 +97,24 @@ def _answer_from(fields: dict[str, str]) -> Answer:
 
 
 Result = TypeVar("Result")
+# A call dom0 refused, as natd's protocols report it (LIMITED: dom0's share of this qube).
+_VERDICTS = {
+    Refusal.DENIED: Verdict.REFUSED,
+    Refusal.NO_RESOURCES: Verdict.NO_RESOURCES,
+    Refusal.LIMITED: Verdict.LIMITED,
+}
 
 
 class Dom0:
-    """The admin service as the network qube `qube` sees it."""
+    """Dom0 as the network qube sees it, through its NAT channel."""
 
     def __init__(
         self,
-        client: AdminClient,
-        qube: str,
+        channel: NatChannel,
         wait: int = ASK_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
-        self.qube = qube
+        self.channel = channel
         self.wait = wait
         self.clock = clock
         self.limiter: ClientLimiter[Address] = ClientLimiter(CLIENT_RATE, CLIENT_IN_FLIGHT)
@@ -127,15 +130,10 @@ class Dom0:
     def _ask_blocking(self, ask: Ask) -> Answer:
         wait = 0 if ask.lifetime == 0 else self.wait
         try:
-            return _answer_from(self.client.nat_request(self.qube, ask.line(wait)))
-        except QubesdError as err:
-            if err.exc_type == "PermissionDenied":
-                return Answer(Verdict.REFUSED, detail=err.message)
-            if "no free outside port" in err.message:
-                return Answer(Verdict.NO_RESOURCES, detail=err.message)
-            return Answer(Verdict.FAILED, detail=err.message)
-        except (OSError, ConnectionError) as err:
-            return Answer(Verdict.FAILED, detail=str(err))
+            return _answer_from(self.channel.request(ask.line(wait)))
+        except NatRefused as err:
+            verdict = _VERDICTS.get(err.refusal, Verdict.FAILED)
+            return Answer(verdict, detail=err.message)
 
     def _start(
         self, key: tuple[object, ...], client: Address, blocking: Callable[[], Result]
@@ -186,12 +184,11 @@ class Dom0:
 
         def blocking() -> ipaddress.IPv4Address | Verdict:
             try:
-                return ipaddress.IPv4Address(self.client.nat_address(self.qube, str(client)))
-            except QubesdError as err:
+                return ipaddress.IPv4Address(self.channel.address(str(client)))
+            except NatRefused as err:
                 log.info("outside address for %s: %s", client, err)
-                limited = "too many requests" in err.message  # dom0's share of this qube
-                return Verdict.LIMITED if limited else Verdict.FAILED
-            except (OSError, ConnectionError, ValueError) as err:
+                return Verdict.LIMITED if err.refusal is Refusal.LIMITED else Verdict.FAILED
+            except ValueError as err:
                 log.info("outside address for %s: %s", client, err)
                 return Verdict.FAILED
 
@@ -203,4 +200,4 @@ class Dom0:
 
 Asker = Callable[[Ask], Awaitable[Answer]]
 AddressLookup = Callable[[Address], Awaitable[ipaddress.IPv4Address | Verdict]]
-__all__ = ["AddressLookup", "Answer", "Ask", "Asker", "Dom0", "Verdict", "nat_fields"]
+__all__ = ["AddressLookup", "Answer", "Ask", "Asker", "Dom0", "Verdict"]

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ..client import AdminClient
 from ..natpmp.wire import NATPMP_PORT
+from ..ports.nat_channel import NatChannel
 from ..ports.qube_db import QubeDb
 from . import http_server, input_rules, ssdp
 from .dom0 import THREAD_PREFIX as DOM0_THREADS
@@ -39,7 +39,6 @@ log = logging.getLogger("qubes-portfwd-natd")
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qubes-portfwd-natd", description=__doc__)
     parser.add_argument("--qube", required=True, help="this network qube's name")
-    parser.add_argument("--socket", default=None, help="the admin service's socket")
     parser.add_argument("--listen", default=None, help="override the downstream gateway address")
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--ready", default=None, help="file to create once serving")
@@ -58,10 +57,10 @@ def gateway_address(args: argparse.Namespace, db: QubeDb) -> ipaddress.IPv4Addre
         sys.exit(f"qubes-portfwd-natd: the qube's DB has no {GATEWAY_KEY}: not a network qube?")
 
 
-async def serve(args: argparse.Namespace, db: QubeDb) -> None:
+async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> None:
     loop = asyncio.get_running_loop()
     gateway = str(gateway_address(args, db))
-    dom0 = Dom0(AdminClient(args.socket, source=args.qube), args.qube)
+    dom0 = Dom0(channel)
     table = MappingTable()
     device_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{args.qube}.qubes-portfwd-natd"))
     transport, _ = await loop.create_datagram_endpoint(
@@ -116,12 +115,16 @@ async def serve(args: argparse.Namespace, db: QubeDb) -> None:
                 await asyncio.to_thread(input_rules.close_ports)
 
 
-def run(args: argparse.Namespace, open_db: Callable[[argparse.Namespace], QubeDb]) -> int:
+def run(
+    args: argparse.Namespace,
+    open_db: Callable[[argparse.Namespace], QubeDb],
+    open_channel: Callable[[argparse.Namespace], NatChannel],
+) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    asyncio.run(serve(args, open_db(args)))
+    asyncio.run(serve(args, open_db(args), open_channel(args)))
     if any(t.name.startswith(DOM0_THREADS) and t.is_alive() for t in threading.enumerate()):
         # A call to dom0 still waiting for the user's answer holds a worker thread that the
         # interpreter would join at exit, for up to the ask's timeout; our cleanup is done.
