@@ -36,13 +36,23 @@ def test_policy_round_trip_and_errors(service: RunningService) -> None:
     assert client.nat_policy_get("work") == []
     client.nat_policy_set("work", ["ports=80 action=deny", "ports=1024-65535 action=allow"])
     assert client.nat_policy_get("work") == [
-        "ports=80 action=deny max-lifetime=3600",
-        "ports=1024-65535 action=allow max-lifetime=3600",
+        "ports=80 action=deny",
+        "ports=1024-65535 action=allow",
     ]
+    assert client.get_feature("work", "portfwd-nat-policy") == (
+        "ports=80 action=deny; ports=1024-65535 action=allow"
+    )
     with pytest.raises(QubesdError, match="action: expected deny, allow or ask"):
         client.nat_policy_set("work", ["ports=80 action=maybe"])
     with pytest.raises(QubesdError, match="max-lifetime"):
         client.nat_policy_set("work", ["ports=80 action=allow max-lifetime=0"])
+    assert client.nat_policy_get("work") == [
+        "ports=80 action=deny",
+        "ports=1024-65535 action=allow",
+    ]
+    client.nat_policy_set("work", [])
+    assert client.nat_policy_get("work") == []
+    assert "portfwd-nat-policy" not in client.list_features("work")
 
 
 def test_allowed_request_becomes_an_expiring_forward(service: RunningService) -> None:

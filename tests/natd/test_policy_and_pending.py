@@ -1,7 +1,6 @@
-"""dom0's NAT policy (pure decision, text form, file) and the pending table."""
+"""dom0's NAT policy (pure decision, text form, feature value) and the pending table."""
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,11 +10,13 @@ from qubes_portfwd.controller.nat_mapping import candidate_ports, clean_descript
 from qubes_portfwd.controller.nat_policy import (
     DEFAULT_DECISION,
     NatAction,
-    PolicyFile,
     PolicyLine,
     decide,
     format_policy,
     parse_policy,
+    parse_policy_feature,
+    policy_of,
+    policy_value,
 )
 from qubes_portfwd.controller.pending import PendingFull, PendingTable
 from qubes_portfwd.model.errors import ValidationError
@@ -80,12 +81,35 @@ def test_bad_policy_lines_name_the_field(text: str, field: str) -> None:
     assert refused.value.field == field and "line 2" in str(refused.value)
 
 
-def test_policy_file_survives_a_restart(tmp_path: Path) -> None:
-    policies = PolicyFile(tmp_path)
-    policies.set("work", parse_policy("ports=1024-65535 action=allow max-lifetime=60\n"))
-    assert PolicyFile(tmp_path).of("work") == policies.of("work")
-    policies.set("work", ())
-    assert PolicyFile(tmp_path).of("work") == ()
+@given(lines_strategy)
+def test_policy_feature_value_round_trip(lines: list[PolicyLine]) -> None:
+    value = policy_value(lines)
+    assert "\n" not in value and value.isascii()
+    assert policy_of({"portfwd-nat-policy": value}) == tuple(lines)
+
+
+def test_no_policy_feature_is_the_empty_policy() -> None:
+    assert policy_of({"portfwd.0123456789ab": "action=forward"}) == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        ("ports=80 action=allow; ports=81 action=maybe", ("action", "line 2")),
+        ("ports=80 action=allow\nports=81 action=deny", ("printable ASCII on one line",)),
+        ("ports=80 action=allow max-lifetime=0", ("max-lifetime", "line 1")),
+        ("; ".join(["ports=80 action=allow"] * 257), ("at most 256 lines",)),
+        ("x" * 16385, ("at most 16384 characters",)),
+    ],
+)
+def test_bad_policy_feature_values_name_the_feature_and_field(
+    value: str, names: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        parse_policy_feature(value)
+    message = str(refused.value)
+    assert message.startswith("portfwd-nat-policy: ") and "joined by ';'" in message
+    assert all(name in message for name in names)
 
 
 def test_descriptions_are_made_fit_for_a_comment() -> None:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model.forward_status import ForwardStatus
+from ..model.nat_policy_feature import FEATURE_POLICY, join_lines, split_value
 from ..model.status_document import StatusDocument, forwards_through
 from . import forwards as forward_features
-from .connection import ProtocolViolation, call, default_socket_path
+from .connection import ProtocolViolation, QubesdError, call, default_socket_path
 from .status_reader import default_status_path, read_status
 
 ADMIN_VM = "dom0"
@@ -195,11 +196,26 @@ class AdminClient:
         self.call(ADMIN_VM, "admin.portfwd.Deny", request_id)
 
     def nat_policy_get(self, qube: str) -> list[str]:
-        return self._text(qube, "admin.vm.portfwd.NatPolicy.Get").splitlines()
+        """`qube`'s NAT policy lines (its feature `portfwd-nat-policy`); none set: []."""
+        try:
+            return split_value(self.get_feature(qube, FEATURE_POLICY))
+        except QubesdError as err:
+            if err.exc_type == "QubesFeatureNotFoundError":
+                return []
+            raise
 
     def nat_policy_set(self, qube: str, lines: Iterable[str]) -> None:
-        payload = "".join(f"{line}\n" for line in lines).encode("ascii")
-        self.call(qube, "admin.vm.portfwd.NatPolicy.Set", payload=payload)
+        """Replace `qube`'s NAT policy in one feature Set (checked whole by the service);
+        no lines: the feature goes, and every port asks again."""
+        value = join_lines(lines)
+        if value:
+            self.set_feature(qube, FEATURE_POLICY, value)
+            return
+        try:
+            self.remove_feature(qube, FEATURE_POLICY)
+        except QubesdError as err:
+            if err.exc_type != "QubesFeatureNotFoundError":
+                raise
 
     def _call_text(self, dest: str, method: str, payload: str) -> str:
         return self.call(dest, method, payload=payload.encode("ascii")).decode("utf-8")

@@ -63,7 +63,7 @@ class Controller:
         self.reconcile_interval = reconcile_interval
         # What the platform runs after a qube's netvm changed (the lab re-attaches it).
         self.netvm_hook = netvm_hook
-        self.nat = NatState.open(state.state_dir, clock)
+        self.nat = NatState.open(state, clock)
         self.status = StatusWriter(status_file) if status_file is not None else None
         if self.status is not None:
             # Front ends read it from the first call on, long before the first publish ends.

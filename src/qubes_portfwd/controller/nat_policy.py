@@ -2,25 +2,24 @@
 
 A qube's policy is an ordered list of lines `ports=N[-M] action=deny|allow|ask
 [max-lifetime=SECONDS]`; the first line whose ports hold the asked outside port decides.
-Without a match the answer is ask, with DEFAULT_MAX_LIFETIME. Parsing and deciding are pure;
-`PolicyFile` keeps every qube's policy in one JSON document in the service's state dir.
+Without a match the answer is ask, with DEFAULT_MAX_LIFETIME. It is stored as one feature of
+that qube, `portfwd-nat-policy` = the lines joined by `;` (feature values are one line):
+one key, so a change is one Set, checked whole and in force whole. Pure: no I/O.
 """
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from types import MappingProxyType
 
 from ..model.errors import ValidationError
+from ..model.nat_policy_feature import FEATURE_POLICY, SEPARATOR, join_lines
 from ..model.ports import PortRange, parse_port_range
-from ..store.atomic_file import write_json_atomically
 
-POLICY_FILE = "nat-policy.json"
 DEFAULT_MAX_LIFETIME = 3600
 MAX_MAX_LIFETIME = 7 * 24 * 3600
 MAX_LINES = 256
+# 256 lines of the longest form fit; far below a qrexec payload, small enough for qubes.xml.
+MAX_FEATURE_VALUE = 16384
 LINE_FORM = "ports=N[-M] action=deny|allow|ask [max-lifetime=SECONDS]"
 
 
@@ -108,31 +107,28 @@ def format_policy(lines: Sequence[PolicyLine]) -> str:
     return "".join(f"{line.text}\n" for line in lines)
 
 
-class PolicyFile:
-    """Every qube's policy in `<state dir>/nat-policy.json`; writes are atomic."""
+def policy_value(lines: Sequence[PolicyLine]) -> str:
+    """The feature value of a policy: its lines joined by `; `."""
+    return join_lines(line.text for line in lines)
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / POLICY_FILE
-        self._policies: dict[str, tuple[PolicyLine, ...]] = {}
-        if self.path.exists():
-            document = json.loads(self.path.read_bytes())
-            for qube, text in document.get("qubes", {}).items():
-                self._policies[str(qube)] = parse_policy(str(text))
 
-    @property
-    def policies(self) -> Mapping[str, tuple[PolicyLine, ...]]:
-        return MappingProxyType(self._policies)
+def parse_policy_feature(untrusted_value: str) -> tuple[PolicyLine, ...]:
+    """A `portfwd-nat-policy` value, all or nothing; errors name the field and the line."""
+    form = f"lines '{LINE_FORM}' joined by '{SEPARATOR}'"
+    if len(untrusted_value) > MAX_FEATURE_VALUE:
+        raise ValidationError(FEATURE_POLICY, f"at most {MAX_FEATURE_VALUE} characters of {form}")
+    if not (untrusted_value.isascii() and untrusted_value.isprintable()):
+        raise ValidationError(FEATURE_POLICY, f"printable ASCII on one line: {form}")
+    try:
+        return parse_policy("\n".join(untrusted_value.split(SEPARATOR)))
+    except ValidationError as err:
+        raise ValidationError(FEATURE_POLICY, f"{err} ({form})") from None
 
-    def of(self, qube: str) -> tuple[PolicyLine, ...]:
-        return self._policies.get(qube, ())
 
-    def set(self, qube: str, lines: Sequence[PolicyLine]) -> None:
-        policies = {**self._policies, qube: tuple(lines)}
-        if not lines:
-            del policies[qube]
-        document = {
-            "version": 1,
-            "qubes": {name: format_policy(p) for name, p in sorted(policies.items())},
-        }
-        write_json_atomically(self.path, document)
-        self._policies = policies
+def policy_of(features: Mapping[str, str]) -> tuple[PolicyLine, ...]:
+    """A qube's policy from its features; none set: the empty policy (every port asks).
+
+    Raises ValidationError for a value stored without our check (before the extension ran).
+    """
+    untrusted_value = features.get(FEATURE_POLICY)
+    return () if untrusted_value is None else parse_policy_feature(untrusted_value)

@@ -6,7 +6,9 @@
   up, see nat_limits), or PermissionDenied.
 - `admin.vm.portfwd.NatAddress+CLIENT` (dest: the network qube): the outside address.
 - `admin.portfwd.Pending`, `admin.portfwd.Approve+ID`, `admin.portfwd.Deny+ID` (dom0).
-- `admin.vm.portfwd.NatPolicy.Get` / `.Set` (dest: the qube the policy is for).
+
+The policy deciding them is the asked-for qube's feature `portfwd-nat-policy` (nat_policy.py),
+set and read through the stock feature methods.
 
 The daemon never creates rules: a grant is an external forward of the asking qube made
 here, under the service lock, like a forward set as a feature.
@@ -19,7 +21,7 @@ import logging
 from typing import Protocol
 
 from ..model.errors import ValidationError
-from ..model.forward_status import parse_public_entry
+from ..model.ports import PortRange
 from ..model.rule import ForwardRule, Rule, forward_id
 from ..model.topology import PathError
 from ..planner import conflicts_for
@@ -47,9 +49,10 @@ from .nat_mapping import (
     parse_nat_request,
     renewed,
 )
-from .nat_policy import Decision, NatAction, decide, format_policy, parse_policy
+from .nat_policy import Decision, NatAction, PolicyLine, decide, policy_of
 from .nat_state import Grant
 from .pending import PendingEntry, PendingFull, PendingTable
+from .public_endpoint import close_handle, wait_for_endpoint
 
 # Where the outside address of an edge comes from: a dom0 feature the user may set (the
 # address the world sees, e.g. behind a home router), else the edge's own uplink address as
@@ -58,8 +61,10 @@ FEATURE_PUBLIC_ADDRESS = "portfwd-public-address"
 UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
 # Behind a tunnel qube, its lease keeper records the provider's endpoint of each forward.
 PUBLIC_ENDPOINT_WAIT = 10.0
-POLL = 0.05
 UNKNOWN_ADDRESS = "0.0.0.0"
+# A stored policy our check never saw (set before the extension was installed) that does not
+# parse: refuse every port rather than guess what its writer meant.
+DENY_ALL = (PolicyLine(PortRange(1, 65535), NatAction.DENY),)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,14 @@ def _asking_qube(service: Controller, netvm: str, client: Address) -> str:
     return qube
 
 
+def _policy(service: Controller, qube: str) -> tuple[PolicyLine, ...]:
+    try:
+        return policy_of(service.topology[qube].features)
+    except ValidationError as err:
+        log.warning("NAT policy of %s unreadable, every port denied: %s", qube, err)
+        return DENY_ALL
+
+
 def _edge(service: Controller, qube: str) -> str:
     try:
         return service.topology.path(qube)[-1]
@@ -119,36 +132,21 @@ def outside_address(service: Controller, edge: str) -> str:
     return UNKNOWN_ADDRESS
 
 
-def _endpoint_in(
-    untrusted_public: dict[str, str], fid: str, proto: str, port: int
-) -> tuple[str, int] | None:
-    for untrusted_key, untrusted_value in untrusted_public.items():
-        try:
-            found_id, endpoint = parse_public_entry(untrusted_key, untrusted_value)
-        except ValidationError:
-            continue
-        if (found_id, endpoint.proto, endpoint.port) == (fid, proto, port):
-            return str(endpoint.address), endpoint.public_port
-    return None
-
-
 async def tunnel_endpoint(
     service: Controller, edge: str, fid: str, proto: str, port: int
 ) -> tuple[str, int] | None:
     """The provider's endpoint of a forward ending at a tunnel qube, once its keeper has it."""
-    store = service.publisher.store_for(edge)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PUBLIC_ENDPOINT_WAIT
-    while True:
-        found = _endpoint_in(await asyncio.to_thread(store.read_public), fid, proto, port)
-        if found is not None or loop.time() >= deadline:
-            return found
-        await asyncio.sleep(POLL)
+    # A handle of its own: the publisher's (store_for) is read by its thread meanwhile.
+    db = await asyncio.to_thread(service.publisher.db_for, edge)
+    try:
+        return await wait_for_endpoint(db, fid, proto, port, PUBLIC_ENDPOINT_WAIT)
+    finally:
+        close_handle(db)
 
 
 async def _grant(service: Controller, ask: NatAsk, decision: Decision) -> Grant:
     """Create or renew the forward, publish it, and say where the world reaches it."""
-    lines = service.nat.policies.of(ask.qube)
+    lines = _policy(service, ask.qube)
     lifetime = granted_lifetime(ask.lifetime, decision)
     made: list[ForwardRule] = []
 
@@ -260,7 +258,7 @@ async def _nat_request(
         rule = service.state.rules_of(qube)[existing]
         assert isinstance(rule, ForwardRule)
         port = rule.srcports.first
-    decision = decide(state.policies.of(qube), port)
+    decision = decide(_policy(service, qube), port)
     if decision.action == NatAction.DENY:
         raise PermissionDenied(f"NAT traversal for {qube} port {port}: denied by policy")
     if decision.action == NatAction.ALLOW or existing is not None:
@@ -337,17 +335,4 @@ async def portfwd_approve(service: Controller, request: Request) -> bytes:
 
 async def portfwd_deny(service: Controller, request: Request) -> bytes:
     PendingTable.settle(_take(service, request.arg), None)
-    return b""
-
-
-async def vm_portfwd_nat_policy_get(service: Controller, request: Request) -> bytes:
-    return format_policy(service.nat.policies.of(request.dest)).encode()
-
-
-async def vm_portfwd_nat_policy_set(service: Controller, request: Request) -> bytes:
-    try:
-        lines = parse_policy(_request_text(request.untrusted_payload))
-    except ValidationError as err:
-        raise QubesValueError(str(err)) from None
-    await asyncio.to_thread(service.nat.policies.set, request.dest, lines)
     return b""

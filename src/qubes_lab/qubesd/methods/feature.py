@@ -3,7 +3,8 @@
 A `portfwd.<id>` feature is a forward of that qube (model/forward_feature.py): checked before
 it is stored as our dom0 extension checks it in `domain-feature-pre-set` on a stock host
 (refused with the field and the allowed form, never rewritten), stored under the service's
-lock with the conflict check, and re-planned; removing it re-plans too.
+lock with the conflict check, and re-planned; removing it re-plans too. A qube's NAT policy
+`portfwd-nat-policy` is checked whole the same way before it is stored (it changes no plan).
 """
 
 import re
@@ -12,6 +13,11 @@ from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.controller.errors import QubesFeatureNotFoundError, QubesValueError
 from qubes_portfwd.controller.firewall_guard import stale_guards
 from qubes_portfwd.controller.forward_binding import check_forward_feature
+from qubes_portfwd.controller.nat_policy import (
+    FEATURE_POLICY,
+    MAX_FEATURE_VALUE,
+    parse_policy_feature,
+)
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
 from qubes_portfwd.model.firewall_revision import BaseRevision
@@ -36,6 +42,8 @@ def _check_name(untrusted_name: str) -> str:
 
 def _check_value(name: str, untrusted_payload: bytes) -> str:
     limit = MAX_RULE_LENGTH if is_forward_feature(name) else MAX_VALUE
+    if name == FEATURE_POLICY:
+        limit = MAX_FEATURE_VALUE
     try:
         untrusted_value = untrusted_payload.decode("ascii")
     except UnicodeDecodeError:
@@ -48,11 +56,13 @@ def _check_value(name: str, untrusted_payload: bytes) -> str:
         )
     if name == FEATURE_UPLINK and untrusted_value and not _IFACE_RE.match(untrusted_value):
         raise QubesValueError(f"{name}: expected an interface name (letters, digits, -_.)")
-    if name.startswith(GUARD_PREFIX):
-        try:
+    try:
+        if name.startswith(GUARD_PREFIX):
             BaseRevision.parse(untrusted_value)
-        except ValidationError as err:
-            raise QubesValueError(str(err)) from None
+        elif name == FEATURE_POLICY:
+            parse_policy_feature(untrusted_value)
+    except ValidationError as err:
+        raise QubesValueError(str(err)) from None
     return untrusted_value
 
 
@@ -117,6 +127,9 @@ async def feature_set(service: Controller, request: Request) -> bytes:
         return b""
 
     guard = name.startswith(GUARD_PREFIX)
+    # Neither a guard nor a NAT policy changes a forward: re-planning the host for them
+    # would only slow writers down.
+    replan = not guard and name != FEATURE_POLICY
 
     def change(topology: Topology, explicit: dict[str, frozenset[str]]) -> Topology:
         features = {**topology[qube].features, name: value}
@@ -125,8 +138,7 @@ async def feature_set(service: Controller, request: Request) -> bytes:
                 del features[stale]
         return topology.replace_qube(topology[qube].with_changes(features=features))
 
-    # A guard changes no forward: re-planning the host for it would only slow writers down.
-    await service.change_topology(change, publish=not guard)
+    await service.change_topology(change, publish=replan)
     return b""
 
 
@@ -151,5 +163,6 @@ async def feature_remove(service: Controller, request: Request) -> bytes:
         features = {k: v for k, v in topology[qube].features.items() if k != name}
         return topology.replace_qube(topology[qube].with_changes(features=features))
 
-    await service.change_topology(change, publish=not name.startswith(GUARD_PREFIX))
+    replan = not name.startswith(GUARD_PREFIX) and name != FEATURE_POLICY
+    await service.change_topology(change, publish=replan)
     return b""

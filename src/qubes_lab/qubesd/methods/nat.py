@@ -9,5 +9,3 @@ method("admin.vm.portfwd.NatAddress", arg=True)(nat_requests.vm_portfwd_nat_addr
 method("admin.portfwd.Pending", dest="adminvm")(nat_requests.portfwd_pending)
 method("admin.portfwd.Approve", dest="adminvm", arg=True)(nat_requests.portfwd_approve)
 method("admin.portfwd.Deny", dest="adminvm", arg=True)(nat_requests.portfwd_deny)
-method("admin.vm.portfwd.NatPolicy.Get")(nat_requests.vm_portfwd_nat_policy_get)
-method("admin.vm.portfwd.NatPolicy.Set", payload=None)(nat_requests.vm_portfwd_nat_policy_set)
