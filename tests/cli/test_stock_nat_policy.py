@@ -40,3 +40,21 @@ def test_bad_policy_through_stock_qvm_features_is_refused(admin_socket: Path, st
     assert refused.returncode != 0
     assert "action: expected deny, allow or ask" in refused.stderr
     assert client.nat_policy_get("work") == ["ports=1-65535 action=deny"]
+
+
+def test_qvm_portfwd_nat_policy_is_the_feature_stock_tools_show(
+    admin_socket: Path, stock_tool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qubes_portfwd.cli import qvm_portfwd
+
+    argv = ["nat-policy", "work", "--set", "ports=80 action=deny", "--set", "ports=81 action=ask"]
+    assert qvm_portfwd.main(argv) == 0
+    assert capsys.readouterr().out == "ports=80 action=deny\nports=81 action=ask\n"
+
+    shown = stock_tool("qvm-features", ["work", POLICY], admin_socket)
+
+    assert shown.stdout.strip() == "ports=80 action=deny; ports=81 action=ask"
+    assert qvm_portfwd.main(["nat-policy", "work", "--set", "ports=80 action=never"]) == 1
+    assert "action: expected deny, allow or ask" in capsys.readouterr().err
+    assert qvm_portfwd.main(["nat-policy", "work", "--set", ""]) == 0
+    assert POLICY not in AdminClient(admin_socket).list_features("work")

@@ -1,4 +1,8 @@
-"""`qvm-portfwd pending | approve ID | deny ID | nat-policy QUBE`: NAT traversal asks."""
+"""`qvm-portfwd pending | approve ID | deny ID | nat-policy QUBE`: NAT traversal asks.
+
+A qube's policy is its feature `portfwd-nat-policy` (lines joined by `;`): `nat-policy`
+shows it one line each and `--set` replaces it in one feature Set; qvm-features works too.
+"""
 
 import argparse
 from typing import Any
@@ -28,7 +32,7 @@ def add_nat_commands(commands: "argparse._SubParsersAction[Any]") -> None:
         metavar="LINE",
         help="replace the policy; repeat for each line: "
         "'ports=N[-M] action=deny|allow|ask [max-lifetime=SECONDS]' (first match decides; "
-        "no match: ask); --set '' clears it",
+        "no match: ask); --set '' clears it. Stored as the feature portfwd-nat-policy",
     )
 
 
