@@ -1,7 +1,10 @@
 """Measurements 4 and 5: 10,000 forwards across the host, the restarts, the service at rest.
 
-Convergence is read from the qubes' entry stores (what the agents report), not asked of the
-admin service, so watching does not load the process being measured.
+Each forward is stored as its target's feature `portfwd.<id>` by one stock feature Set with
+the complete value (its `via` recorded, as `AdminClient.add_forward` completes it), so the
+time to converge includes every Set re-planning and publishing. Convergence is read from the
+qubes' entry stores (what the agents report), not asked of the admin service, so watching
+does not load the process being measured.
 """
 
 import time
@@ -10,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from qubes_lab.entry_store import STATUS_APPLIED, EntryStore
-from qubes_portfwd.client import ForwardState, HopState
+from qubes_portfwd.client import AdminClient, ForwardState, HopState
 from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from qubes_portfwd.model.forward_feature import feature_name
+from qubes_portfwd.model.rule import forward_id
+from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.model.topology import Topology
 
 from .lab_session import LabSession
@@ -28,18 +34,31 @@ LATER_S = 30.0  # a second window starts this long after convergence: the last a
 
 
 def spread(count: int, topology: Topology, sources: str) -> dict[str, list[str]]:
-    """`count` external forwards round-robin over every qube that has a path, each its port."""
+    """`count` external forwards round-robin over every qube that has a path, each its port;
+    each line records that path (`via=`), as the service stores it."""
     targets = sorted(
         q.name for q in topology.qubes.values() if q.netvm is not None and not q.provides_network
     )
     lines: dict[str, list[str]] = {t: [] for t in targets}
     for n in range(count):
         port = FIRST_PORT + n
-        lines[targets[n % len(targets)]].append(
+        target = targets[n % len(targets)]
+        lines[target].append(
             f"action=forward forwardtype=external proto=tcp srcports={port}-{port} "
-            f"dstports={port}-{port} srchost={sources}"
+            f"dstports={port}-{port} srchost={sources} via={','.join(topology.path(target))}"
         )
     return lines
+
+
+def store_forwards(client: AdminClient, target: str, forwards: list[str]) -> list[float]:
+    """Each forward as the feature `portfwd.<id>` of `target`; the seconds each Set took."""
+    took = []
+    for line in forwards:
+        name = feature_name(forward_id(target, parse_rule(line)))
+        started = time.monotonic()
+        client.set_feature(target, name, line)
+        took.append(time.monotonic() - started)
+    return took
 
 
 def expected_hops(lines: Mapping[str, list[str]], topology: Topology) -> dict[str, int]:
@@ -121,12 +140,12 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
 
     wall_start = time.time()
     started = time.monotonic()
-    call_s = {}
+    call_s: dict[str, float] = {}
+    every_call: list[float] = []
     for target, forwards in lines.items():
-        kept = [r for r in client.firewall_get(target) if not r.startswith("action=forward")]
-        call_started = time.monotonic()
-        client.firewall_set(target, [*kept, *forwards])
-        call_s[target] = time.monotonic() - call_started
+        took = store_forwards(client, target, forwards)
+        call_s[target] = sum(took)
+        every_call += took
     converge_s = wait_converged(watches, started, CONVERGE_TIMEOUT)
     timeline = {q: watches[q].timeline(wall_start) for q in busy}
     peaks_first = _peaks(session, busy)
@@ -158,7 +177,8 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         "forwards": count,
         "per_target": {t: len(f) for t, f in lines.items()},
         "expected_entries": expected,
-        "set_call_s": call_s,
+        "set_call_s": call_s,  # per target: the sum of its forwards' feature Sets
+        "set_calls": _call_summary(every_call),
         "converge_s": converge_s,
         "timeline_s": timeline,
         "peak_rss_kib": peaks_first,
@@ -176,9 +196,23 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _call_summary(took: list[float]) -> dict[str, float]:
+    """One feature Set each: how long the first, the last and the slowest took."""
+    if not took:
+        return {"count": 0}
+    return {
+        "count": len(took),
+        "total_s": sum(took),
+        "first_s": took[0],
+        "last_s": took[-1],
+        "max_s": max(took),
+        "median_s": sorted(took)[len(took) // 2],
+    }
+
+
 def _cold_reapply(session: LabSession, watches: Mapping[str, StoreWatch]) -> dict[str, Any]:
     """Admin stopped, every qube's published entries gone (agents remove their rules), admin
-    started: it re-plans everything from its stored firewall.xml files and republishes."""
+    started: it re-plans everything from the stored features and republishes."""
     session.lab.stop_admin()
     emptied = {
         q: w.store.replace_prefixes((FORWARD_PREFIX, FIREWALL_PREFIX), {})

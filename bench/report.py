@@ -121,13 +121,24 @@ def propagation_lines(section: dict[str, Any]) -> list[str]:
     ]
 
 
+def _set_call_detail(calls: dict[str, float]) -> str:
+    """The spread of the Sets: each re-plans every forward stored so far."""
+    if not calls.get("count"):
+        return ""
+    return (
+        f" (first {num(calls['first_s'] * 1000)} ms, median {num(calls['median_s'] * 1000)} ms,"
+        f" last {num(calls['last_s'] * 1000)} ms)"
+    )
+
+
 def convergence_lines(section: dict[str, Any], breakdown: dict[str, Any] | None) -> list[str]:
     cold = section["cold_reapply"]
     restart = section["restart"]
     peaks = section["peak_rss_kib"]
     lines = [
         f"4. Convergence of {section['forwards']:,} forwards across the host",
-        f"  Set calls (one per target): {num(sum(section['set_call_s'].values()), 2)} s; "
+        f"  feature Sets (one per forward): {num(sum(section['set_call_s'].values()), 2)} s"
+        f"{_set_call_detail(section.get('set_calls', {}))}; "
         f"all hops applied: {num(section['converge_s'], 2)} s",
         f"  admin restart, entries kept: answers {num(restart['answers_s'], 2)} s, listing "
         f"complete {num(restart['listing_complete_s'], 2)} s",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -121,16 +122,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(MEASUREMENTS)}",
     )
     parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument(
+        "--forwards",
+        type=int,
+        metavar="N",
+        help="forwards of the convergence measurement (default: 10,000; --quick: 1,000)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(MEASUREMENTS)
     if unknown:
         parser.error(f"--only: unknown {sorted(unknown)}; expected some of {list(MEASUREMENTS)}")
+    if args.forwards is not None and not 1 <= args.forwards <= 10000:
+        parser.error("--forwards: expected a count 1-10000")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = QUICK if args.quick else FULL
+    if args.forwards is not None:
+        settings = replace(settings, convergence_forwards=args.forwards)
     wanted = set(args.only.split(","))
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
