@@ -1,9 +1,16 @@
-"""Suite-wide rules: lab tests need root; under CI a skipped test fails the run."""
+"""Suite-wide rules (lab tests need root; under CI a skipped test fails the run) and the
+suite's shared fixtures: its labs, Qubes' own tools, real QubesDB."""
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from admin_service import RunningService, make_service
+from lab_fixture import lab_name, module_tag, running_lab
+from qubes_lab.builder import Lab
 
 # Hypothesis' per-example deadline is a timed assertion: on a loaded 2-CPU machine it fails
 # at random. Examples stay bounded by max_examples instead.
@@ -34,6 +41,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """One lab for the whole session: for modules that add and remove only their own forwards
+    and rules, and leave the lab as they found it."""
+    with running_lab(lab_name("t")) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def private_lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    """A lab of the module's own, named after it, for modules that change the host (netvm
+    changes, restarts, providers, killed daemons): torn down when the module ends. A module's
+    `LAB_TOPOLOGY` (the text of a lab topology file) replaces the default host."""
+    topology = None
+    text = getattr(request.module, "LAB_TOPOLOGY", None)
+    if text is not None:
+        topology = tmp_path_factory.mktemp("topology") / "lab.toml"
+        topology.write_text(text)
+    with running_lab(lab_name(module_tag(request.module.__name__)), topology) as own:
+        yield own
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[RunningService]:
+    """A real admin service in a thread of this process, on a temp socket (no root, no
+    agents: nothing reports, so hops stay pending)."""
+    running = make_service(tmp_path, agent_timeout=0.05)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def admin_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The same service as its own process, for CLIs run in this process: its socket, also
+    exported as $QUBESD_SOCKET, and its status document as $QUBES_PORTFWD_STATUS."""
+    running = make_service(tmp_path, agent_timeout=0.1)
+    running.start_process()
+    monkeypatch.setenv("QUBESD_SOCKET", str(running.socket_path))
+    monkeypatch.setenv("QUBES_PORTFWD_STATUS", str(running.status_file))
+    try:
+        yield running.socket_path
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import BOOT_ID, RunningService
 from qubes_lab.qubesd.firewall_xml import load_firewall, save_firewall
 from qubes_portfwd.client import ForwardState, QubesdError
 from qubes_portfwd.model import status_document
 from qubes_portfwd.model.rule import Action, FilterRule, forward_id
 from qubes_portfwd.model.rule_text import parse_rule
-
-from .service_helpers import BOOT_ID, RunningService
 
 WEB = (
     "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "

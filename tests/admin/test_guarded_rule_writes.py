@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from admin_service import RunningService
 from qubes_portfwd.client import QubesdError
 from qubes_portfwd.client.guarded_update import update_rules
 from qubes_portfwd.controller.firewall_guard import stale_guards
@@ -16,8 +17,6 @@ from qubes_portfwd.model.firewall_revision import (
     feature_name,
     rules_text,
 )
-
-from .service_helpers import RunningService
 
 RULE_A = "action=accept dst4=198.51.100.1/32 proto=tcp dstports=443-443"
 RULE_B = "action=accept dst4=198.51.100.2/32 proto=tcp dstports=443-443"

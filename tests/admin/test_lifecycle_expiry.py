@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import RunningService, StandInAgent, ThreadedService, make_service
 from qubes_lab.qubesd.__main__ import build_service, parse_args
-
-from .service_helpers import RunningService, StandInAgent, ThreadedService, make_service
 
 WEB = "action=forward forwardtype=external proto=tcp srcports=80 dstports=8080 srchost=0.0.0.0/0"
 QUBES = ("sys-net", "sys-firewall", "work", "personal", "other-net")

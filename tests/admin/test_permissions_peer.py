@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import RunningService, make_service
 from qubes_lab import admin_launcher as launcher
 from qubes_lab.qubesd.access import qube_socket_path
-
-from .service_helpers import RunningService, make_service
 
 pytestmark = pytest.mark.lab
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import RunningService, ThreadedService, make_service, small_topology
 from qubes_lab.qubesd.__main__ import build_service, parse_args
 from qubes_lab.qubesd.access import QUBE_METHODS, qube_socket_path
 from qubes_lab.qubesd.server import Server
 from qubes_portfwd.client import AdminClient
-
-from .service_helpers import RunningService, ThreadedService, make_service, small_topology
 
 NETWORK_QUBES = ("sys-net", "sys-firewall", "other-net")
 WORK = small_topology()["work"].address4  # behind sys-firewall

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import ThreadedService, make_service
 from qubes_lab.qubesd.__main__ import build_service, parse_args
 from qubes_lab.qubesd.platform_hook import NetvmChangeHook
 from qubes_portfwd.client import AdminClient
-
-from .service_helpers import ThreadedService, make_service
 
 # Records its last argument (the qube) and its PID, exits with argv[2], after argv[3] seconds.
 RECORDER = (

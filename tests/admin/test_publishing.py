@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import RunningService, StandInAgent, make_service
 from qubes_portfwd.client import ForwardState, HopState
-
-from .service_helpers import RunningService, StandInAgent, make_service
 
 WEB = (
     "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "

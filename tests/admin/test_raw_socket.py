@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import RunningService
 from qubes_lab.qubesd.wire import MAX_HEADER, MAX_PAYLOAD
-
-from .service_helpers import RunningService
 
 
 def exchange(path: Path, data: bytes, *, half_close: bool = True, timeout: float = 10) -> bytes:

@@ -3,6 +3,7 @@
 import asyncio
 from pathlib import Path
 
+from admin_service import BOOT_ID, small_topology
 from qubes_lab.entry_store import EntryStore
 from qubes_lab.qube_db import FileQubeDb
 from qubes_lab.qubesd.state import HostState
@@ -10,8 +11,6 @@ from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.controller.publisher import Publisher, PublishReport
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.planner import Plan
-
-from .service_helpers import BOOT_ID, small_topology
 
 
 class CountingPublisher(Publisher):

@@ -6,12 +6,11 @@ import threading
 
 import pytest
 
+from admin_service import BOOT_ID, RunningService, wait_until
 from qubes_portfwd.client import ForwardState, HopState, QubesdError
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule import forward_id
 from qubes_portfwd.model.rule_text import parse_rule
-
-from .service_helpers import BOOT_ID, RunningService, wait_until
 
 WEB_FORM = (
     "action=forward forwardtype=external proto=tcp srcports={0}-{0} dstports={1}-{1} "
@@ -29,7 +28,15 @@ def web_id(line: str = WEB, qube: str = "work") -> str:
 def test_list_qubes_includes_dom0(service: RunningService) -> None:
     qubes = {q.name: q for q in service.client().list_qubes()}
     assert qubes["dom0"].klass == "AdminVM" and qubes["dom0"].state == "Running"
-    assert set(qubes) == {"dom0", "sys-net", "sys-firewall", "work", "personal", "other-net"}
+    assert set(qubes) == {
+        "dom0",
+        "sys-net",
+        "sys-firewall",
+        "work",
+        "personal",
+        "other-net",
+        "vault",
+    }
     only = service.client().call("work", "admin.vm.List").decode()
     assert only.startswith("work class=AppVM state=Running uuid=") and only.count("\n") == 1
 

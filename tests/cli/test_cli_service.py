@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from admin_service import BOOT_ID
 from qubes_lab.tools import qvm_firewall, qvm_prefs
 from qubes_portfwd.cli import qvm_portfwd
 from qubes_portfwd.client import AdminClient
@@ -88,7 +89,7 @@ def test_portfwd_internal_forward_and_rebind(admin_socket: Path, capsys: Capture
     assert client.firewall_get("work") == ["action=accept"]
     line = client.get_feature("work", f"portfwd.{forward}")
     assert "srchost=personal" in line
-    assert "expire=boot:5eed5eed-0000-4000-8000-000000000001" in line
+    assert f"expire=boot:{BOOT_ID}" in line
     listing = run(capsys, qvm_portfwd.main, "list", "work")
     assert "personal → sys-firewall[" in listing
     assert "comment: ssh from personal" in listing
