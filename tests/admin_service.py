@@ -2,10 +2,12 @@
 for the agents (no root): the suite's one, for the service's, the CLIs' and the ports' tests."""
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +47,11 @@ def small_topology() -> Topology:
 class ThreadedService:
     """The service's event loop in a background thread, started and stopped synchronously."""
 
-    def __init__(self, service: Controller, socket_path: Path) -> None:
+    def __init__(
+        self, service: Controller, socket_path: Path, qube_sockets: Iterable[str] = ()
+    ) -> None:
         self.service = service
-        self.server = Server(service, socket_path, request_timeout=2.0)
+        self.server = Server(service, socket_path, request_timeout=2.0, qubes=qube_sockets)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.tasks: list[asyncio.Task[object]] = []
@@ -88,11 +92,13 @@ class RunningService:
     qubesdb_dir: Path
     boot_id_file: Path
     agent_timeout: float
+    reconcile_interval: float = 0.5
     process: launcher.AdminProcess | None = None
     _runner: "ThreadedService | None" = None
 
-    def start(self) -> None:
-        """In a thread of this process: fast, and the service code runs under coverage."""
+    def start(self, qube_sockets: Iterable[str] = ()) -> None:
+        """In a thread of this process: fast, and the service code runs under coverage. The
+        qrexec stand-in sockets of `qube_sockets` are served too."""
         argv = [
             "--socket", str(self.socket_path),
             "--state-dir", str(self.state_dir),
@@ -100,10 +106,10 @@ class RunningService:
             "--qubesdb-dir", str(self.qubesdb_dir),
             "--boot-id-file", str(self.boot_id_file),
             "--agent-timeout", str(self.agent_timeout),
-            "--reconcile-interval", "0.5",
+            "--reconcile-interval", str(self.reconcile_interval),
         ]  # fmt: skip
         service, socket_path = build_service(parse_args(argv))
-        self._runner = ThreadedService(service, socket_path)
+        self._runner = ThreadedService(service, socket_path, qube_sockets)
         self._runner.start()
 
     def start_process(self) -> None:
@@ -115,7 +121,7 @@ class RunningService:
             qubesdb_dir=self.qubesdb_dir,
             boot_id_file=self.boot_id_file,
             agent_timeout=self.agent_timeout,
-            reconcile_interval=0.5,
+            reconcile_interval=self.reconcile_interval,
             log_path=self.tmp / "admind.log",
             status_file=self.status_file,
         )
@@ -142,7 +148,28 @@ class RunningService:
         return self.tmp / "status.json"
 
 
-def make_service(tmp_path: Path, agent_timeout: float) -> RunningService:
+def exchange(path: Path, data: bytes, *, half_close: bool = True, timeout: float = 10) -> bytes:
+    """Raw bytes to a service socket; everything it answered until it closed."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        # The refusal of an oversized request may already be on its way.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        sock.close()
+
+
+def make_service(
+    tmp_path: Path, agent_timeout: float, reconcile_interval: float = 0.5
+) -> RunningService:
     (tmp_path / "topology.json").write_text(json.dumps(topology_to_json(small_topology())))
     (tmp_path / "boot_id").write_text(BOOT_ID + "\n")
     # A short socket path: AF_UNIX paths are limited to 108 bytes.
@@ -153,6 +180,7 @@ def make_service(tmp_path: Path, agent_timeout: float) -> RunningService:
         qubesdb_dir=tmp_path / "qubesdb",
         boot_id_file=tmp_path / "boot_id",
         agent_timeout=agent_timeout,
+        reconcile_interval=reconcile_interval,
     )
 
 

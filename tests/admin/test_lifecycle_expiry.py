@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admin_service import RunningService, StandInAgent, ThreadedService, make_service
-from qubes_lab.qubesd.__main__ import build_service, parse_args
+from admin_service import RunningService, StandInAgent, make_service
 
 WEB = "action=forward forwardtype=external proto=tcp srcports=80 dstports=8080 srchost=0.0.0.0/0"
 QUBES = ("sys-net", "sys-firewall", "work", "personal", "other-net")
@@ -18,30 +17,9 @@ LONG_INTERVAL = 600.0  # the periodic reconcile never runs within a test
 DEADLINE = 1.5  # the requirement is one second after the expiry instant
 
 
-class SlowReconcileService(RunningService):
+def started(tmp_path: Path, interval: float) -> RunningService:
     """The service in this process, with a reconcile interval the test chooses."""
-
-    interval: float = LONG_INTERVAL
-
-    def start(self) -> None:
-        argv = [
-            "--socket", str(self.socket_path),
-            "--state-dir", str(self.state_dir),
-            "--topology", str(self.tmp / "topology.json"),
-            "--qubesdb-dir", str(self.qubesdb_dir),
-            "--boot-id-file", str(self.boot_id_file),
-            "--agent-timeout", str(self.agent_timeout),
-            "--reconcile-interval", str(self.interval),
-        ]  # fmt: skip
-        service, socket_path = build_service(parse_args(argv))
-        self._runner = ThreadedService(service, socket_path)
-        self._runner.start()
-
-
-def started(tmp_path: Path, interval: float) -> SlowReconcileService:
-    made = make_service(tmp_path, agent_timeout=3.0)
-    running = SlowReconcileService(**{k: getattr(made, k) for k in made.__dataclass_fields__})
-    running.interval = interval
+    running = make_service(tmp_path, agent_timeout=3.0, reconcile_interval=interval)
     running.start()
     return running
 
@@ -52,7 +30,7 @@ def applying(running: RunningService) -> StandInAgent:
 
 
 @pytest.fixture
-def slow(tmp_path: Path) -> Iterator[tuple[SlowReconcileService, StandInAgent]]:
+def slow(tmp_path: Path) -> Iterator[tuple[RunningService, StandInAgent]]:
     running = started(tmp_path, LONG_INTERVAL)
     try:
         with applying(running) as agent:
@@ -85,7 +63,7 @@ def removed_hops(agent: StandInAgent) -> list[str]:
     return [q for q, key in agent.removed if key.startswith("/qubes-portfwd/")]
 
 
-Slow = tuple[SlowReconcileService, StandInAgent]
+Slow = tuple[RunningService, StandInAgent]
 
 
 def test_expired_forward_leaves_every_hop_outer_first_and_its_feature(slow: Slow) -> None:

@@ -3,16 +3,12 @@
 The service runs in a thread of this process, so these need no root.
 """
 
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from admin_service import RunningService, ThreadedService, make_service, small_topology
-from qubes_lab.qubesd.__main__ import build_service, parse_args
+from admin_service import RunningService, exchange, make_service, small_topology
 from qubes_lab.qubesd.access import QUBE_METHODS, qube_socket_path
-from qubes_lab.qubesd.server import Server
 from qubes_portfwd.client import AdminClient
 
 NETWORK_QUBES = ("sys-net", "sys-firewall", "other-net")
@@ -22,38 +18,12 @@ OTHER = small_topology()["personal"].address4  # behind sys-firewall too
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    service_files = make_service(tmp_path_factory.mktemp("perm"), agent_timeout=0.05)
-    argv = [
-        "--socket", str(service_files.socket_path),
-        "--state-dir", str(service_files.state_dir),
-        "--topology", str(service_files.tmp / "topology.json"),
-        "--qubesdb-dir", str(service_files.qubesdb_dir),
-        "--boot-id-file", str(service_files.boot_id_file),
-        "--agent-timeout", "0.05",
-    ]  # fmt: skip
-    service, socket_path = build_service(parse_args(argv))
-    runner = ThreadedService(service, socket_path)
-    runner.server = Server(service, socket_path, 2.0, qubes=NETWORK_QUBES)
-    runner.start()
+    service = make_service(tmp_path_factory.mktemp("perm"), agent_timeout=0.05)
+    service.start(qube_sockets=NETWORK_QUBES)
     try:
-        yield service_files
+        yield service
     finally:
-        runner.stop()
-
-
-def exchange(path: Path, data: bytes) -> bytes:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    try:
-        sock.connect(str(path))
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        sock.close()
+        service.stop()
 
 
 def call(running: RunningService, qube: str, header: str, payload: str = "") -> bytes:

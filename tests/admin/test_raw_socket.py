@@ -3,32 +3,12 @@
 After each misbehaving client the service must still answer a normal request.
 """
 
-import contextlib
 import socket
-from pathlib import Path
 
 import pytest
 
-from admin_service import RunningService
+from admin_service import RunningService, exchange
 from qubes_lab.qubesd.wire import MAX_HEADER, MAX_PAYLOAD
-
-
-def exchange(path: Path, data: bytes, *, half_close: bool = True, timeout: float = 10) -> bytes:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-        # The refusal of an oversized request may already be on its way.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        sock.close()
 
 
 def still_serving(service: RunningService) -> None:
