@@ -104,7 +104,7 @@ def measure(
         stages,
         "agent: compile",
         lambda: compile_qube(
-            QubeRules(hops=parsed.hops, network_qube=True, firewall=parsed.firewalls),
+            QubeRules(hops=parsed.hops),
             parse_owned_jumps(base_json),
         ),
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from qubes_lab.entry_store import STATUS_APPLIED, EntryStore
 from qubes_portfwd.client import AdminClient, ForwardState, HopState
-from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from qubes_portfwd.model.entries import FORWARD_PREFIX
 from qubes_portfwd.model.forward_feature import feature_name
 from qubes_portfwd.model.rule import forward_id
 from qubes_portfwd.model.rule_text import parse_rule
@@ -214,10 +214,7 @@ def _cold_reapply(session: LabSession, watches: Mapping[str, StoreWatch]) -> dic
     """Admin stopped, every qube's published entries gone (agents remove their rules), admin
     started: it re-plans everything from the stored features and republishes."""
     session.lab.stop_admin()
-    emptied = {
-        q: w.store.replace_prefixes((FORWARD_PREFIX, FIREWALL_PREFIX), {})
-        for q, w in watches.items()
-    }
+    emptied = {q: w.store.replace_prefixes((FORWARD_PREFIX,), {}) for q, w in watches.items()}
     for qube, generation in emptied.items():
         watches[qube].store.wait_for_handled(generation, CONVERGE_TIMEOUT)
     wall_start = time.time()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qubes_lab import admin_launcher as launcher
 from qubes_lab.entry_store import EntryStore, StoreTimeout
-from qubes_lab.qubesd.__main__ import build_service, parse_args
+from qubes_lab.qubesd.__main__ import build_service, parse_args, start_qubes_duties
 from qubes_lab.qubesd.server import Server
 from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
@@ -63,6 +63,7 @@ class ThreadedService:
     async def _start(self) -> None:
         await self.server.start()
         self.tasks = [
+            *await start_qubes_duties(self.service),
             asyncio.create_task(self.service.reconcile()),
             asyncio.create_task(self.service.run_reconciler()),
         ]

@@ -10,7 +10,8 @@ import string
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from qubes_portfwd.model.entries import DOWNSTREAM, AcceptHop, DnatHop, FirewallEntry
+from qubes_lab.qubes_firewall.entries import FirewallEntry
+from qubes_portfwd.model.entries import DOWNSTREAM, AcceptHop, DnatHop
 from qubes_portfwd.model.hosts import DstHost, Network, parse_dsthost
 from qubes_portfwd.model.ports import PortRange
 from qubes_portfwd.model.rule import (

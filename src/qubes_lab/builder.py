@@ -15,7 +15,7 @@ from qubes_lab.qubes_base import base_ruleset
 from qubes_lab.qubesd.access import qube_socket_path
 from qubes_lab.qubesd.topology_json import qube_from_json, qube_to_json
 from qubes_portfwd.defaults import DEFAULT_SOCKET
-from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from qubes_portfwd.model.entries import FORWARD_PREFIX
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.topology import Topology
 
@@ -33,7 +33,11 @@ from .outside import (
     outside_veths,
     provider_nat_ruleset,
 )
-from .qubesdb_keys import default_firewall_keys, serves_app_qubes, static_keys
+from .qube_db import FileQubeDb
+from .qubes_firewall.dom0 import FirewallEntriesWriter
+from .qubes_firewall.entries import FIREWALL_PREFIX
+from .qubesd.state import DEFAULT_RULES
+from .qubesdb_keys import FIREWALL_SERVICE_KEY, serves_app_qubes, static_keys
 from .restart import apply_network, base_params, full_setup, plan_restart
 from .status import LabStatus, collect_status
 from .topology_file import LabSpec, load_lab_spec, load_lab_spec_text
@@ -257,6 +261,7 @@ class Lab(LabDaemons):
             raise netns.LabCommandError(f"{qube}: restarting a tunnel qube is not emulated")
         plan, spec = plan_restart(self.name, self.spec, restarted, self.addresses)
         self.stop_agent(qube)
+        self.stop_firewall_worker(qube)
         apply_network(plan, self.netns(LAN))
         state.save(self.state_dir, self._require_state().with_restarted(qube_to_json(restarted)))
         # A fresh QubesDB (static keys only: dom0 publishes the rest) and a fresh /run.
@@ -268,7 +273,10 @@ class Lab(LabDaemons):
             if served != qube:
                 self.store(served).replace_except(_PUBLISHED, keys)
         self.start_agent(qube)
+        if plan.static[qube].get(FIREWALL_SERVICE_KEY) == "1":
+            self.start_firewall_worker(qube)
         self._wait_agents_applied(list(plan.static), AGENT_READY_TIMEOUT)
+        self.reload_qubes_firewall(qube)
         old_natd = self._require_state().process(f"natd:{qube}")
         if old_natd is not None:  # it went down with the namespace
             state.save(self.state_dir, self._require_state().without_process(old_natd))
@@ -341,21 +349,28 @@ class Lab(LabDaemons):
         netns.nft_load(self.netns(PROVIDER), provider_nat_ruleset(a))
         for qube in spec.qubes_by_qid():
             edge_address = str(a.edge_lan4) if qube.name == spec.edge.name else None
-            keys = static_keys(spec.topology, qube, edge_address)
-            if qube.provides_network:
-                keys |= default_firewall_keys(spec.topology, qube)
-            self.store(qube.name).set_many(keys)
+            self.store(qube.name).set_many(static_keys(spec.topology, qube, edge_address))
         self.start_dns(LAN)
         if agents:
             for qube in spec.qubes_by_qid():
                 self.start_agent(qube.name)
             self._wait_agents_applied(list(spec.topology.qubes), AGENT_READY_TIMEOUT)
+        # Qubes' own service: it runs whether or not our agents do. Until dom0's qubesd starts
+        # and writes each qube's stored rules, they have Qubes' default (accept): the tunnels
+        # below need their traffic through.
+        workers = [q.name for q in spec.qubes_by_qid() if q.provides_network]
+        default = FirewallEntriesWriter(lambda qube: FileQubeDb(self.store(qube).path))
+        for qube_name in workers:
+            default.reload_netvm(spec.topology, lambda _: DEFAULT_RULES, qube_name, 0.0, "")
+            self.start_firewall_worker(qube_name)
         if spec.tunnel_qubes:
             self.build_tunnels(spec, a)
             self.start_dns(PROVIDER)
         if not self.boot_id_file.exists():  # a rebuild in the same boot keeps it
             self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
-        self.start_admin()
+        before = self._handled_counts(workers)
+        self.start_admin()  # writes every qube's outbound firewall into its netvm, as qubesd does
+        self._wait_firewall_handled(self.dom0_topology(), dict.fromkeys(workers), before)
         for qube in spec.qubes_by_qid():
             if serves_app_qubes(spec.topology, qube):
                 self.start_natd(qube.name)

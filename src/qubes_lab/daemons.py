@@ -4,21 +4,27 @@ DNS responders and the VPN tunnel's ends; each started, stopped and restarted by
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from qubes_lab.qubesd.access import qube_socket_path
+from qubes_portfwd.client import AdminClient, QubesdError
 from qubes_portfwd.model.topology import Topology
 
 from . import admin_launcher, netns, processes, state, vpn
 from .entry_store import EntryStore
 from .outside import LAN, PROVIDER, OutsideAddresses
+from .qube_db import FileQubeDb
+from .qubes_firewall.entries import FIREWALL_PREFIX, HANDLED_PREFIX
+from .qubes_firewall.nft import FIREWALL_TABLE
 from .qubesdb_keys import serves_app_qubes
 from .topology_file import LabSpec
 
 NATD_READY_TIMEOUT = 15.0
 AGENT_READY_TIMEOUT = 15.0
 DNS_READY_TIMEOUT = 5.0
+WORKER_READY_TIMEOUT = 15.0
+FIREWALL_WORKER = "qubes-firewall"  # the role's kind, as Qubes names the service
 ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
 
 
@@ -57,6 +63,9 @@ class LabDaemons:
         raise NotImplementedError
 
     def _spawn(self, role: str, host: str, argv: Sequence[str]) -> processes.TrackedProcess:
+        raise NotImplementedError
+
+    def dom0_topology(self) -> Topology:
         raise NotImplementedError
 
     def _forget(self, role: str) -> None:
@@ -125,6 +134,105 @@ class LabDaemons:
             status = store.wait_for_handled(store.generation(), remaining)
             if status.error:
                 raise netns.LabCommandError(f"agent in {qube}: {status.error}")
+
+    # -- Qubes' qubes-firewall worker (in each network qube running that service) --------
+
+    def start_firewall_worker(self, qube: str) -> processes.TrackedProcess:
+        """The emulated stock worker; back once it built its tables and counted every source
+        present at start as handled."""
+        db = FileQubeDb(self.store(qube).path)
+        try:
+            before = db.multiread(HANDLED_PREFIX)
+            argv = [sys.executable, "-m", "qubes_lab.roots.firewall_worker", "--qube", qube]
+            process = self._spawn(
+                f"{FIREWALL_WORKER}:{qube}", qube, [*argv, "--store", str(db.path)]
+            )
+            deadline = time.monotonic() + WORKER_READY_TIMEOUT
+            while not self._worker_ready(qube, db, before):
+                if time.monotonic() > deadline or not processes.is_running(process):
+                    raise netns.LabCommandError(
+                        f"qubes-firewall in {qube} not ready within {WORKER_READY_TIMEOUT} s"
+                    )
+                time.sleep(0.05)  # the pause of a bounded wait
+        finally:
+            db.close()
+        return process
+
+    def _worker_ready(self, qube: str, db: FileQubeDb, before: dict[str, bytes]) -> bool:
+        targets = {p.split("/")[2] for p in db.list(FIREWALL_PREFIX)}
+        counts = db.multiread(HANDLED_PREFIX)
+        paths = [f"{HANDLED_PREFIX}{t}" for t in targets]
+        if any(counts.get(path) == before.get(path) for path in paths):
+            return False
+        tables = netns.run_in(self.netns(qube), ["nft", "list", "tables"])
+        return f"table ip {FIREWALL_TABLE}" in tables
+
+    def _handled_counts(self, netvms: Iterable[str]) -> dict[str, dict[str, bytes]]:
+        counts = {}
+        for netvm in netvms:
+            db = FileQubeDb(self.store(netvm).path)
+            try:
+                counts[netvm] = db.multiread(HANDLED_PREFIX)
+            finally:
+                db.close()
+        return counts
+
+    def _wait_firewall_handled(
+        self,
+        topology: Topology,
+        sources: Mapping[str, Sequence[str] | None],
+        before: Mapping[str, Mapping[str, bytes]],
+    ) -> None:
+        """Until each netvm's worker counted `sources` (None: every qube behind it) handled
+        once more than in `before`; netvms without a worker are not waited for."""
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        for netvm, names in sources.items():
+            if self._require_state().process(f"{FIREWALL_WORKER}:{netvm}") is None:
+                continue
+            qubes = topology.downstream(netvm) if names is None else [topology[n] for n in names]
+            paths = [
+                f"{HANDLED_PREFIX}{address}"
+                for qube in qubes
+                for address in (qube.address4, qube.address6)
+                if address is not None
+            ]
+            db = FileQubeDb(self.store(netvm).path)
+            try:
+                while any(db.read(p) == before[netvm].get(p) for p in paths):
+                    if time.monotonic() > deadline:
+                        raise netns.LabCommandError(
+                            f"qubes-firewall in {netvm} did not handle the new entries "
+                            f"within {WORKER_READY_TIMEOUT} s"
+                        )
+                    time.sleep(0.05)  # the pause of a bounded wait
+            finally:
+                db.close()
+
+    def reload_qubes_firewall(self, qube: str) -> None:
+        """What core-admin does when `qube` starts (`domain-qdb-create`): its outbound
+        firewall into its netvm and, for a netvm, its downstream qubes' into it. The lab asks
+        its qubesd by the stock `admin.vm.firewall.Reload`; a qubesd not up writes them all
+        when it starts."""
+        topology = self.dom0_topology()
+        sources: dict[str, Sequence[str] | None] = {}
+        netvm = topology[qube].netvm
+        if netvm is not None:
+            sources[netvm] = [qube]
+        if topology[qube].provides_network:
+            sources[qube] = None
+        before = self._handled_counts(sources)
+        try:
+            AdminClient(self.admin_socket, timeout=60.0).firewall_reload(qube)
+        except (OSError, QubesdError):
+            return
+        self._wait_firewall_handled(topology, sources, before)
+
+    def stop_firewall_worker(self, qube: str) -> None:
+        self._forget(f"{FIREWALL_WORKER}:{qube}")
+
+    def restart_firewall_worker(self, qube: str) -> processes.TrackedProcess:
+        self.stop_firewall_worker(qube)
+        return self.start_firewall_worker(qube)
 
     # -- NAT traversal (natd in network qubes that serve app qubes) -----------------------
 

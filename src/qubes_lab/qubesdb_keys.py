@@ -6,6 +6,8 @@ from .layout import has_ipv6_link
 
 NETMASK32 = "255.255.255.255"
 
+FIREWALL_SERVICE_KEY = "/qubes-service/qubes-firewall"  # Qubes' worker runs where it is 1
+
 
 def _vm_type(qube: Qube) -> str:
     if not qube.provides_network:
@@ -59,31 +61,11 @@ def static_keys(
             "/qubes-netvm-netmask": NETMASK32,
             "/qubes-netvm-primary-dns": str(DNS_SERVERS4[0]),
             "/qubes-netvm-secondary-dns": str(DNS_SERVERS4[1]),
-            "/qubes-service/qubes-firewall": "1",
+            FIREWALL_SERVICE_KEY: "1",
             "/qubes-portfwd-uplink": qube.uplink,
         }
         if qube.ipv6_enabled:
             keys["/qubes-netvm-gateway6"] = str(qube.address6)
     if uplink_address is not None:
         keys[UPLINK_ADDRESS_KEY] = uplink_address
-    return keys
-
-
-def default_firewall_keys(topology: Topology, netvm: Qube) -> dict[str, str]:
-    """Qubes' default firewall (accept everything) for each qube behind `netvm`.
-
-    dom0 writes this at start for a qube without firewall rules; the admin service replaces
-    it under `/qubes-firewall/` when rules change.
-    """
-    keys: dict[str, str] = {}
-    for downstream in topology.downstream(netvm.name):
-        addresses = [downstream.address4]
-        if has_ipv6_link(downstream, netvm) and downstream.address6 is not None:
-            addresses.append(downstream.address6)
-        for address in addresses:
-            keys |= {
-                f"/qubes-firewall/{address}": "",
-                f"/qubes-firewall/{address}/policy": "drop",
-                f"/qubes-firewall/{address}/0000": "action=accept",
-            }
     return keys

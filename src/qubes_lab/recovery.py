@@ -32,6 +32,7 @@ KIND_ORDER = (
     "wireguard-go",
     "dns",
     "agent",
+    "qubes-firewall",
     "admind",
     "natd",
     provider_natpmp.ROLE,
@@ -39,8 +40,9 @@ KIND_ORDER = (
     "tunnel-keeper",
     "miniupnpd",
 )
-BUILT_KINDS = frozenset({"wireguard-go", "dns", "agent", "admind", "natd"})  # `up` starts these
-WITH_THE_QUBE = ("agent", "natd")  # a qube's rebuild starts these in it again
+# `up` starts these
+BUILT_KINDS = frozenset({"wireguard-go", "dns", "agent", "qubes-firewall", "admind", "natd"})
+WITH_THE_QUBE = ("agent", "qubes-firewall", "natd")  # a qube's rebuild starts these again
 _ROLE = re.compile(r"[a-z0-9][a-z0-9:._-]{0,99}\Z")
 
 
@@ -181,6 +183,8 @@ def _restart(lab: "Lab", process: TrackedProcess) -> list[str]:
         new = lab.restart_admin()
     elif what == "agent":
         new = lab.restart_agent(name)
+    elif what == "qubes-firewall":
+        new = lab.restart_firewall_worker(name)
     elif what == "natd":
         new = lab.restart_natd(name)
     elif what == "dns":

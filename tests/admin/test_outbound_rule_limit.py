@@ -1,10 +1,11 @@
-"""The outbound rule limit that service and agent share: Qubes' four-digit rule numbers."""
+"""The outbound rule limit that the lab's qubesd and its qubes-firewall worker share: Qubes'
+four-digit rule numbers."""
 
 import pytest
 
-from qubes_portfwd.agent.entries import parse_entries
+from qubes_lab.qubes_firewall.entries import MAX_FIREWALL_RULES
+from qubes_lab.qubes_firewall.worker import read_entries
 from qubes_portfwd.client import QubesdError
-from qubes_portfwd.model.entries import MAX_FIREWALL_RULES
 
 from .service_helpers import RunningService
 
@@ -17,9 +18,9 @@ def test_as_many_rules_as_qubes_numbers_reach_the_agent_whole(service: RunningSe
     client = service.client()
     client.firewall_set("work", _rules(MAX_FIREWALL_RULES))
     _, entries = service.store("sys-firewall").read()
-    parsed = parse_entries(entries)
-    assert not parsed.broken_sources and not parsed.errors, parsed.errors
-    [work4] = [f for f in parsed.firewalls if str(f.address) == "10.137.0.6"]
+    found = read_entries({k: v.encode() for k, v in entries.items() if k.startswith("/qubes-f")})
+    assert not found.broken, found.broken
+    [work4] = [f for f in found.entries if str(f.address) == "10.137.0.6"]
     assert len(work4.rules) == MAX_FIREWALL_RULES
 
 
@@ -35,11 +36,11 @@ def test_one_rule_more_is_refused_and_nothing_changes(service: RunningService) -
     assert client.firewall_get("work") == _rules(3)
 
 
-def test_the_agent_refuses_more_than_qubes_numbers() -> None:
+def test_the_worker_refuses_more_than_qubes_numbers() -> None:
     base = "/qubes-firewall/10.137.0.6/"
     entries = {f"{base}policy": "drop"}
     entries |= {f"{base}{n:04}": "action=accept proto=tcp" for n in range(MAX_FIREWALL_RULES)}
     entries[f"{base}{MAX_FIREWALL_RULES}"] = "action=accept proto=udp"
-    parsed = parse_entries(entries)
-    assert [str(a) for a in parsed.broken_sources] == ["10.137.0.6"]
-    assert any("at most 10000 (0000-9999)" in e for e in parsed.errors.values())
+    found = read_entries({k: v.encode() for k, v in entries.items()})
+    assert [str(a) for a in found.broken] == ["10.137.0.6"]
+    assert "at most 10000 (0000-9999)" in found.broken[next(iter(found.broken))]

@@ -5,7 +5,6 @@ import ipaddress
 from qubes_portfwd.agent.compile import build_script, left_out, refuse_foreign_targets
 from qubes_portfwd.agent.downstream_targets import is_downstream_device, parse_route_devices
 from qubes_portfwd.agent.entries import parse_entries, parse_settings
-from qubes_portfwd.agent.resolve import Resolved
 
 WORK = ipaddress.IPv4Address("10.137.0.6")
 ROUTER = ipaddress.IPv4Address("192.0.2.1")
@@ -48,13 +47,11 @@ def test_an_unroutable_or_unknown_target_is_refused() -> None:
 def test_refused_hops_open_nothing_and_are_reported_by_key() -> None:
     entries = dict([_dnat("aaaaaaaaaaaa", WORK), _dnat("bbbbbbbbbbbb", ROUTER)])
     parsed = parse_entries(entries)
-    settings = parse_settings({"/qubes-service/qubes-firewall": "1"})
-    compiled = build_script(
-        parsed, Resolved(), settings, BASE_RULESET, {}, {WORK: "vif6.0", ROUTER: "eth0"}
-    )
+    settings = parse_settings({"/name": "sys-firewall"})
+    compiled = build_script(parsed, settings, BASE_RULESET, {}, {WORK: "vif6.0", ROUTER: "eth0"})
     assert "dnat ip to 10.137.0.6" in compiled.script
     assert "192.0.2.1" not in compiled.script
-    errors = left_out(compiled, parsed)
+    errors = left_out(compiled)
     assert list(errors) == ["/qubes-portfwd/bbbbbbbbbbbb/4"]
     assert errors["/qubes-portfwd/bbbbbbbbbbbb/4"].startswith("not applied: to=192.0.2.1")
 
@@ -96,7 +93,7 @@ NATD_KEYS = {
 def test_behind_natd_the_gateways_ssdp_reply_is_let_in_and_only_that() -> None:
     settings = parse_settings(NATD_KEYS)
     assert settings.natd_gateway == ipaddress.IPv4Address("10.137.0.3")
-    compiled = build_script(parse_entries({}), Resolved(), settings, BASE_RULESET, {}, {})
+    compiled = build_script(parse_entries({}), settings, BASE_RULESET, {}, {})
     rule = (
         "add rule ip qubes portfwd-input ct state new ip saddr 10.137.0.3 "
         "ip daddr 10.137.0.6 udp sport 1900 accept"
@@ -115,7 +112,7 @@ def test_without_natd_or_with_a_bad_gateway_nothing_opens() -> None:
         {**NATD_KEYS, "/qubes-gateway": "10.137.0.3; accept"},
     ):
         settings = parse_settings(keys)
-        compiled = build_script(parse_entries({}), Resolved(), settings, BASE_RULESET, {}, {})
+        compiled = build_script(parse_entries({}), settings, BASE_RULESET, {}, {})
         assert "1900" not in compiled.script
     bad = parse_settings({**NATD_KEYS, "/qubes-gateway": "nonsense"})
     assert bad.natd_gateway is None
@@ -124,5 +121,5 @@ def test_without_natd_or_with_a_bad_gateway_nothing_opens() -> None:
 
 def test_no_base_table_means_no_ssdp_rule() -> None:
     settings = parse_settings(NATD_KEYS)
-    compiled = build_script(parse_entries({}), Resolved(), settings, EMPTY_RULESET, {}, {})
+    compiled = build_script(parse_entries({}), settings, EMPTY_RULESET, {}, {})
     assert "1900" not in compiled.script

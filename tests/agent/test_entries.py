@@ -1,13 +1,9 @@
 """Reading a qube's entries: broken ones open nothing and are reported by key."""
 
-import ipaddress
-import itertools
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qubes_portfwd.agent.entries import parse_entries, parse_settings
-from qubes_portfwd.agent.resolve import Resolved, unresolved_sources
 from qubes_portfwd.agent.status import entry_status, overall_error
 from qubes_portfwd.model.entries import AcceptHop, DnatHop
 
@@ -41,62 +37,17 @@ def test_a_forward_key_that_is_not_an_id_is_reported() -> None:
     assert parsed.errors[key].startswith("key:")
 
 
-def test_firewall_entries_are_grouped_by_source() -> None:
-    parsed = parse_entries(
-        {
-            f"/qubes-firewall/{WORK}/policy": "drop",
-            f"/qubes-firewall/{WORK}/0000": "action=accept dsthost=server.lab.test proto=tcp",
-            f"/qubes-firewall/{WORK}/0001": "action=accept specialtarget=dns",
-            "/qubes-firewall/10.137.0.7": "",
-            "/qubes-firewall/10.137.0.7/policy": "accept",
-        }
-    )
-    assert [str(f.address) for f in parsed.firewalls] == [WORK, "10.137.0.7"]
-    assert parsed.broken_sources == ()
-    assert parsed.dsthost_names == {"server.lab.test": {4}}
-
-
-def test_a_broken_firewall_entry_blocks_its_source_and_reports_every_key() -> None:
-    keys = {
-        f"/qubes-firewall/{WORK}/policy": "accept",
+def test_qubes_firewall_entries_are_neither_read_nor_reported() -> None:
+    # Qubes' worker owns them: the agent applies and reports its forwards only.
+    entries = {
+        DNAT_KEY: DNAT,
+        f"/qubes-firewall/{WORK}": "",
+        f"/qubes-firewall/{WORK}/policy": "drop",
         f"/qubes-firewall/{WORK}/0000": "action=accept proto=tcp dstports=99999",
     }
-    parsed = parse_entries(keys)
-    assert parsed.firewalls == ()
-    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
-    assert set(parsed.errors) == set(keys)
-
-
-def test_firewall_rules_out_of_sequence_are_broken() -> None:
-    parsed = parse_entries(
-        {
-            f"/qubes-firewall/{WORK}/policy": "accept",
-            f"/qubes-firewall/{WORK}/0001": "action=accept",
-        }
-    )
-    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
-
-
-def test_a_firewall_without_policy_is_broken() -> None:
-    parsed = parse_entries({f"/qubes-firewall/{WORK}/0000": "action=accept"})
-    assert parsed.broken_sources == (ipaddress.ip_address(WORK),)
-    assert "policy" in parsed.errors[f"/qubes-firewall/{WORK}/0000"]
-
-
-def test_a_name_that_does_not_resolve_blocks_that_source_only() -> None:
-    parsed = parse_entries(
-        {
-            f"/qubes-firewall/{WORK}/policy": "drop",
-            f"/qubes-firewall/{WORK}/0000": "action=accept dsthost=nowhere.lab.test",
-            "/qubes-firewall/10.137.0.7/policy": "accept",
-        }
-    )
-    resolved = Resolved({}, {("nowhere.lab.test", 4): "failed to resolve nowhere.lab.test"})
-    reasons = unresolved_sources(parsed.dsthosts_by_source, resolved)
-    blocked = parsed.with_broken_firewalls(reasons)
-    assert blocked.broken_sources == (ipaddress.ip_address(WORK),)
-    assert [str(f.address) for f in blocked.firewalls] == ["10.137.0.7"]
-    assert "nowhere.lab.test" in blocked.errors[f"/qubes-firewall/{WORK}/0000"]
+    parsed = parse_entries(entries)
+    assert parsed.errors == {}
+    assert entry_status(entries, parsed, None) == {DNAT_KEY: "applied"}
 
 
 def test_status_reports_applied_errors_and_apply_failures() -> None:
@@ -118,15 +69,13 @@ def test_settings() -> None:
     settings = parse_settings(
         {
             "/name": "sys-firewall",
-            "/qubes-service/qubes-firewall": "1",
-            "/qubes-primary-dns": "10.139.1.1",
-            "/qubes-secondary-dns": "not-an-ip",
+            "/qubes-ip": "10.137.0.3",
+            "/qubes-ip6": "not-an-ip",
         }
     )
     assert settings.name == "sys-firewall"
-    assert settings.firewall_service
-    assert [str(s) for s in settings.dns_servers] == ["10.139.1.1"]
-    assert settings.problems and "/qubes-secondary-dns" in settings.problems[0]
+    assert [str(s) for s in settings.addresses] == ["10.137.0.3"]
+    assert settings.problems and "/qubes-ip6" in settings.problems[0]
     assert parse_settings({"/name": "bad name!"}).name is None
 
 
@@ -175,21 +124,6 @@ def test_any_input_is_either_used_or_reported(untrusted_entries: dict[str, str])
     parsed = parse_entries(untrusted_entries)
     status = entry_status(untrusted_entries, parsed, None)
     used = {f"/qubes-portfwd/{h.forward_id}/{h.family}" for h in parsed.hops}
-    firewall_keys = set(
-        itertools.chain.from_iterable(parsed.firewall_keys[f.address] for f in parsed.firewalls)
-    )
+    assert set(status) == {k for k in untrusted_entries if k.startswith("/qubes-portfwd/")}
     for key, outcome in status.items():
-        assert (outcome == "applied") == (key in used or key in firewall_keys)
-
-
-def test_a_source_address_written_in_a_non_canonical_form_is_blocked() -> None:
-    untrusted_address = "fd09:24ef:4179:0:0:0:a89:6"
-    parsed = parse_entries(
-        {
-            f"/qubes-firewall/{untrusted_address}/policy": "accept",
-            "/qubes-firewall/fe80::1%eth0/policy": "accept",
-        }
-    )
-    assert parsed.firewalls == ()
-    assert [str(a) for a in parsed.broken_sources] == ["fd09:24ef:4179::a89:6", "fe80::1"]
-    assert parsed.errors[f"/qubes-firewall/{untrusted_address}/policy"].startswith("key:")
+        assert (outcome == "applied") == (key in used)

@@ -11,20 +11,13 @@ import asyncio
 import ipaddress
 from collections.abc import Callable
 
+from qubes_lab.qubes_firewall.entries import FIREWALL_PREFIX, format_firewall, parse_firewall
 from qubes_lab.qubesd import wire
 from qubes_lab.qubesd.firewall_xml import firewall_xml_bytes, parse_firewall_xml
 from qubes_lab.qubesd.rule_properties import rule_from_properties, rule_properties
 from qubes_portfwd.agent.entries import parse_entries
 from qubes_portfwd.controller.nat_mapping import MAX_DESCRIPTION, comment_for, parse_nat_request
-from qubes_portfwd.model.entries import (
-    FIREWALL_PREFIX,
-    FORWARD_PREFIX,
-    format_firewall,
-    format_hop,
-    hop_key,
-    parse_firewall,
-    parse_hop,
-)
+from qubes_portfwd.model.entries import FORWARD_PREFIX, format_hop, hop_key, parse_hop
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule import UntilReboot
 from qubes_portfwd.model.rule_text import format_rule, parse_rule, parse_rules
@@ -127,7 +120,8 @@ def hop_entry(data: bytes) -> None:
 
 
 def firewall_entry(data: bytes) -> None:
-    """`/qubes-firewall/<ip>/…` groups: accepted entries format back to the same entry."""
+    """`/qubes-firewall/<ip>/…` groups as the lab's qubes-firewall worker reads them:
+    accepted entries format back to the same entry."""
     lines = _text(data).split("\n")
     untrusted_address, untrusted_lines = lines[0], lines[1:]
     untrusted_values = dict(line.partition("=")[::2] for line in untrusted_lines)
@@ -142,7 +136,8 @@ def firewall_entry(data: bytes) -> None:
 
 
 def agent_entries(data: bytes) -> None:
-    """The agent's whole-store parse never raises: bad keys become reported errors."""
+    """The agent's whole-store parse never raises: bad keys become reported errors, and
+    Qubes' `/qubes-firewall/` keys are none of its business."""
     untrusted_entries: dict[str, str] = {}
     for line in _text(data).split("\n"):
         key, _, value = line.partition(" ")
@@ -150,7 +145,7 @@ def agent_entries(data: bytes) -> None:
         untrusted_entries[prefix + key[1:]] = value
     parsed = parse_entries(untrusted_entries)
     for key in parsed.errors:
-        assert key in untrusted_entries
+        assert key in untrusted_entries and key.startswith(FORWARD_PREFIX)
     accepted = {hop_key(h) for h in parsed.hops}
     assert not accepted & set(parsed.errors), "a key is both applied and refused"
 

@@ -16,15 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
-from qubes_portfwd.model.entries import (
-    FirewallEntry,
-    Hop,
-    format_firewall,
-    format_hop,
-    hop_key,
-    parse_firewall,
-    parse_hop,
-)
+from qubes_lab.qubes_firewall.entries import FirewallEntry, format_firewall, parse_firewall
+from qubes_lab.qubes_firewall.nft import firewall_script
+from qubes_portfwd.model.entries import Hop, format_hop, hop_key, parse_hop
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
@@ -84,10 +78,12 @@ def reparsed_firewalls(entries: list[FirewallEntry]) -> list[FirewallEntry]:
 
 def check(ns: str, hops: list[Hop], firewalls: list[FirewallEntry]) -> None:
     owned = parse_owned_jumps(nft(ns, "-j", "list", "ruleset").stdout)
-    rules = QubeRules(hops=tuple(hops), network_qube=True, firewall=tuple(firewalls))
-    compiled = compile_qube(rules, owned)
-    checked = nft(ns, "--check", "-f", "-", stdin=compiled.script)
-    assert checked.returncode == 0, f"{checked.stderr}\n--- script:\n{compiled.script[:4000]}"
+    compiled = compile_qube(QubeRules(hops=tuple(hops)), owned)
+    # Our agent's script, and beside it the lab's emulated qubes-firewall worker's tables.
+    tables, _ = firewall_script(firewalls, [], {}, [])
+    for script in (compiled.script, tables):
+        checked = nft(ns, "--check", "-f", "-", stdin=script)
+        assert checked.returncode == 0, f"{checked.stderr}\n--- script:\n{script[:4000]}"
 
 
 @settings(

@@ -1,6 +1,7 @@
 """The agents in a whole lab: rules planned, published, applied, and real packets through.
 
-Each test publishes its own rule lists (replacing every forward and firewall entry), so the
+Each test publishes its own rule lists (replacing every forward entry and, as core-admin
+would, every qube's outbound firewall entries for Qubes' worker), so the
 tests do not depend on each other's leftovers; the lab is shared by the module.
 """
 
@@ -14,15 +15,18 @@ from test_agent_support import (
     ECHO_SERVER,
     connect,
     dns_answers,
+    handled_counts,
     ping,
     publish,
     publish_entries,
     read_line,
     running,
     server,
+    wait_worker_handled,
 )
 
 from qubes_lab.builder import Lab
+from qubes_lab.qube_db import FileQubeDb
 
 pytestmark = pytest.mark.lab
 
@@ -204,19 +208,22 @@ def test_a_broken_forward_entry_opens_nothing_and_is_reported(lab: Lab) -> None:
         assert connect(lab, "lan", "tcp", outside.edge_lan4, 80, client) is None
 
 
-def test_a_broken_firewall_entry_blocks_that_qube_and_is_reported(lab: Lab) -> None:
+def test_a_broken_firewall_entry_blocks_that_qube_and_is_the_workers_alone(lab: Lab) -> None:
+    # Qubes' worker fails closed on a bad entry; our agent neither reads nor reports it.
     outside = lab.addresses
-    planned = publish(lab, {"work": ["action=accept"]})
+    publish(lab, {"work": ["action=accept"]})
     with server(lab, "server", "tcp", 8001):
         assert connect(lab, "work", "tcp", outside.server4, 8001) is not None
-        entries = {qube: dict(values) for qube, values in planned.entries.items()}
-        rule_key = "/qubes-firewall/10.137.0.6/0000"
-        entries[FIREWALL_QUBE][rule_key] = "action=accept proto=tcp dstports=99999"
-        statuses = publish_entries(lab, entries)
-        assert statuses[FIREWALL_QUBE].per_key[rule_key].startswith("dstports:")
+        db = FileQubeDb(lab.store(FIREWALL_QUBE).path)
+        before = handled_counts(lab, FIREWALL_QUBE)
+        db.write("/qubes-firewall/10.137.0.6/0000", b"action=accept proto=tcp dstports=99999")
+        db.write("/qubes-firewall/10.137.0.6", b"")
+        wait_worker_handled(lab, FIREWALL_QUBE, before, ["/qubes-firewall-handled/10.137.0.6"])
         assert connect(lab, "work", "tcp", outside.server4, 8001) is None
         assert connect(lab, "personal", "tcp", outside.server4, 8001) is not None
-        assert lab.store(FIREWALL_QUBE).read_status().error is None
+        report = lab.store(FIREWALL_QUBE).read_status()
+        assert report.error is None
+        assert not any(k.startswith("/qubes-firewall/") for k in report.per_key)
 
 
 def test_removing_a_forward_ends_its_open_connections(lab: Lab) -> None:

@@ -16,14 +16,19 @@ from servers import CLIENT
 
 from qubes_lab.builder import Lab
 from qubes_lab.entry_store import Status
-from qubes_portfwd.model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from qubes_lab.qube_db import FileQubeDb
+from qubes_lab.qubes_firewall.dom0 import FirewallEntriesWriter
+from qubes_lab.qubes_firewall.entries import HANDLED_PREFIX
+from qubes_lab.qubesd.state import DEFAULT_RULES
+from qubes_portfwd.model.entries import FORWARD_PREFIX
+from qubes_portfwd.model.rule import Rule
 from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.planner import Plan, plan
 
 BOOT_ID = "0123abcd-0000-4000-8000-000000000000"
 AGENT_TIMEOUT = 20.0
 CONNECT_TIMEOUT = 2.0
-OWNED_PREFIXES = (FORWARD_PREFIX, FIREWALL_PREFIX)
+OWNED_PREFIXES = (FORWARD_PREFIX,)  # `/qubes-firewall/` is the lab's qubesd's
 
 SERVER = r"""
 import socket, sys
@@ -118,11 +123,46 @@ print("answer" if reply[:2] == b"\x12\x34" else "garbage")
 
 
 def publish(lab: Lab, rules_text: Mapping[str, Sequence[str]], *, now: float | None = None) -> Plan:
-    """Plan the qubes' rule lists (Admin API text) and publish every qube's entries."""
+    """Plan the qubes' rule lists (Admin API text) and publish every qube's entries; the
+    accept/drop rules go to the netvms' Qubes worker as core-admin writes them."""
     rules = {qube: [parse_rule(line) for line in lines] for qube, lines in rules_text.items()}
-    result = plan(rules, lab.topology, time.time() if now is None else now, BOOT_ID)
+    moment = time.time() if now is None else now
+    result = plan(rules, lab.topology, moment, BOOT_ID)
     publish_entries(lab, result.entries)
+    publish_outbound(lab, rules, moment)
     return result
+
+
+def handled_counts(lab: Lab, netvm: str) -> dict[str, bytes]:
+    return FileQubeDb(lab.store(netvm).path).multiread(HANDLED_PREFIX)
+
+
+def wait_worker_handled(
+    lab: Lab, netvm: str, before: Mapping[str, bytes], paths: list[str]
+) -> None:
+    """Until the worker in `netvm` counted each of `paths` handled once more than `before`."""
+    db = FileQubeDb(lab.store(netvm).path)
+    deadline = time.monotonic() + AGENT_TIMEOUT
+    while any(db.read(p) == before.get(p) for p in paths):
+        assert time.monotonic() < deadline, f"qubes-firewall in {netvm} did not handle {paths}"
+        time.sleep(0.05)  # the pause of a bounded wait
+
+
+def publish_outbound(lab: Lab, rules: Mapping[str, Sequence[Rule]], now: float) -> None:
+    """Every qube's accept/drop rules (Qubes' default for one not in `rules`) into its netvm."""
+    topology = lab.topology
+    writer = FirewallEntriesWriter(lambda qube: FileQubeDb(lab.store(qube).path))
+    listed = {q: rules.get(q, DEFAULT_RULES) for q in topology.qubes}
+    for netvm in sorted(q for q in topology.qubes if topology[q].provides_network):
+        before = handled_counts(lab, netvm)
+        writer.reload_netvm(topology, listed.__getitem__, netvm, now, BOOT_ID)
+        paths = [
+            f"{HANDLED_PREFIX}{address}"
+            for qube in topology.downstream(netvm)
+            for address in (qube.address4, qube.address6)
+            if address is not None
+        ]
+        wait_worker_handled(lab, netvm, before, paths)
 
 
 def publish_entries(lab: Lab, entries: Mapping[str, Mapping[str, str]]) -> dict[str, Status]:

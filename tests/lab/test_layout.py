@@ -2,7 +2,7 @@
 
 from qubes_lab.layout import qube_setup, qube_veths
 from qubes_lab.outside import outside_addresses, outside_veths
-from qubes_lab.qubesdb_keys import default_firewall_keys, static_keys
+from qubes_lab.qubesdb_keys import static_keys
 from qubes_lab.topology_file import load_lab_spec
 
 SPEC = load_lab_spec()
@@ -68,11 +68,3 @@ def test_static_keys_follow_qubesdb() -> None:
     assert vpn["/qubes-portfwd-uplink"] == "wg0"
     assert "/qubes-ip6" not in vpn
     assert static_keys(TOPO, TOPO["sys-net"])["/qubes-portfwd-uplink"] == "eth0"
-
-
-def test_default_firewall_accepts_everything_for_each_downstream_address() -> None:
-    keys = default_firewall_keys(TOPO, TOPO["sys-firewall"])
-    assert keys["/qubes-firewall/10.137.0.6/policy"] == "drop"
-    assert keys["/qubes-firewall/10.137.0.6/0000"] == "action=accept"
-    assert "/qubes-firewall/fd09:24ef:4179::a89:6/0000" in keys
-    assert "/qubes-firewall/10.137.0.9/policy" not in keys  # behind sys-vpn, not here

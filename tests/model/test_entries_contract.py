@@ -7,22 +7,16 @@ from hypothesis import given
 
 from qubes_portfwd.model.entries import (
     DOWNSTREAM,
-    FIREWALL_PREFIX,
     AcceptHop,
     DnatHop,
-    FirewallEntry,
     Hop,
-    format_firewall,
     format_hop,
     hop_key,
-    parse_firewall,
     parse_hop,
 )
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.ports import PortRange
-from qubes_portfwd.model.rule import Action, FilterRule
-from qubes_portfwd.model.rule_text import parse_rule
-from strategies import accept_hops, dnat_hops, firewall_entries, untimed
+from strategies import accept_hops, dnat_hops, untimed
 
 FID = "0123456789ab"
 DNAT = (
@@ -57,37 +51,6 @@ def test_documented_forms() -> None:
 @given(dnat_hops() | accept_hops())
 def test_any_hop_reads_back(hop: Hop) -> None:
     assert parse_hop(hop_key(hop), format_hop(hop)) == hop
-
-
-def _relative(entry: FirewallEntry) -> dict[str, str]:
-    base = f"{FIREWALL_PREFIX}{entry.address}/"
-    values = format_firewall(entry)
-    assert all(key.startswith(base) for key in values)
-    return {key[len(base) :]: value for key, value in values.items()}
-
-
-@untimed
-@given(firewall_entries())
-def test_any_firewall_entry_reads_back(entry: FirewallEntry) -> None:
-    assert parse_firewall(str(entry.address), _relative(entry)) == entry
-
-
-def test_firewall_entry_in_qubes_qubesdb_form() -> None:
-    entry = FirewallEntry(
-        ipaddress.IPv4Address("10.137.0.5"),
-        "drop",
-        (
-            parse_rule("action=accept dst4=10.0.0.0/8 proto=tcp dstports=443-443"),  # type: ignore[arg-type]
-            FilterRule(Action.ACCEPT, specialtarget="dns"),
-        ),
-    )
-    assert format_firewall(entry) == {
-        "/qubes-firewall/10.137.0.5/policy": "drop",
-        "/qubes-firewall/10.137.0.5/0000": (
-            "action=accept dst4=10.0.0.0/8 proto=tcp dstports=443-443"
-        ),
-        "/qubes-firewall/10.137.0.5/0001": "action=accept specialtarget=dns",
-    }
 
 
 @pytest.mark.parametrize(
@@ -151,38 +114,5 @@ def test_firewall_entry_in_qubes_qubesdb_form() -> None:
 def test_malformed_hops_refused(key: str, value: str, field: str, says: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_hop(key, value)
-    assert caught.value.field == field
-    assert says in caught.value.message
-
-
-GOOD_FIREWALL = {"policy": "drop", "0000": "action=accept proto=tcp dstports=443-443"}
-
-
-@pytest.mark.parametrize(
-    ("address", "values", "field", "says"),
-    [
-        ("work", GOOD_FIREWALL, "key", "is not an address"),
-        ("10.137.0.5", {**GOOD_FIREWALL, "policy": "reject"}, "policy", "accept or drop"),
-        ("10.137.0.5", {"0000": "action=accept"}, "policy", "accept or drop"),
-        ("10.137.0.5", {**GOOD_FIREWALL, "0002": "action=drop"}, "key", "expected 0001"),
-        ("10.137.0.5", {**GOOD_FIREWALL, "0000": "action=accept expire=5"}, "0000", "QubesDB form"),
-        ("10.137.0.5", {**GOOD_FIREWALL, "0000": "action=accept comment=x"}, "0000", "QubesDB"),
-        (
-            "10.137.0.5",
-            {
-                **GOOD_FIREWALL,
-                "0000": "action=forward forwardtype=external srcports=1 srchost=::/0",
-            },
-            "0000",
-            "accept/drop rule",
-        ),
-        ("10.137.0.5", {**GOOD_FIREWALL, "0000": "action=accept proto=gre"}, "proto", "expected"),
-    ],
-)
-def test_malformed_firewall_entries_refused(
-    address: str, values: dict[str, str], field: str, says: str
-) -> None:
-    with pytest.raises(ValidationError) as caught:
-        parse_firewall(address, values)
     assert caught.value.field == field
     assert says in caught.value.message

@@ -1,6 +1,8 @@
 """Builders of entries for the nft tests (through the model's own parsers)."""
 
-from qubes_portfwd.model.entries import AcceptHop, DnatHop, FirewallEntry, parse_firewall, parse_hop
+from qubes_lab.qubes_firewall.entries import FirewallEntry, parse_firewall
+from qubes_lab.qubes_firewall.nft import firewall_script
+from qubes_portfwd.model.entries import AcceptHop, DnatHop, parse_hop
 
 
 def dnat(
@@ -40,6 +42,13 @@ def accept(
 def firewall(address: str, policy: str, *rules: str) -> FirewallEntry:
     values = {"policy": policy} | {f"{n:04}": rule for n, rule in enumerate(rules)}
     return parse_firewall(address, values)
+
+
+def worker_tables(*entries: FirewallEntry) -> str:
+    """The `qubes-firewall` tables Qubes' worker (the lab's emulation) builds from `entries`."""
+    script, blocked = firewall_script(entries, [], {}, [])
+    assert not blocked, blocked
+    return script
 
 
 def many_forwards(count: int) -> tuple[DnatHop, ...]:

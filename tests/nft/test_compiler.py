@@ -1,12 +1,11 @@
-"""The compiled script's text for each kind of hop and for the outbound firewall."""
+"""The compiled script's text for each kind of hop (Qubes' outbound firewall is not ours)."""
 
-import ipaddress
 import random
 
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import OwnedJump, OwnedJumps
 
-from .helpers import accept, dnat, firewall, many_forwards
+from .helpers import accept, dnat, many_forwards
 
 V4 = OwnedJumps(base_families=frozenset({4}))
 BOTH = OwnedJumps(base_families=frozenset({4, 6}))
@@ -77,18 +76,11 @@ def test_single_port_remap_and_ipv6_brackets() -> None:
     assert "add element ip6 qubes portfwd-forward-allowed-any { fd09::5 . tcp . 8080 }" in text
 
 
-def test_internal_forward_uses_the_downstream_map_and_passes_the_outbound_firewall() -> None:
+def test_internal_forward_uses_the_downstream_map() -> None:
     hop = dnat("aaaaaaaaaaaa", inbound="downstream", to="10.137.0.6", srchost="10.137.0.7")
-    rules = QubeRules(hops=(hop,), network_qube=True, firewall=(firewall("10.137.0.7", "drop"),))
-    text = script(rules)
+    text = script(QubeRules(hops=(hop,)))
     assert "tcp . 80 : goto fwd-aaaaaaaaaaaa" in text
-    assert "elements = { 10.137.0.7/32 . 10.137.0.6 . tcp . 80 }" in text
-    forward = lines(text)
-    internal = forward.index(
-        "ct state new ct status dnat ip saddr . ip daddr . meta l4proto . th dport "
-        "@portfwd-internal accept"
-    )
-    assert forward[internal + 1] == "jump qubes-forward"
+    assert "portfwd-forward-allowed-host { 10.137.0.7 . 10.137.0.6 . tcp . 80 }" in text
 
 
 def test_accept_hops_open_input_only_for_their_sources_and_overlaps_are_merged() -> None:
@@ -160,63 +152,14 @@ def test_same_input_in_any_order_gives_the_same_script() -> None:
     assert script(QubeRules(hops=tuple(hops))) == expected
 
 
-def test_firewall_rules_follow_qubes_semantics() -> None:
-    entry = firewall(
-        "10.137.0.5",
-        "drop",
-        "action=accept dsthost=example.org proto=tcp dstports=443-443",
-        "action=accept specialtarget=dns",
-        "action=drop proto=udp specialtarget=dns",
-        "action=accept proto=tcp specialtarget=dns dstports=80-80",  # not DNS: Qubes skips it
-        "action=drop proto=icmp icmptype=8",
-        "action=accept dst4=192.0.2.7/24",
+def test_no_script_touches_qubes_firewall_table() -> None:
+    # Qubes' worker owns `ip|ip6 qubes-firewall`: a network qube's hops stay out of it.
+    netvm = (
+        dnat("aaaaaaaaaaaa"),
+        dnat("bbbbbbbbbbbb", inbound="downstream", to="10.137.0.6", srchost="10.137.0.7"),
     )
-    rules = QubeRules(
-        network_qube=True,
-        firewall=(entry,),
-        resolved={"example.org": (ipaddress.ip_address("93.184.216.34"),)},
-        dns_servers=(ipaddress.ip_address("10.139.1.1"),),
-    )
-    text = lines(script(rules))
-    start = text.index("chain qbs-10-137-0-5 {")
-    assert text[start + 1 : text.index("}", start)] == [
-        "meta l4proto tcp ip daddr 93.184.216.34/32 tcp dport 443 accept",
-        "meta l4proto tcp ip daddr @dns-addr tcp dport 53 accept",
-        "meta l4proto udp ip daddr @dns-addr udp dport 53 accept",
-        "meta l4proto udp ip daddr @dns-addr udp dport 53 reject with icmp type admin-prohibited",
-        "meta l4proto icmp icmp type 8 reject with icmp type admin-prohibited",
-        "ip daddr 192.0.2.0/24 accept",
-        "reject with icmp type admin-prohibited",
-    ]
-    assert "10.137.0.5 : jump qbs-10-137-0-5 }" in text[text.index("map qubes-sources {") + 2]
-
-
-def test_sources_that_cannot_be_compiled_fall_back_to_drop_and_are_reported() -> None:
-    rules = QubeRules(
-        network_qube=True,
-        firewall=(
-            firewall("10.137.0.5", "accept", "action=accept dsthost=nowhere.example proto=tcp"),
-            firewall("10.137.0.6", "accept", "action=accept dst6=2001:db8::/32"),
-            firewall("10.137.0.7", "accept"),
-        ),
-        broken_sources=(ipaddress.ip_address("10.137.0.8"),),
-    )
-    compiled = compile_qube(rules, V4)
-    assert {(str(b.address), b.reason) for b in compiled.blocked} == {
-        ("10.137.0.5", "dsthost=nowhere.example did not resolve to an IPv4 address"),
-        ("10.137.0.6", "dst6=2001:db8::/32 is not IPv4"),
-        ("10.137.0.8", "its firewall entry could not be parsed"),
-    }
-    text = lines(compiled.script)
-    for blocked in ("qbs-10-137-0-5", "qbs-10-137-0-6", "qbs-10-137-0-8"):
-        start = text.index(f"chain {blocked} {{")
-        assert text[start + 1 : start + 3] == ["reject with icmp type admin-prohibited", "}"]
-    start = text.index("chain qbs-10-137-0-7 {")
-    assert text[start + 1] == "accept"
-
-
-def test_plain_qube_leaves_qubes_firewall_alone() -> None:
-    assert "qubes-firewall" not in script(QubeRules(hops=(accept("aaaaaaaaaaaa"),)))
+    for rules in (QubeRules(hops=(accept("aaaaaaaaaaaa"),)), QubeRules(hops=netvm)):
+        assert "qubes-firewall" not in script(rules, BOTH)
 
 
 def test_forwards_sharing_a_target_port_compile_to_a_union_without_clashes() -> None:
@@ -226,7 +169,7 @@ def test_forwards_sharing_a_target_port_compile_to_a_union_without_clashes() -> 
         dnat("bbbbbbbbbbbb", ports="81-81", toports="8080-8080", srchost="192.0.2.0/24"),
         dnat("cccccccccccc", inbound="downstream", toports="8080-8080", srchost="10.137.0.6"),
     )
-    compiled = compile_qube(QubeRules(hops=netvm, network_qube=True), V4)
+    compiled = compile_qube(QubeRules(hops=netvm), V4)
     assert compiled.skipped == ()  # different sides or ports: nothing clashes
     text = compiled.script
     assert '"eth0" . 192.0.2.2 . tcp . 80 : goto fwd-aaaaaaaaaaaa' in text

@@ -10,7 +10,7 @@ from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
 
-from .helpers import accept, dnat, firewall
+from .helpers import accept, dnat, firewall, worker_tables
 from .lab import nft, run, wait_until
 
 pytestmark = pytest.mark.lab
@@ -57,10 +57,10 @@ def path(make_netns: Callable[[], str]) -> Iterator[dict[str, str]]:
             hops=(
                 dnat("aaaaaaaaaaaa", ports="80-80", toports="8080-8080", srchost=f"{ALLOWED}/32"),
             ),
-            network_qube=True,
-            firewall=(firewall("10.137.0.5", "drop"),),  # the target's own outbound: all denied
         ),
     )
+    # Qubes' worker beside it: the target's own outbound is all denied.
+    nft(netvm, "-f", "-", stdin=worker_tables(firewall("10.137.0.5", "drop")))
     # The target admits the whole client network: any refusal below is the netvm's doing.
     apply(target, QubeRules(hops=(accept("aaaaaaaaaaaa", srchost="192.0.2.0/24"),)))
     listener = subprocess.Popen(
@@ -135,8 +135,7 @@ def test_every_lookup_shape_admits_exactly_its_sources(
         toports="8080-8080" if ports == "80-80" else "8080-8081",
         srchost=srchost,
     )
-    rules = QubeRules(hops=(hop,), network_qube=True, firewall=(firewall("10.137.0.5", "drop"),))
-    apply(path["netvm"], rules)
+    apply(path["netvm"], QubeRules(hops=(hop,)))
     found = {
         s for s in (ALLOWED, OUTSIDER) if connect(path["client"], s).strip() == "reached-target"
     }

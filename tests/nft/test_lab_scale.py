@@ -8,7 +8,7 @@ from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
 
-from .helpers import accept, firewall, many_forwards
+from .helpers import accept, many_forwards
 from .lab import nft, rule_counts
 
 pytestmark = pytest.mark.lab
@@ -28,12 +28,7 @@ def system(count: int) -> QubeRules:
         *many_forwards(count),
         *(accept(f"{n:012x}", ports=f"{n + 1}-{n + 1}") for n in range(5)),
     )
-    return QubeRules(
-        hops=hops,
-        network_qube=True,
-        firewall=(firewall("10.137.0.5", "drop", "action=accept proto=tcp dstports=443-443"),),
-        dns_servers=(ipaddress.ip_address("10.139.1.1"),),
-    )
+    return QubeRules(hops=hops)
 
 
 def apply(ns: str, rules: QubeRules) -> str:

@@ -18,7 +18,7 @@ from qubes_portfwd.model.entries import Hop
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
 from qubes_portfwd.nft.owned import parse_owned_jumps
 
-from .helpers import accept, dnat, firewall
+from .helpers import accept, dnat, firewall, worker_tables
 from .lab import nft, run, wait_until
 
 pytestmark = pytest.mark.lab
@@ -27,6 +27,9 @@ A, B = "192.0.2.2", "192.0.2.3"
 OUTSIDE, GATEWAY = "192.0.2.1", "10.137.0.1"
 TARGET, PERSONAL = "10.137.0.5", "10.137.0.6"
 TARGET_PORT = 8080
+# Qubes' worker judges an internal forward by the connecting qube's own outbound rules, after
+# the DNAT: personal may reach the target's port and nothing else.
+PERSONAL_REACHES_TARGET = ("drop", f"action=accept proto=tcp dst4={TARGET}/32 dstports=8080-8080")
 
 
 def apply(ns: str, rules: QubeRules) -> None:
@@ -106,19 +109,20 @@ def setup(
     hosts: dict[str, str],
     hops: tuple[Hop, ...],
     accepts: tuple[Hop, ...],
-    personal_policy: str = "drop",
+    personal_policy: tuple[str, ...] = PERSONAL_REACHES_TARGET,
     hairpin: bool = False,
 ) -> None:
-    """The netvm's hops (outbound: the target may send nothing new) and the target's accepts."""
+    """The netvm's hops, Qubes' worker's tables (outbound: the target may send nothing new)
+    and the target's accepts."""
     ip = ipaddress.ip_address
     interfaces = {"eth0": (ip(OUTSIDE),), "vif5.0": (ip(GATEWAY),), "vif6.0": (ip(GATEWAY),)}
     netvm = QubeRules(
         hops=hops,
-        network_qube=True,
-        firewall=(firewall(TARGET, "drop"), firewall(PERSONAL, personal_policy)),
         interface_addresses=interfaces if hairpin else {},
     )
     apply(hosts["netvm"], netvm)
+    worker = worker_tables(firewall(TARGET, "drop"), firewall(PERSONAL, *personal_policy))
+    nft(hosts["netvm"], "-f", "-", stdin=worker)
     apply(hosts["target"], QubeRules(hops=accepts))
 
 
@@ -202,7 +206,7 @@ def test_the_outside_address_from_downstream_meets_the_hairpin_before_an_interna
     external = to_target("aaaaaaaaaaaa", "eth0", 80, "0.0.0.0/0")
     internal = to_target("bbbbbbbbbbbb", "downstream", 80, f"{PERSONAL}/32")
     accepts = (opens("aaaaaaaaaaaa", "0.0.0.0/0"), opens("bbbbbbbbbbbb", f"{PERSONAL}/32"))
-    setup(hosts, (external, internal), accepts, personal_policy="accept", hairpin=True)
+    setup(hosts, (external, internal), accepts, personal_policy=("accept",), hairpin=True)
     personal = hosts["personal"]
     assert reached(hosts["client"], OUTSIDE, 80, A) == A
     # To the outside address: the external forward, hairpinned (masqueraded as the netvm).
@@ -212,6 +216,6 @@ def test_the_outside_address_from_downstream_meets_the_hairpin_before_an_interna
     # An external forward that does not admit personal leaves it to the internal one,
     # whose own source check decides: nothing opens beyond what that forward grants.
     lan_only = to_target("aaaaaaaaaaaa", "eth0", 80, "192.0.2.0/24")
-    setup(hosts, (lan_only, internal), accepts, personal_policy="accept", hairpin=True)
+    setup(hosts, (lan_only, internal), accepts, personal_policy=("accept",), hairpin=True)
     assert reached(personal, OUTSIDE, 80) == PERSONAL
     assert reached(hosts["client"], OUTSIDE, 80, A) == A

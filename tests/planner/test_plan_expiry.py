@@ -29,9 +29,15 @@ def test_next_expiry_is_the_earliest_time_still_ahead() -> None:
         "personal": rules(f"action=drop proto=tcp dstports=25 expire={int(NOW) + 7}"),
         "vault": [web(UntilReboot(BOOT)), web(None)],
     }
-    assert next_expiry(listed, NOW) == NOW + 7
-    assert next_expiry(listed, NOW + 7) == NOW + 30
+    # The drop rule's instant is qubesd's timer, not the controller's (it expires forwards).
+    assert next_expiry(listed, NOW) == NOW + 30
     assert next_expiry(listed, NOW + 30) is None
+
+
+def test_the_controller_leaves_expired_accept_drop_rules_to_qubesd() -> None:
+    listed = {"personal": rules(f"action=drop proto=tcp dstports=25 expire={int(NOW) - 1}")}
+    assert next_expiry(listed, NOW - 2) is None
+    assert qubes_with_expired(listed, NOW, BOOT) == []
 
 
 def test_until_reboot_has_no_instant_but_expires_with_another_boot() -> None:

@@ -270,3 +270,12 @@ def test_through_lists_forwards_passing_a_network_qube() -> None:
     assert {f.target for f in result.through("sys-vpn")} == {"vpn-work"}
     assert result.through("work") == ()
     assert [f.target for f in result.of_target("work")] == ["work"]
+
+
+def test_the_plan_writes_no_outbound_firewall_of_qubes() -> None:
+    # Qubes' own `/qubes-firewall/` is core-admin's to write: the plan holds forwards only.
+    listed = {"work": rules("action=drop proto=udp", "action=accept dst4=192.0.2.0/24")}
+    result = plan(listed, lab_topology(ipv6=True), NOW, BOOT)
+    assert all(
+        key.startswith("/qubes-portfwd/") for entries in result.entries.values() for key in entries
+    )

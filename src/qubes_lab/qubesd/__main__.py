@@ -9,10 +9,16 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from qubes_lab.qube_db import FileQubeDb
+from qubes_lab.qubes_firewall.dom0 import (
+    FirewallEntriesWriter,
+    FirewallHostState,
+    expire_filter_rules,
+)
 from qubes_portfwd.controller.controller import Controller, boot_id_reader
 from qubes_portfwd.controller.publisher import Publisher
 from qubes_portfwd.controller.status_file import STATUS_FILE_NAME
@@ -22,7 +28,6 @@ from qubes_portfwd.model.topology import Topology
 from . import platform_hook
 from .access import DEFAULT_ADMIN_GROUP
 from .server import Server
-from .state import HostState
 from .topology_json import topology_from_json
 
 DEFAULT_STATE_DIR = "/var/lib/qubes-portfwd"
@@ -97,9 +102,11 @@ def build_service(args: argparse.Namespace) -> tuple[Controller, Path]:
         seed = topology_from_json(json.loads(Path(args.topology).read_bytes()))
     if qubesdb_dir is None:
         sys.exit("qubes-lab-qubesd: error: give --lab or --qubesdb-dir")
-    state = HostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
+    state = FirewallHostState.open(state_dir or Path(DEFAULT_STATE_DIR), seed)
     stores_root = qubesdb_dir
     publisher = Publisher(lambda qube: FileQubeDb(stores_root / qube), args.agent_timeout)
+    # Qubes' outbound firewall: core-admin writes it into the netvms' DBs, not our controller.
+    state.writer = FirewallEntriesWriter(lambda qube: FileQubeDb(stores_root / qube))
     hook = None
     if args.on_netvm_change:
         try:
@@ -109,10 +116,12 @@ def build_service(args: argparse.Namespace) -> tuple[Controller, Path]:
         except ValueError as err:
             sys.exit(f"qubes-lab-qubesd: error: {err}")
     socket_path = Path(args.socket or default_socket())
+    boot_id = boot_id_reader(Path(args.boot_id_file))
+    state.clock, state.boot_id = time.time, boot_id
     service = Controller(
         state,
         publisher,
-        boot_id_reader(Path(args.boot_id_file)),
+        boot_id,
         reconcile_interval=args.reconcile_interval,
         netvm_hook=hook,
         status_file=Path(args.status_file or socket_path.parent / STATUS_FILE_NAME),
@@ -137,6 +146,17 @@ def qube_callers(service: Controller) -> list[str]:
     return [q.name for q in service.topology.qubes.values() if q.provides_network]
 
 
+async def start_qubes_duties(service: Controller) -> list[asyncio.Task[None]]:
+    """What qubesd itself does beside our controller: at start, every running qube's outbound
+    firewall into its netvm's DB; then core-admin's expiry timer for accept/drop rules."""
+    state = service.state
+    if not isinstance(state, FirewallHostState):
+        return []
+    async with service.lock:
+        await asyncio.to_thread(state.reload_all)
+    return [asyncio.create_task(expire_filter_rules(state, service.lock))]
+
+
 async def serve(service: Controller, socket_path: Path, args: argparse.Namespace) -> None:
     server = Server(
         service,
@@ -153,6 +173,7 @@ async def serve(service: Controller, socket_path: Path, args: argparse.Namespace
         loop.add_signal_handler(signum, stop.set)
     # Restarting must bring every stored forward back: publish once at start, then keep at it.
     tasks = [
+        *await start_qubes_duties(service),
         asyncio.create_task(service.reconcile()),
         asyncio.create_task(service.run_reconciler()),
     ]

@@ -11,14 +11,12 @@ from ..nft.ssdp_reply import SsdpReply
 from .downstream_targets import is_downstream_device, route_devices
 from .entries import ParsedEntries, QubeSettings
 from .local_addresses import InterfaceAddresses, read_interface_addresses
-from .resolve import Resolved
 
 TargetDevices = Mapping[IPAddress, str | None]
 
 
 def build_script(
     parsed: ParsedEntries,
-    resolved: Resolved,
     settings: QubeSettings,
     untrusted_ruleset_json: str,
     interface_addresses: InterfaceAddresses | None = None,
@@ -36,11 +34,6 @@ def build_script(
     hops, refused = refuse_foreign_targets(parsed.hops, target_devices)
     rules = QubeRules(
         hops=hops,
-        network_qube=settings.firewall_service,
-        firewall=parsed.firewalls,
-        broken_sources=parsed.broken_sources,
-        resolved=resolved.addresses,
-        dns_servers=settings.dns_servers,
         interface_addresses=interface_addresses,
         ssdp_replies=ssdp_replies(settings),
     )
@@ -84,13 +77,9 @@ def ssdp_replies(settings: QubeSettings) -> tuple[SsdpReply, ...]:
     )
 
 
-def left_out(compiled: CompiledRules, parsed: ParsedEntries) -> dict[str, str]:
+def left_out(compiled: CompiledRules) -> dict[str, str]:
     """Entries the compiler could not use, by key, with its reason (they open nothing)."""
-    errors = {
+    return {
         f"{FORWARD_PREFIX}{hop.forward_id}/{hop.family}": f"not applied: {hop.reason}"
         for hop in compiled.skipped
     }
-    for source in compiled.blocked:
-        for key in parsed.firewall_keys.get(source.address, ()):
-            errors.setdefault(key, f"traffic from {source.address} blocked: {source.reason}")
-    return errors

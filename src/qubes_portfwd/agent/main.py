@@ -16,7 +16,7 @@ from .service import Agent
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qubes-portfwd-agent",
-        description="Apply this qube's port forwarding and firewall entries with nftables.",
+        description="Apply this qube's port forwarding entries with nftables.",
     )
     parser.add_argument("--qube", required=True, help="the qube this agent runs in (for logs)")
     parser.add_argument(

@@ -11,9 +11,10 @@ import json
 import re
 from typing import Any
 
-from ..nft.syntax import BASE_TABLE, FIREWALL_TABLE, NAT_TABLE, OWNER_COMMENT
+from ..nft.syntax import BASE_TABLE, NAT_TABLE, OWNER_COMMENT
 
-OWNED_TABLES = frozenset({NAT_TABLE, FIREWALL_TABLE})
+# Never Qubes' `qubes-firewall`: its worker rewrites it, which is no loss of ours.
+OWNED_TABLES = frozenset({NAT_TABLE})
 # Inside Qubes' own `qubes` table, what the compiler adds carries one of these prefixes.
 OWNED_PREFIXES = ("portfwd-", "fwd-")
 VOLATILE_KEYS = frozenset({"handle", "packets", "bytes"})

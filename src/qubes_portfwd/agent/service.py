@@ -30,7 +30,6 @@ from .in_force import InForceRecord
 from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_runner import NftResult, NftRunner
 from .owned import owned_fingerprint
-from .resolve import Resolved, resolve_names, unresolved_sources
 from .ruleset_events import RulesetEvents
 from .status import entry_status, overall_error, repairing
 
@@ -42,9 +41,6 @@ FALLBACK_CHECK_SHARE = 0.02  # of the time at rest (10,000 forwards: a 1.5 s che
 EVENTS_RESTART = 1.0  # after the notification socket failed
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
-NAMES_REFRESH = 60.0  # dsthost names are looked up again this often, as their records change
-NAMES_RETRY = 5.0  # sooner while a name does not resolve (its source is blocked meanwhile)
-FIREWALL_OFF = "not applied: the qubes-firewall service is off in this qube"
 
 log = logging.getLogger("qubes_portfwd.agent")
 
@@ -55,7 +51,6 @@ class ApplyOutcome:
     ok: bool
     error: str | None
     parsed: ParsedEntries
-    resolved: Resolved
     interface_addresses: InterfaceAddresses | None = None
     target_devices: TargetDevices | None = None
     per_key: Mapping[str, str] = field(default_factory=dict)  # as reported
@@ -87,7 +82,6 @@ class Agent:
         self._next_check = 0.0
         self._next_fallback_check = 0.0
         self._ruleset_changed = asyncio.Event()
-        self._next_resolve = 0.0
         self._record = in_force or InForceRecord(None)
         # What an earlier agent left in force: flows of hops removed meanwhile end on the
         # first apply.
@@ -105,12 +99,6 @@ class Agent:
         """Compile and load one generation; write its status; never raises for bad input."""
         settings = parse_settings(untrusted_entries)
         parsed = parse_entries(untrusted_entries)
-        if not settings.firewall_service:
-            parsed = parsed.without_firewalls(FIREWALL_OFF)
-        resolved = await resolve_names(parsed.dsthost_names)
-        parsed = parsed.with_broken_firewalls(
-            unresolved_sources(parsed.dsthosts_by_source, resolved)
-        )
         error: str | None = None
         missing_bases: frozenset[int] = frozenset()
         jumped_from: frozenset[int] = frozenset()  # families whose custom chains we jump from
@@ -121,14 +109,12 @@ class Agent:
             error = f"nft list ruleset failed: {listing.output}"
         else:
             try:
-                compiled = build_script(
-                    parsed, resolved, settings, listing.output, addresses, devices
-                )
+                compiled = build_script(parsed, settings, listing.output, addresses, devices)
             except Exception as err:  # a compiler bug must not stop the agent; nothing applied
                 log.exception("generation %d: the compiler failed", generation)
                 error = f"not applied: compiling failed: {err}"
             else:
-                parsed = parsed.with_errors(left_out(compiled, parsed))
+                parsed = parsed.with_errors(left_out(compiled))
                 wanted = {h.family for h in parsed.hops} | (
                     {4} if ssdp_replies(settings) else set()
                 )
@@ -164,15 +150,11 @@ class Agent:
             error is None,
             error,
             parsed,
-            resolved,
             addresses,
             devices,
             per_key,
             reported_error,
             missing_bases,
-        )
-        self._next_resolve = time.monotonic() + (
-            NAMES_RETRY if resolved.failures else NAMES_REFRESH
         )
         return self._last
 
@@ -243,8 +225,6 @@ class Agent:
         due = self._next_fallback_check
         if self._ruleset_changed.is_set():
             due = min(due, self._next_check)
-        if last.parsed.dsthost_names:
-            due = min(due, self._next_resolve)
         return max(0.0, max(due, self._next_check) - now)
 
     async def _watch_ruleset(self, stop: asyncio.Event) -> None:
@@ -321,9 +301,6 @@ class Agent:
             # Without a reported change the check is only insurance: keep it a small share.
             fallback = max(FALLBACK_CHECK_INTERVAL, took / FALLBACK_CHECK_SHARE)
             self._next_fallback_check = time.monotonic() + fallback
-        elif await self._names_changed(last):
-            log.info("generation %d: dsthost addresses changed; re-applying", last.generation)
-            await self.apply_current()
 
     async def _report_repairing(self, last: ApplyOutcome) -> None:
         """Withdraw `applied` before repairing: the kernel lost those rules, and with
@@ -352,20 +329,6 @@ class Agent:
 
     def _schedule_check(self, extra: float) -> None:
         self._next_check = time.monotonic() + max(self.check_interval, extra)
-
-    async def _names_changed(self, last: ApplyOutcome) -> bool:
-        """Look the dsthost names up again when due; whether the answers differ."""
-        names = last.parsed.dsthost_names
-        if not names or time.monotonic() < self._next_resolve:
-            return False
-        fresh = await resolve_names(names)
-        self._schedule_names(fresh)
-        return fresh != last.resolved
-
-    def _schedule_names(self, resolved: Resolved) -> None:
-        self._next_resolve = time.monotonic() + (
-            NAMES_RETRY if resolved.failures else NAMES_REFRESH
-        )
 
 
 def _holds_our_jumps(untrusted_listing: str, families: frozenset[int]) -> bool:

@@ -6,14 +6,14 @@ While it puts back rules its kernel lost, the entries it had applied read `repai
 from collections.abc import Iterable, Mapping
 
 from ..model.db_layout import STATUS_APPLIED
-from ..model.entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from ..model.entries import FORWARD_PREFIX
 from ..model.forward_status import REPAIRING
 from .entries import ParsedEntries
 
 
 def reported_keys(keys: Iterable[str]) -> list[str]:
-    """The keys an agent answers for: forwards and firewall entries, not the static keys."""
-    return sorted(k for k in keys if k.startswith((FORWARD_PREFIX, FIREWALL_PREFIX)))
+    """The keys an agent answers for: its forwards' entries, not the static keys."""
+    return sorted(k for k in keys if k.startswith(FORWARD_PREFIX))
 
 
 def entry_status(

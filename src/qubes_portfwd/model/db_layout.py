@@ -1,8 +1,8 @@
 """Where our keys live in a qube's QubesDB, and the text forms of their values (pure).
 
-Dom0 writes the entries under FORWARD_PREFIX and FIREWALL_PREFIX, removes stale ones, then
-writes the commit marker MARKER = generation LAST (as core-admin does for
-`/qubes-firewall/<ip>`). The agent acts on the marker, writes one status per entry under
+Dom0 writes the entries under FORWARD_PREFIX, removes stale ones, then writes the commit
+marker MARKER = generation LAST (as core-admin does for `/qubes-firewall/<ip>`, which is
+Qubes' and never ours). The agent acts on the marker, writes one status per entry under
 STATUS_PREFIX, its overall error and report time, then HANDLED = generation LAST. A tunnel
 qube's lease keeper writes its public endpoints under PUBLIC_PREFIX.
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .entries import FIREWALL_PREFIX, FORWARD_PREFIX
+from .entries import FORWARD_PREFIX
 from .forward_status import PUBLIC_PREFIX
 
 MARKER = "/qubes-portfwd"  # dom0: the generation just committed
@@ -19,7 +19,7 @@ HANDLED = "/qubes-portfwd-handled"  # the agent: the generation it handled (writ
 STATUS_PREFIX = "/qubes-portfwd-status"  # + the entry's key: `applied` or why not
 ERROR = "/qubes-portfwd-error"  # the agent's overall error; absent when none
 UPDATED = "/qubes-portfwd-updated"  # the agent's report time (seconds since the epoch)
-OWNED_PREFIXES = (FORWARD_PREFIX, FIREWALL_PREFIX)
+OWNED_PREFIXES = (FORWARD_PREFIX,)
 # What the qube's programs write: never part of what dom0 publishes or the agent applies.
 QUBE_WRITTEN = (HANDLED, STATUS_PREFIX + "/", ERROR, UPDATED, PUBLIC_PREFIX)
 

@@ -3,27 +3,24 @@
 A qube's entries are a flat QubesDB-style mapping of key to rule-like text:
 
     /qubes-portfwd/<id>/<4|6>     one hop of a forward (role=dnat or role=accept)
-    /qubes-firewall/<ip>/policy   Qubes' outbound firewall of a downstream qube: accept|drop
-    /qubes-firewall/<ip>/NNNN     its rules in order, in Qubes' QubesDB rule form
+
+Qubes' own outbound firewall (`/qubes-firewall/`) is core-admin's and its worker's: not ours.
 
 Values are untrusted where they are read (the agent): parse_* validate them.
 """
 
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ValidationError
 from .hosts import Network, parse_cidr, parse_ip
 from .ports import PortRange, parse_port_range
-from .rule import FilterRule
-from .rule_text import format_qdb_rule, parse_rule, split_options
+from .rule_text import split_options
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 FORWARD_PREFIX = "/qubes-portfwd/"
-FIREWALL_PREFIX = "/qubes-firewall/"
 DOWNSTREAM = "downstream"  # `in=` of an internal forward: any vif (interface group 2)
 
 ENTRY_KEYS = frozenset({"role", "family", "proto", "in", "ports", "to", "toports", "srchost"})
@@ -62,15 +59,6 @@ class AcceptHop:
 Hop = DnatHop | AcceptHop
 
 
-@dataclass(frozen=True)
-class FirewallEntry:
-    """Outbound firewall of one downstream address (Qubes' `/qubes-firewall/<ip>/`)."""
-
-    address: IPAddress
-    policy: str
-    rules: tuple[FilterRule, ...]
-
-
 def forward_key(forward_id: str, family: int) -> str:
     return f"{FORWARD_PREFIX}{forward_id}/{family}"
 
@@ -88,18 +76,6 @@ def format_hop(hop: Hop) -> str:
             f"toports={hop.toports.text} srchost={sources}"
         )
     return f"role=accept {common} ports={hop.ports.text} srchost={sources}"
-
-
-# Qubes numbers a qube's rules with four digits (0000-9999): service and agent agree on this.
-MAX_FIREWALL_RULES = 10_000
-
-
-def format_firewall(entry: FirewallEntry) -> dict[str, str]:
-    base = f"{FIREWALL_PREFIX}{entry.address}/"
-    values = {f"{base}policy": entry.policy}
-    for number, rule in enumerate(entry.rules):
-        values[f"{base}{number:04}"] = format_qdb_rule(rule)
-    return values
 
 
 def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
@@ -148,27 +124,3 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     if len(toports) != len(ports):
         raise ValidationError("toports", "must have as many ports as ports")
     return DnatHop(forward_id, family, protos, inbound, ports, to, toports, sources)
-
-
-def parse_firewall(untrusted_address: str, untrusted_values: Mapping[str, str]) -> FirewallEntry:
-    """The entries under `/qubes-firewall/<ip>/` (relative names: `policy`, `0000`, …)."""
-    address = parse_ip(untrusted_address)
-    if address is None:
-        raise ValidationError("key", f"{untrusted_address!r} is not an address")
-    policy = untrusted_values.get("policy")
-    if policy not in ("accept", "drop"):
-        raise ValidationError("policy", "expected accept or drop")
-    numbers = sorted(k for k in untrusted_values if k != "policy")
-    if len(numbers) > MAX_FIREWALL_RULES:
-        raise ValidationError(
-            "key", f"{len(numbers)} rules; at most {MAX_FIREWALL_RULES} (0000-9999)"
-        )
-    rules = []
-    for position, name in enumerate(numbers):
-        if name != f"{position:04}":
-            raise ValidationError("key", f"rule {name!r} out of sequence; expected {position:04}")
-        rule = parse_rule(untrusted_values[name])
-        if not isinstance(rule, FilterRule) or rule.expire is not None or rule.comment:
-            raise ValidationError(name, "expected an accept/drop rule in QubesDB form")
-        rules.append(rule)
-    return FirewallEntry(address, policy, tuple(rules))

@@ -205,12 +205,11 @@ def _dnat_rule(hop: DnatHop) -> str:
     return f"{match} dnat {ip} to {target} : {key}meta l4proto . th dport map @{remap}"
 
 
-def _forward_items(family: int, hops: Iterable[Hop], internal_only: bool = False) -> list[Keyed]:
+def _forward_items(family: int, hops: Iterable[Hop]) -> list[Keyed]:
     items = [
         Element((str(hop.to), proto), source, hop.toports)
         for hop in hops
         if isinstance(hop, DnatHop) and hop.family == family
-        if not internal_only or hop.inbound == DOWNSTREAM
         for proto in hop.protos
         for source in hop.sources
     ]
@@ -232,9 +231,9 @@ def _full_text(item: Keyed) -> str:
     return " . ".join([network(item.source), *item.after, ports(item.ports)])
 
 
-def forward_elements(family: int, hops: Iterable[Hop], internal_only: bool = False) -> list[str]:
+def forward_elements(family: int, hops: Iterable[Hop]) -> list[str]:
     """`saddr . daddr . proto . dport` of DNATed flows to let through, disjoint."""
-    return [_full_text(item) for item in _forward_items(family, hops, internal_only)]
+    return [_full_text(item) for item in _forward_items(family, hops)]
 
 
 def input_elements(family: int, hops: Iterable[Hop]) -> list[str]:

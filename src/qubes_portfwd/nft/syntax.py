@@ -11,7 +11,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 OWNER_COMMENT = "qubes-portfwd"  # marks the jump rules this project adds in Qubes' custom chains
 NAT_TABLE = "qubes-portfwd"
 BASE_TABLE = "qubes"
-FIREWALL_TABLE = "qubes-firewall"
 FORWARD_CHAIN = "portfwd-forward"  # in `qubes`, jumped to from custom-forward
 INPUT_CHAIN = "portfwd-input"  # in `qubes`, jumped to from custom-input
 CUSTOM_CHAINS = {FORWARD_CHAIN: "custom-forward", INPUT_CHAIN: "custom-input"}

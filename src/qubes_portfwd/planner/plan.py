@@ -12,7 +12,6 @@ from ..model.topology import Topology
 from .drafts import Draft, draft_forward
 from .expiry import is_expired
 from .network_facts import NetworkFacts
-from .outbound import outbound_entries
 from .settle import settle
 from .values import ForwardState, Plan, freeze_entries
 
@@ -118,10 +117,7 @@ def _plan(
         for draft in draft_forward(target, position, rule, facts)
     ]
     decided = settle(sorted(drafts, key=rank))
-    everyone = {name: rules_of(rules, name) for name in topology.qubes}
-    entries = {name: {} for name in sorted(topology.qubes)} | outbound_entries(
-        everyone, topology, now, boot_id
-    )
+    entries: dict[QubeName, dict[str, str]] = {name: {} for name in sorted(topology.qubes)}
     for forward, draft in decided:
         if forward.state == ForwardState.ACTIVE:
             for qube, hop in draft.entries:

@@ -4,16 +4,19 @@ Forwards are not firewall rules: they are features `portfwd.<id>` (methods/featu
 Set holding one is refused and Get never shows one, and stock clients read every list.
 """
 
+import asyncio
+
 from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.controller.errors import QubesValueError
 from qubes_portfwd.controller.firewall_guard import check_guarded_set
-from qubes_portfwd.model.entries import MAX_FIREWALL_RULES
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.firewall_revision import rules_text
 from qubes_portfwd.model.rule import FilterRule, ForwardRule, Rule
 from qubes_portfwd.model.rule_text import format_rule, parse_rule
 from qubes_portfwd.planner.expiry import live_rules
 
+from ...qubes_firewall.dom0 import FirewallHostState
+from ...qubes_firewall.entries import MAX_FIREWALL_RULES
 from ..wire import Request
 from . import method
 
@@ -85,5 +88,11 @@ async def firewall_set(service: Controller, request: Request) -> bytes:
 
 @method("admin.vm.firewall.Reload")
 async def firewall_reload(service: Controller, request: Request) -> bytes:
+    """Write the qube's entries into its netvm again (and, for a netvm, its downstream
+    qubes' into it: what the lab asks for when it (re)started a qube), then re-publish."""
+    state = service.state
+    if isinstance(state, FirewallHostState):
+        async with service.lock:
+            await asyncio.to_thread(state.reload_started, request.dest)
     await service.reconcile()
     return b""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..model.entries import IPAddress
+from .entries import IPAddress
 
 RESOLVE_TIMEOUT = 5.0  # seconds for all names together; a slow resolver must not stall applies
 

@@ -1,23 +1,19 @@
-"""Qubes' outbound firewall of a network qube (`qubes-firewall` tables), from entries.
+"""A network qube's `qubes-firewall` tables from its `/qubes-firewall/` entries, in the shape
+the stock worker (`qubesagent/firewall.py`, NftablesWorker) gives them.
 
-Same layout as Qubes' firewall agent: `forward` (policy drop, established and non-vif
-traffic accepted, then per-source dispatch into `qbs-<address>` chains), `dns-addr`,
-and the prerouting/postrouting anti-spoofing of connected addresses. Two differences,
-both on purpose: the dispatch is one verdict-map lookup instead of a rule per source, and
-internal forwards (DNATed toward a qube behind this one) pass before the dispatch so the
-connecting qube's own outbound rules do not drop them.
+`forward` (policy drop: established and non-vif traffic accepted, then `qubes-forward`
+jumps to one `qbs-<address>` chain per source), the `dns-addr` set, and the prerouting/
+postrouting anti-spoofing of connected addresses. A source whose rules cannot be used ends
+in reject, as the worker's fallback to `action=drop` does. Pure: names come in resolved.
 """
 
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..model.entries import FirewallEntry
-from ..model.hosts import Network
-from ..model.rule import Action, FilterRule
-from .syntax import (
-    FIREWALL_TABLE,
-    IPAddress,
+from qubes_portfwd.model.hosts import Network
+from qubes_portfwd.model.rule import Action, FilterRule
+from qubes_portfwd.nft.syntax import (
     addr_type,
     anonymous_set,
     elements_line,
@@ -29,8 +25,9 @@ from .syntax import (
     table_family,
 )
 
-INTERNAL_SET = "portfwd-internal"
-SOURCES_MAP = "qubes-sources"
+from .entries import FirewallEntry, IPAddress
+
+FIREWALL_TABLE = "qubes-firewall"
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,30 @@ class OutboundInputs:
     broken: Sequence[IPAddress]
     resolved: Mapping[str, tuple[IPAddress, ...]]
     dns_servers: Sequence[IPAddress]
-    internal_elements: Sequence[str]
+
+
+def firewall_script(
+    entries: Sequence[FirewallEntry],
+    broken: Sequence[IPAddress],
+    resolved: Mapping[str, tuple[IPAddress, ...]],
+    dns_servers: Sequence[IPAddress],
+) -> tuple[str, list[BlockedSource]]:
+    """Both families' tables as one `nft -f` transaction, and the sources it blocks."""
+    lines: list[str] = []
+    blocked: list[BlockedSource] = []
+    for family in (4, 6):
+        table, family_blocked = firewall_table(
+            OutboundInputs(
+                family=family,
+                entries=[e for e in entries if e.address.version == family],
+                broken=sorted({a for a in broken if a.version == family}),
+                resolved=resolved,
+                dns_servers=dns_servers,
+            )
+        )
+        lines += table
+        blocked += family_blocked
+    return "\n".join(lines) + "\n", blocked
 
 
 def firewall_table(inputs: OutboundInputs) -> tuple[list[str], list[BlockedSource]]:
@@ -87,24 +107,13 @@ def firewall_table(inputs: OutboundInputs) -> tuple[list[str], list[BlockedSourc
         f"    type {addr}",
         *elements_line([str(d) for d in dns], "    "),
         "  }",
-        f"  set {INTERNAL_SET} {{",
-        f"    type {addr} . {addr} . inet_proto . inet_service",
-        "    flags interval",
-        *elements_line(inputs.internal_elements, "    "),
-        "  }",
-        f"  map {SOURCES_MAP} {{",
-        f"    type {addr} : verdict",
-        *elements_line([f"{a} : jump {qbs_chain(a)}" for a in sorted(chains)], "    "),
-        "  }",
         "  chain qubes-forward {",
-        f"    {ip} saddr vmap @{SOURCES_MAP}",
+        *(f"    {ip} saddr {a} jump {qbs_chain(a)}" for a in sorted(chains)),
         "  }",
         "  chain forward {",
         "    type filter hook forward priority 0; policy drop;",
         "    ct state established,related accept",
         '    meta iifname != "vif*" accept',
-        f"    ct state new ct status dnat {ip} saddr . {ip} daddr . meta l4proto . th dport "
-        f"@{INTERNAL_SET} accept",
         "    jump qubes-forward",
         "  }",
         "  chain prerouting {",
