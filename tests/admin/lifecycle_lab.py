@@ -10,13 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from lab_process import tcp_server
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
 from qubes_portfwd.client import AdminClient, ForwardState, ForwardStatus, HopState
 
 CLI_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 1.0
-LISTEN_TIMEOUT = 5.0
 POLL = 0.01
 SERVER_PORT = 8080
 
@@ -131,30 +131,12 @@ def connect(lab: Lab, host: str, address: str, port: int) -> str | None:
     return reply if done.returncode == 0 and reply else None
 
 
-def _listening(lab: Lab, host: str, port: int) -> bool:
-    out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
-    return f":{port}" in out.stdout
-
-
 @contextmanager
 def echo_server(lab: Lab, host: str, port: int = SERVER_PORT) -> Iterator[None]:
     """A TCP server in `host` answering each connection with the peer's address."""
-    server = lab.popen(
-        host,
-        ["socat", f"TCP-LISTEN:{port},reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: _listening(lab, host, port), LISTEN_TIMEOUT, f"server in {host}")
+    argv = ["socat", f"TCP-LISTEN:{port},reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"]
+    with tcp_server(lab, host, argv, port):
         yield
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=3)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -164,13 +146,3 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
         assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
         time.sleep(POLL)
     return time.monotonic() - start
-
-
-@contextmanager
-def lab_named(prefix: str) -> Iterator[Lab]:
-    lab = Lab(f"{prefix}{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()

@@ -11,7 +11,7 @@ import pytest
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
 
-from .lifecycle_lab import CLI_TIMEOUT, LabUser, lab_named
+from .lifecycle_lab import CLI_TIMEOUT, LabUser
 
 pytestmark = pytest.mark.lab
 
@@ -20,16 +20,10 @@ HOPS = ("sys-net", "sys-firewall")
 FIRST_PORT = 21000
 
 
-@pytest.fixture(scope="module")
-def writers_lab() -> Iterator[Lab]:
-    with lab_named("w") as lab:
-        yield lab
-
-
 @pytest.fixture
-def user(writers_lab: Lab) -> Iterator[LabUser]:
-    """The lab with work's rules back to Qubes' default afterwards."""
-    user = LabUser(writers_lab)
+def user(lab: Lab) -> Iterator[LabUser]:
+    """The session's lab, with work's rules back to Qubes' default afterwards."""
+    user = LabUser(lab)
     try:
         yield user
     finally:

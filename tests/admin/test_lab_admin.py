@@ -35,13 +35,10 @@ class LabWithService:
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[LabWithService]:
-    lab = Lab(name=f"ad{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield LabWithService(lab)
-    finally:
-        lab.down()
+def setup(private_lab: Lab) -> LabWithService:
+    """A lab of the module's own: its tests restart the service, change work's netvm and
+    delete Qubes' tables."""
+    return LabWithService(private_lab)
 
 
 @pytest.fixture

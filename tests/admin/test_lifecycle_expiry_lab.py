@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.model.rule import ExpireAt
 from qubes_portfwd.model.rule_text import parse_rule
 
-from .lifecycle_lab import LabUser, echo_server, lab_named, wait_until
+from .lifecycle_lab import LabUser, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -21,9 +22,9 @@ APPLY_TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[LabUser]:
-    with lab_named("le") as lab, echo_server(lab, "work"):
-        yield LabUser(lab)
+def user(private_lab: Lab) -> Iterator[LabUser]:
+    with echo_server(private_lab, "work"):
+        yield LabUser(private_lab)
 
 
 def on_any_hop(user: LabUser, forward_id: str, port: int) -> list[str]:

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from qubes_lab.builder import Lab
 from qubes_portfwd.client import QubesdError
 
-from .lifecycle_lab import LabUser, echo_server, lab_named, wait_until
+from .lifecycle_lab import LabUser, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -19,9 +20,9 @@ ANY = ("--external", "--from", "any")
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[LabUser]:
-    with lab_named("ln") as lab, echo_server(lab, "work"):
-        yield LabUser(lab)
+def user(private_lab: Lab) -> Iterator[LabUser]:
+    with echo_server(private_lab, "work"):
+        yield LabUser(private_lab)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .lifecycle_lab import LabUser, echo_server, lab_named, wait_until
+from qubes_lab.builder import Lab
+
+from .lifecycle_lab import LabUser, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -15,9 +17,9 @@ ANY = ("--external", "--from", "any")
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[LabUser]:
-    with lab_named("lo") as lab, echo_server(lab, "work"):
-        yield LabUser(lab)
+def user(private_lab: Lab) -> Iterator[LabUser]:
+    with echo_server(private_lab, "work"):
+        yield LabUser(private_lab)
 
 
 def handled_times(user: LabUser, after: dict[str, int]) -> dict[str, float]:

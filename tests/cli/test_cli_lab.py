@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from admin.lifecycle_lab import LabUser
+from lab_process import tcp_server
 from qubes_lab.builder import Lab
-from qubes_lab.tools import module_of
 from qubes_portfwd.client import AdminClient
 from qubes_portfwd.model.rule import ForwardRule, forward_id
 from qubes_portfwd.model.rule_text import parse_rule
 
 pytestmark = pytest.mark.lab
 
-CLI_TIMEOUT = 60.0
 LISTEN_TIMEOUT = 5.0
 REACH_TIMEOUT = 15.0  # a forward just added may take a moment to reach every hop
 CURL_MAX_TIME = "2"
@@ -29,25 +29,12 @@ SERVER_PORT = 8080
 
 
 @dataclass(frozen=True)
-class LabWithService:
-    lab: Lab
-    socket_path: Path
+class LabWithService(LabUser):
+    """The user's CLIs, and curl between the lab's namespaces."""
 
-    def cli(self, tool: str, *argv: str) -> subprocess.CompletedProcess[str]:
-        """Run a CLI as a user does: its own process, talking to the lab's admin service."""
-        env = {**os.environ, "QUBESD_SOCKET": str(self.socket_path)}
-        return subprocess.run(
-            [sys.executable, "-m", module_of(tool), *argv],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-        )
-
-    def ok(self, tool: str, *argv: str) -> str:
-        done = self.cli(tool, *argv)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+    @property
+    def socket_path(self) -> Path:
+        return self.lab.admin_socket
 
     def fetch(
         self, host: str, url: str, source: str | None = None
@@ -72,13 +59,9 @@ class LabWithService:
 
 
 @pytest.fixture(scope="module")
-def lab_service() -> Iterator[LabWithService]:
-    lab = Lab(f"g{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield LabWithService(lab, lab.admin_socket)
-    finally:
-        lab.down()
+def lab_service(lab: Lab) -> LabWithService:
+    """The session's lab: each test leaves work's and personal's rules as it found them."""
+    return LabWithService(lab)
 
 
 @pytest.fixture
@@ -94,46 +77,15 @@ def env(lab_service: LabWithService) -> Iterator[LabWithService]:
                 client.remove_forward(qube, forward_id)
 
 
-def _listening(lab: Lab, host: str, port: int) -> bool:
-    out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
-    return f":{port}" in out.stdout
-
-
 @contextmanager
 def web_server(lab: Lab, host: str, page_dir: Path, port: int = SERVER_PORT) -> Iterator[str]:
     """python3 -m http.server in `host`, serving a page that names the host; yields the text."""
     text = f"hello from {host} {os.getpid()}"
     (page_dir / "index.html").write_text(text + "\n")
-    server = lab.popen(
-        host,
-        # `--bind ::` is dual-stack (http.server clears IPV6_V6ONLY); the default is IPv4 only.
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "::",
-            "--directory",
-            str(page_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not _listening(lab, host, port):
-            assert server.poll() is None, f"http.server in {host} exited"
-            assert time.monotonic() < deadline, f"http.server in {host} not listening"
-            time.sleep(0.02)
+    # `--bind ::` is dual-stack (http.server clears IPV6_V6ONLY); the default is IPv4 only.
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "::"]
+    with tcp_server(lab, host, [*argv, "--directory", str(page_dir)], port):
         yield text
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=3)
 
 
 def test_external_forward_from_the_lan_then_removed(env: LabWithService, tmp_path: Path) -> None:

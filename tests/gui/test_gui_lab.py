@@ -40,16 +40,9 @@ MARKER = "hello-from-work-via-the-gui"
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[LabUser]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    lab = Lab(f"g{os.getpid() % 10000}")
-    try:
-        lab.up()
-        lab.natd_url("sys-firewall")  # natd answers NAT-PMP there before the prompt tests ask
-        yield LabUser(lab)
-    finally:
-        lab.down()
+def user(private_lab: Lab) -> LabUser:
+    private_lab.natd_url("sys-firewall")  # natd answers NAT-PMP there before the prompt tests ask
+    return LabUser(private_lab)
 
 
 @pytest.fixture(scope="module")

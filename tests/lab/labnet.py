@@ -2,14 +2,13 @@
 
 import ipaddress
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lab_process import tcp_server
 from qubes_lab.builder import Lab
 
 CONNECT_TIMEOUT = 1.0  # seconds; every negative attempt costs this much
-LISTEN_TIMEOUT = 5.0
 
 
 def _socket_address(address: str, port: int) -> str:
@@ -18,38 +17,12 @@ def _socket_address(address: str, port: int) -> str:
     return f"TCP4:{address}:{port}"
 
 
-def _listening(lab: Lab, host: str, port: int) -> bool:
-    out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
-    return f":{port}" in out.stdout
-
-
 @contextmanager
 def peer_echo_server(lab: Lab, host: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """A TCP server in `host` that answers each connection with the peer's address."""
-    server = lab.popen(
-        host,
-        [
-            "socat",
-            f"TCP6-LISTEN:{port},ipv6only=0,reuseaddr,fork",
-            "SYSTEM:echo $SOCAT_PEERADDR",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not _listening(lab, host, port):
-            assert server.poll() is None, f"socat in {host} exited"
-            assert time.monotonic() < deadline, f"socat in {host} not listening on {port}"
-            time.sleep(0.02)
+    argv = ["socat", f"TCP6-LISTEN:{port},ipv6only=0,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"]
+    with tcp_server(lab, host, argv, port) as server:
         yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=3)
 
 
 def connect(

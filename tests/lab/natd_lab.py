@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
@@ -20,14 +19,6 @@ POLL = 0.05
 UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
 MAPPED_RE = re.compile(r"Mapped public port (\d+) protocol (TCP|UDP) to local port (\d+)")
 UPNP_RE = re.compile(r"external ([0-9.]+):(\d+) (TCP|UDP) is redirected to internal")
-
-
-@contextmanager
-def natd(lab: Lab, qube: str, run_dir: Path) -> Iterator[str]:
-    """The natd `Lab.up` started in `qube`; yields its description URL."""
-    del run_dir  # the lab keeps natd's files in its own state dir
-    assert lab.status().healthy, "the lab's processes (natd among them) are not all running"
-    yield lab.natd_url(qube)
 
 
 @dataclass(frozen=True)
@@ -87,6 +78,11 @@ class NatLab:
                     comments.append(comment)
         return comments
 
+    @classmethod
+    def of(cls, lab: Lab, qube: str = "sys-firewall") -> "NatLab":
+        """The natd `Lab.up` started in `qube`."""
+        return cls(lab, lab.natd_url(qube))
+
     def reset(self) -> None:
         for qube in ("work", "personal"):
             self.client.nat_policy_set(qube, [])
@@ -94,6 +90,15 @@ class NatLab:
                 self.client.remove_forward(qube, forward_id)
         for entry in self.client.nat_pending():
             self.client.nat_deny(entry["id"])
+
+    @contextmanager
+    def cleaned(self) -> Iterator["NatLab"]:
+        """No NAT policy, mapping or pending ask of work's or personal's before and after."""
+        self.reset()
+        try:
+            yield self
+        finally:
+            self.reset()
 
 
 # One PCP MAP request (RFC 6887) from the qube it runs in; prints "RESULT PORT" or "silent".

@@ -1,7 +1,6 @@
 """Hairpin: qubes behind the edge reach a forward through the edge's LAN address, as a LAN
 client would; only forwards whose srchost admits the qubes' addresses hairpin."""
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -32,39 +31,30 @@ RANGE = (
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    module_lab = Lab(f"hp{os.getpid() % 100000}")
-    try:
-        module_lab.up()
-        yield module_lab
-    finally:
-        module_lab.down()
-
-
-@pytest.fixture(scope="module")
 def forwards(lab: Lab) -> Iterator[AdminClient]:
-    """The three forwards of `work`, every hop applied, and servers on their target ports."""
+    """The four forwards of `work` in the session's lab, every hop applied, and servers on
+    their target ports; the forwards go when the module ends."""
     client = AdminClient(lab.admin_socket, timeout=60)
-    for rule in (OPEN_V4, OPEN_V6, LAN_ONLY, RANGE):
-        client.add_forward("work", rule)
-    deadline = time.monotonic() + APPLY_TIMEOUT
-    while not all_applied(client):
-        assert time.monotonic() < deadline, f"not applied: {client.forwards()}"
-        time.sleep(0.05)  # polling interval of a bounded wait
-    with (
-        peer_echo_server(lab, "work", 8080),
-        peer_echo_server(lab, "work", 8081),
-        peer_echo_server(lab, "work", 9083),
-    ):
-        yield client
-    for forward_id in client.forward_ids("work"):
-        client.remove_forward("work", forward_id)
+    try:
+        for rule in (OPEN_V4, OPEN_V6, LAN_ONLY, RANGE):
+            client.add_forward("work", rule)
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while not all_applied(client):
+            assert time.monotonic() < deadline, f"not applied: {client.forwards()}"
+            time.sleep(0.05)  # polling interval of a bounded wait
+        with (
+            peer_echo_server(lab, "work", 8080),
+            peer_echo_server(lab, "work", 8081),
+            peer_echo_server(lab, "work", 9083),
+        ):
+            yield client
+    finally:
+        for forward_id in client.forward_ids("work"):
+            client.remove_forward("work", forward_id)
 
 
 def all_applied(client: AdminClient) -> bool:
-    found = client.forwards()
+    found = client.forwards_of("work")
     return len(found) == 4 and all(
         f.state == ForwardState.ACTIVE and all(h.state == HopState.APPLIED for h in f.hops)
         for f in found

@@ -2,8 +2,6 @@
 (or rebuilds a qube, or the host) and every stored forward, property and feature stays;
 `qubes-lab restart` restarts one named process."""
 
-from collections.abc import Iterator
-
 import pytest
 from recovery_lab import (
     PERSONAL_IP,
@@ -17,8 +15,9 @@ from recovery_lab import (
     store_state,
 )
 
-from admin.lifecycle_lab import LabUser, lab_named
+from admin.lifecycle_lab import LabUser
 from qubes_lab import netns, processes, provider_natpmp, tunnel_keeper
+from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -26,9 +25,8 @@ ASK_TIMEOUT = "5"  # seconds; natpmpc and the resolver retry long when nobody an
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[LabUser]:
-    with lab_named("rc") as lab:
-        yield LabUser(lab)
+def user(private_lab: Lab) -> LabUser:
+    return LabUser(private_lab)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 with `qvm-prefs NETVM dispid N`), the lab restarts the qube on its new 10.138.x.y address,
 and the forward through it comes back by itself."""
 
-import os
-from collections.abc import Iterator
-
 import pytest
 from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, web_server
 
@@ -12,7 +9,7 @@ from qubes_lab.builder import Lab
 
 pytestmark = pytest.mark.lab
 
-TOPOLOGY = """
+LAB_TOPOLOGY = """
 [qubes.sys-net]
 qid = 2
 provides_network = true
@@ -31,15 +28,8 @@ netvm = "disp-fw"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    topology = tmp_path_factory.mktemp("topology") / "disposable.toml"
-    topology.write_text(TOPOLOGY)
-    lab = Lab(f"dp{os.getpid() % 100000}")
-    try:
-        lab.up(topology)
-        yield Env(lab)
-    finally:
-        lab.down()
+def env(private_lab: Lab) -> Env:
+    return Env(private_lab)  # the host of LAB_TOPOLOGY
 
 
 def reached(env: Env) -> bool:

@@ -2,7 +2,6 @@
 possibly with a new IP set through the admin service, or with IPv6 switched: its forwards
 come back by themselves on the new addresses."""
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,13 +13,8 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    lab = Lab(f"rs{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield Env(lab)
-    finally:
-        lab.down()
+def env(private_lab: Lab) -> Env:
+    return Env(private_lab)
 
 
 @pytest.fixture

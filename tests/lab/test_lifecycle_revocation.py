@@ -2,7 +2,6 @@
 (or of its expiry) at every hop, whatever the width of its port range, and also when the
 forward went while an agent was down."""
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from test_lifecycle_support import (
     flow_present,
     poll,
     read_line,
+    showing,
     sink,
 )
 
@@ -28,15 +28,9 @@ measured: dict[str, list[float]] = {}
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    lab = Lab(f"rv{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield Env(lab)
-    finally:
-        lab.down()
-        for name, values in measured.items():
-            print(f"\n{name}: {', '.join(f'{v:.3f}' for v in values)} s")
+def env(private_lab: Lab) -> Iterator[Env]:
+    with showing(measured):
+        yield Env(private_lab)
 
 
 @pytest.fixture(autouse=True)

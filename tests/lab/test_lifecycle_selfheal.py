@@ -2,12 +2,11 @@
 hand, or the agent restarts, every hop's rules come back within a second without a change
 from dom0; a restarted admin service re-publishes without exposing or losing anything."""
 
-import os
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, web_server
+from test_lifecycle_support import COME_BACK_TIMEOUT, Env, poll, showing, web_server
 
 from qubes_lab.builder import Lab
 from qubes_lab.nft_inspect import LiveRules, expected_rules, inspect_ruleset
@@ -23,15 +22,9 @@ measured: dict[str, list[float]] = {}
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    lab = Lab(f"sh{os.getpid() % 100000}")
-    try:
-        lab.up()
-        yield Env(lab)
-    finally:
-        lab.down()
-        for name, values in measured.items():
-            print(f"\n{name}: {', '.join(f'{v:.3f}' for v in values)} s")
+def env(private_lab: Lab) -> Iterator[Env]:
+    with showing(measured):
+        yield Env(private_lab)
 
 
 @pytest.fixture(scope="module")

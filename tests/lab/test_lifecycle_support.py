@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from servers import background
 
+from lab_process import listening
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
 from qubes_portfwd.client.admin_client import AdminClient
 
 CLI_TIMEOUT = 60.0
-LISTEN_TIMEOUT = 5.0
 COME_BACK_TIMEOUT = 20.0  # restarts: the admin re-plans every second, hop level by level
 ABORT_TIMEOUT = 5.0  # the stream client notices a dead connection by TCP_USER_TIMEOUT
 USER_TIMEOUT_MS = 200
@@ -79,6 +79,16 @@ class Env:
         return bool(shown) and all(h.state == "applied" for f in shown for h in f.hops)
 
 
+@contextmanager
+def showing(measured: dict[str, list[float]]) -> Iterator[None]:
+    """Print the delays a module measured when it ends: shown, never asserted."""
+    try:
+        yield
+    finally:
+        for name, values in measured.items():
+            print(f"\n{name}: {', '.join(f'{v:.3f}' for v in values)} s")
+
+
 def poll(condition: Callable[[], object], timeout: float) -> float | None:
     """Seconds until `condition()` was true (polled without pause), or None at the deadline."""
     started = time.monotonic()
@@ -87,11 +97,6 @@ def poll(condition: Callable[[], object], timeout: float) -> float | None:
             return time.monotonic() - started
         if time.monotonic() - started >= timeout:
             return None
-
-
-def _listening(lab: Lab, host: str, port: int) -> bool:
-    out = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
-    return f":{port}" in out.stdout
 
 
 # A dual-stack HTTP responder. Unlike http.server it never looks its own name up, so it
@@ -117,7 +122,7 @@ def web_server(lab: Lab, host: str, port: int = 8080) -> Iterator[str]:
     """An HTTP server in `host` answering a page that names the host; yields the text."""
     text = f"hello from {host} {os.getpid()}"
     with background(lab, host, ["python3", "-c", WEB_SERVER, str(port), text]) as server:
-        assert poll(lambda: _listening(lab, host, port) or server.poll() is not None, 5)
+        assert poll(lambda: listening(lab, host, port) or server.poll() is not None, 5)
         assert server.poll() is None, f"the web server in {host} exited"
         yield text
 
@@ -127,7 +132,7 @@ def sink(lab: Lab, host: str, port: int) -> Iterator[None]:
     """socat in `host` accepting TCP on `port` and throwing the bytes away."""
     argv = ["socat", "-u", f"TCP-LISTEN:{port},reuseaddr,fork", "OPEN:/dev/null"]
     with background(lab, host, argv) as server:
-        assert poll(lambda: _listening(lab, host, port) or server.poll() is not None, 5)
+        assert poll(lambda: listening(lab, host, port) or server.poll() is not None, 5)
         assert server.poll() is None, f"socat in {host} exited"
         yield
 

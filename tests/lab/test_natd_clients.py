@@ -1,7 +1,6 @@
 """NAT traversal in the lab: natd in sys-firewall, the real natpmpc and upnpc in the qubes,
 dom0's policy deciding, and a LAN client reaching what was mapped."""
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -12,7 +11,6 @@ from natd_lab import (
     UPNP_RE,
     NatLab,
     fetch,
-    natd,
     tcp_server,
     wait_fetch,
 )
@@ -24,30 +22,18 @@ pytestmark = pytest.mark.lab
 PENDING_TIMEOUT = 15.0
 
 
-@pytest.fixture(scope="module")
-def nat_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatLab]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    lab = Lab(f"n{os.getpid() % 100000}")
-    run_dir = tmp_path_factory.mktemp("natd")
-    try:
-        lab.up()
-        # The lab tells the edge its LAN address, as DHCP would: what NAT replies report.
-        _, keys = lab.store("sys-net").read()
-        assert keys[UPLINK_ADDRESS_KEY] == str(lab.addresses.edge_lan4)
-        with natd(lab, "sys-firewall", run_dir) as url:
-            yield NatLab(lab, url)
-    finally:
-        lab.down()
-
-
 @pytest.fixture
-def env(nat_lab: NatLab) -> Iterator[NatLab]:
-    nat_lab.reset()
-    try:
-        yield nat_lab
-    finally:
-        nat_lab.reset()
+def env(lab: Lab) -> Iterator[NatLab]:
+    """natd in sys-firewall of the session's lab; the module's policies and mappings go after
+    each test."""
+    with NatLab.of(lab).cleaned() as nat:
+        yield nat
+
+
+def test_the_edge_is_told_its_lan_address(lab: Lab) -> None:
+    # As DHCP would tell it: what NAT replies report as the public address.
+    _, keys = lab.store("sys-net").read()
+    assert keys[UPLINK_ADDRESS_KEY] == str(lab.addresses.edge_lan4)
 
 
 def _lan(env: NatLab) -> tuple[str, str]:

@@ -32,12 +32,8 @@ T = TypeVar("T")
 
 @pytest.fixture
 def env(lab: Lab) -> Iterator[NatLab]:
-    nat = NatLab(lab, lab.natd_url("sys-firewall"))
-    nat.reset()
-    try:
+    with NatLab.of(lab).cleaned() as nat:
         yield nat
-    finally:
-        nat.reset()
 
 
 def _report(path: Path) -> dict[str, Any]:

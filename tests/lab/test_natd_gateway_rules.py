@@ -1,7 +1,6 @@
 """The rules around natd: SSDP discovery reaches the asking qube, natd's own input rules
 survive a base-rule reload, and an agent refuses DNATs to anything but its downstream qubes."""
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -17,25 +16,12 @@ RECOVER_TIMEOUT = 15.0
 HANDLED_TIMEOUT = 15.0
 
 
-@pytest.fixture(scope="module")
-def nat_lab() -> Iterator[NatLab]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    lab = Lab(f"ng{os.getpid() % 10000}")
-    try:
-        lab.up()
-        yield NatLab(lab, lab.natd_url("sys-firewall"))
-    finally:
-        lab.down()
-
-
 @pytest.fixture
-def env(nat_lab: NatLab) -> Iterator[NatLab]:
-    nat_lab.reset()
-    try:
-        yield nat_lab
-    finally:
-        nat_lab.reset()
+def env(private_lab: Lab) -> Iterator[NatLab]:
+    """A lab of the module's own: a test reloads sys-firewall's base rules, another writes
+    entries into stores by hand."""
+    with NatLab.of(private_lab).cleaned() as nat:
+        yield nat
 
 
 def _lan(env: NatLab) -> tuple[str, str]:

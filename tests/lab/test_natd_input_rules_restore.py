@@ -33,7 +33,7 @@ def _nft(lab: Lab, *argv: str) -> str:
 
 
 def test_a_base_table_restore_is_followed_without_an_error_at_every_check(lab: Lab) -> None:
-    env = NatLab(lab, lab.natd_url(QUBE))
+    env = NatLab.of(lab, QUBE)
     assert natd_answers(env)
     log = _log(lab)
     start = log.stat().st_size

@@ -70,15 +70,11 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    lab = Lab(f"ra{os.getpid() % 10000}")
-    try:
-        lab.up()
-        argv = [sys.executable, "-c", PEER_SERVER, "tcp", str(PORT)]
-        with serving(lab, "work", argv, "tcp", PORT) as server:
-            yield Env(lab, AdminClient(lab.admin_socket, timeout=CLI_TIMEOUT), server)
-    finally:
-        lab.down()
+def env(private_lab: Lab) -> Iterator[Env]:
+    lab = private_lab
+    argv = [sys.executable, "-c", PEER_SERVER, "tcp", str(PORT)]
+    with serving(lab, "work", argv, "tcp", PORT) as server:
+        yield Env(lab, AdminClient(lab.admin_socket, timeout=CLI_TIMEOUT), server)
 
 
 @pytest.fixture(autouse=True)

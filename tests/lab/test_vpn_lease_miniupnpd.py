@@ -32,20 +32,19 @@ RENEWALS = 2
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def miniupnpd_installed() -> None:
     if not os.path.exists(provider_miniupnpd.MINIUPNPD):
         pytest.fail("miniupnpd is not installed (apt-get install miniupnpd-nftables)")
-    lab = Lab(f"vm{os.getpid() % 100000}")
+
+
+@pytest.fixture(scope="module")
+def lab(miniupnpd_installed: None, private_lab: Lab) -> Iterator[Lab]:
+    provider_miniupnpd.start(private_lab)
     try:
-        lab.up()
-        provider_miniupnpd.start(lab)
-        tunnel_keeper.start(lab, "sys-vpn", lifetime=LIFETIME)
-        yield lab
+        tunnel_keeper.start(private_lab, "sys-vpn", lifetime=LIFETIME)
+        yield private_lab
     finally:
-        try:
-            provider_miniupnpd.stop(lab)
-        finally:
-            lab.down()
+        provider_miniupnpd.stop(private_lab)
 
 
 def _log(lab: Lab) -> str:

@@ -6,9 +6,7 @@ runs past several leases in seconds (the keeper renews at half the granted lifet
 """
 
 import ipaddress
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from labnet import connect, peer_echo_server
@@ -36,15 +34,10 @@ ROTATE_TIMEOUT = LEASE / 2 + 10.0  # the keeper learns a new port at its next re
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    lab = Lab(f"vp{os.getpid() % 100000}")
-    try:
-        lab.up()
-        provider_natpmp.start(lab, lease=LEASE)
-        tunnel_keeper.start(lab, "sys-vpn")
-        yield lab
-    finally:
-        lab.down()
+def lab(private_lab: Lab) -> Lab:
+    provider_natpmp.start(private_lab, lease=LEASE)
+    tunnel_keeper.start(private_lab, "sys-vpn")
+    return private_lab
 
 
 def _grants(lab: Lab, public_port: int) -> int:
