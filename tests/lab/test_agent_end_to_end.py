@@ -5,7 +5,6 @@ would, every qube's outbound firewall entries for Qubes' worker), so the
 tests do not depend on each other's leftovers; the lab is shared by the module.
 """
 
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -36,16 +35,11 @@ DNS4 = "10.139.1.1"
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    lab = Lab(name=f"ag{os.getpid() % 100000}")
-    try:
-        lab.up()
-        # These tests write the entries themselves (as the planner would have them); the admin
-        # service would reconcile them back to its own firewall.xml files.
-        lab.stop_admin()
-        yield lab
-    finally:
-        lab.down()
+def lab(private_lab: Lab) -> Lab:
+    # These tests write the entries themselves (as the planner would have them); the admin
+    # service would reconcile them back to its own firewall.xml files.
+    private_lab.stop_admin()
+    return private_lab
 
 
 @pytest.fixture(autouse=True)

@@ -6,10 +6,8 @@ case getting through next to the refused ones, so a test that only sees drops ca
 
 import ipaddress
 import json
-import os
 import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,19 +84,16 @@ def applied(client: AdminClient, ids: set[str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    lab = Lab(f"si{os.getpid() % 10000}")
-    try:
-        lab.up()
-        for qube in ("sys-net", "sys-firewall", "sys-vpn"):
-            script = WATCH % {"vpn_work": VPN_WORK4}
-            lab.run(qube, ["nft", "-f", "-"], input=script, text=True, check=True)
-        client = AdminClient(lab.admin_socket, timeout=60)
-        ids = {name: client.add_forward(q, line) for name, (q, line) in FORWARDS.items()}
-        assert wait_for(lambda: applied(client, set(ids.values())), APPLY_TIMEOUT)
-        yield Env(lab, ids)
-    finally:
-        lab.down()
+def env(private_lab: Lab) -> Env:
+    """A lab of the module's own: a watch table in three network qubes, every kind of forward."""
+    lab = private_lab
+    for qube in ("sys-net", "sys-firewall", "sys-vpn"):
+        script = WATCH % {"vpn_work": VPN_WORK4}
+        lab.run(qube, ["nft", "-f", "-"], input=script, text=True, check=True)
+    client = AdminClient(lab.admin_socket, timeout=60)
+    ids = {name: client.add_forward(q, line) for name, (q, line) in FORWARDS.items()}
+    assert wait_for(lambda: applied(client, set(ids.values())), APPLY_TIMEOUT)
+    return Env(lab, ids)
 
 
 def counter(lab: Lab, qube: str, name: str) -> int:
