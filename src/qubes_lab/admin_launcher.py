@@ -63,7 +63,7 @@ def start(
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
 ) -> AdminProcess:
-    """Start the lab's qubesd (`python -m qubes_lab.qubesd`) detached; return once its socket answers."""
+    """Start the lab's qubesd (`python -m qubes_lab.qubesd`) detached; return once it answers."""
     socket_path = Path(socket_path)
     argv = [sys.executable, "-m", "qubes_lab.qubesd", "--socket", str(socket_path)]
     argv += ["--state-dir", str(state_dir), "-v"]

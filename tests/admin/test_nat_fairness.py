@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import time
 
+from admin_service import RunningService
 from qubes_portfwd.adapters.qubesd_socket_nat import QubesdSocketNat
 from qubes_portfwd.client import QubesdError
 from qubes_portfwd.controller.nat_limits import MAX_MAPPINGS
@@ -13,7 +14,6 @@ from qubes_portfwd.controller.nat_mapping import NatAsk, mapping_rule
 from qubes_portfwd.model.rule_text import format_rule
 from qubes_portfwd.natd.dom0 import Ask, Dom0, Verdict
 
-from .service_helpers import RunningService
 from .test_nat_methods import PERSONAL, WORK, ask
 
 FLOOD = 200  # requests: far beyond any share, bounded

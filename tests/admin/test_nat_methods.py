@@ -3,9 +3,8 @@ pending asks, grants as forwards, renewal, removal, port choice."""
 
 import pytest
 
+from admin_service import RunningService
 from qubes_portfwd.client import QubesdError
-
-from .service_helpers import RunningService
 
 WORK = "10.137.0.6"
 PERSONAL = "10.137.0.7"

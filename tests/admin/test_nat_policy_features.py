@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from admin_service import RunningService, make_service
 from qubes_portfwd.client import QubesdError
 
-from .service_helpers import RunningService, make_service
 from .test_nat_methods import ask, nat_rules
 
 POLICY = "portfwd-nat-policy"

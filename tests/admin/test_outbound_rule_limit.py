@@ -3,11 +3,10 @@ four-digit rule numbers."""
 
 import pytest
 
+from admin_service import RunningService
 from qubes_lab.qubes_firewall.entries import MAX_FIREWALL_RULES
 from qubes_lab.qubes_firewall.worker import read_entries
 from qubes_portfwd.client import QubesdError
-
-from .service_helpers import RunningService
 
 
 def _rules(count: int) -> list[str]:
