@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from admin.lifecycle_lab import LabUser
 from lab_process import tcp_server
+from lifecycle_lab import LabUser
 from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
 from qubes_portfwd.model.rule import ForwardRule, forward_id

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from data_safety.admind_process import AdmindFiles, kill_hard
 from qubes_lab.qubesd import wire
-from store.admind_process import AdmindFiles, kill_hard
 
 from .limits import examples
 from .mutations import near

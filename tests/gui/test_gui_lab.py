@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QMessageBox, QWidget
 from pytestqt.qtbot import QtBot
 
-from admin.lifecycle_lab import LabUser
+from lifecycle_lab import LabUser
 from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient, ForwardState, HopState
 from qubes_portfwd.gui.forward_form import OUTSIDE_PORTS, SOURCES

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from admin.lifecycle_lab import LabUser, echo_server, wait_until
+from lifecycle_lab import LabUser, echo_server, wait_until
 from qubes_lab import processes
 from qubes_lab.state import LabState
 

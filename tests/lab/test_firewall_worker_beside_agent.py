@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from lifecycle_lab import LabUser, connect, echo_server, wait_until
 from qubes_lab import recovery
 from qubes_lab.builder import Lab
-from tests.admin.lifecycle_lab import LabUser, connect, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 

@@ -15,7 +15,7 @@ from recovery_lab import (
     store_state,
 )
 
-from admin.lifecycle_lab import LabUser
+from lifecycle_lab import LabUser
 from qubes_lab import netns, processes, provider_natpmp, tunnel_keeper
 from qubes_lab.builder import Lab
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from recovery_lab import PERSONAL_IP, assert_kept, qubes_lab, store_state
 
-from admin.lifecycle_lab import LabUser
+from lifecycle_lab import LabUser
 from qubes_lab import netns
 from qubes_lab.builder import Lab
 from qubes_lab.state import load

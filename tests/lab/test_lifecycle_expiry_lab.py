@@ -8,11 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from lifecycle_lab import LabUser, echo_server, wait_until
 from qubes_lab.builder import Lab
 from qubes_portfwd.model.rule import ExpireAt
 from qubes_portfwd.model.rule_text import parse_rule
-
-from .lifecycle_lab import LabUser, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 

@@ -5,9 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from lifecycle_lab import LabUser, echo_server, wait_until
 from qubes_lab.builder import Lab
-
-from .lifecycle_lab import LabUser, echo_server, wait_until
 
 pytestmark = pytest.mark.lab
 

@@ -8,10 +8,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from lifecycle_lab import CLI_TIMEOUT, LabUser
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
-
-from .lifecycle_lab import CLI_TIMEOUT, LabUser
 
 pytestmark = pytest.mark.lab
 
