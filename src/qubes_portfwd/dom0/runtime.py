@@ -1,0 +1,135 @@
+"""The controller as it lives inside qubesd: host, DB handles, publisher, status, timers.
+
+Events arrive on qubesd's loop thread and only mark work to do (`kick`); re-planning and
+publishing run as tasks on that loop, whose blocking parts the controller puts in threads.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..controller.controller import Controller, boot_id_reader
+from ..controller.publisher import Publisher
+from ..controller.status_file import StatusWriter
+from .app_host import AppHost
+from .qube_dbs import Connect, QubeDbs
+
+T = TypeVar("T")
+LOOP_CALL_TIMEOUT = 60.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the extension keeps its files and how long it waits; from the environment."""
+
+    state_dir: Path
+    status_file: Path
+    agent_timeout: float
+    reconcile_interval: float
+    boot_id_file: Path
+
+    @classmethod
+    def from_environment(cls) -> "Settings":
+        state_dir = Path(os.environ.get("QUBES_PORTFWD_STATE_DIR", "/var/lib/qubes/portfwd"))
+        status = os.environ.get("QUBES_PORTFWD_STATUS") or str(state_dir / "status.json")
+        return cls(
+            state_dir,
+            Path(status),
+            float(os.environ.get("QUBES_PORTFWD_AGENT_TIMEOUT", "5")),
+            float(os.environ.get("QUBES_PORTFWD_RECONCILE_INTERVAL", "5")),
+            Path(os.environ.get("QUBES_PORTFWD_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
+        )
+
+
+class Runtime:
+    def __init__(self, app: Any, settings: Settings, connect: Connect) -> None:
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.running = {vm.name for vm in app.domains if _running(vm)}
+        self.host = AppHost(app, settings.state_dir, self.on_loop)
+        self.dbs = QubeDbs(connect, lambda name: name in self.running)
+        publisher = Publisher(self.dbs.db_for, settings.agent_timeout)
+        self.controller = Controller(
+            self.host,
+            publisher,
+            boot_id_reader(settings.boot_id_file),
+            reconcile_interval=settings.reconcile_interval,
+        )
+        # Set after construction: the first document is written by the first publish, in a
+        # thread, instead of reading every qube's DB on qubesd's loop now.
+        self.controller.status = StatusWriter(settings.status_file)
+        self._dirty = False
+        self._worker: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    def on_loop(self, call: Callable[[], T]) -> T:
+        """`call()` on qubesd's loop thread (core-admin's objects live there), waited for."""
+        if self.loop is None or threading.get_ident() == self._loop_thread:
+            return call()
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(call())
+            except BaseException as err:
+                done.set_exception(err)
+
+        self.loop.call_soon_threadsafe(run)
+        return done.result(LOOP_CALL_TIMEOUT)
+
+    def started(self, name: str) -> None:
+        self.running.add(name)
+        self.dbs.handle(name).started()
+
+    def stopped(self, name: str) -> None:
+        self.running.discard(name)
+        self.dbs.handle(name).stopped()
+
+    def kick(self) -> None:
+        """Re-read the host now and re-plan soon (on qubesd's loop, never blocking it)."""
+        self.host.refresh()
+        self._dirty = True
+        # The reconciler sleeps until the next expiry it knew: a new rule may end sooner.
+        self.controller._changed.set()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # qubes.xml still loading before qubesd's loop runs: the first event after
+        if self.loop is None:
+            self.loop, self._loop_thread = loop, threading.get_ident()
+        if self._reconciler is None:
+            self._reconciler = loop.create_task(self.controller.run_reconciler())
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            try:
+                await self.controller.reconcile()
+            except Exception:  # the next event or the periodic reconcile tries again
+                log.exception("portfwd: re-planning failed")
+
+    async def close(self) -> None:
+        for task in (self._worker, self._reconciler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _running(vm: Any) -> bool:
+    try:
+        return bool(vm.is_running())
+    except Exception:  # a qube the VM manager cannot answer for is treated as stopped
+        return False
