@@ -2,7 +2,7 @@
 VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 
-.PHONY: install demo test test-fast lint bench screenshots
+.PHONY: install demo test test-fast lint bench screenshots packages
 
 install:
 	bash scripts/install.sh
@@ -30,3 +30,7 @@ bench:
 # The GUI's screenshots in docs/screenshots/, taken by the GUI lab tests (offscreen Qt).
 screenshots: install
 	GUI_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/python -m pytest -q tests/gui/test_gui_lab.py
+
+# The dom0 RPM, the template deb and the template RPM in dist/ (Debian 12: needs `rpm`).
+packages: install
+	$(VENV)/python scripts/build_packages.py --out $(CURDIR)/dist
