@@ -1,0 +1,182 @@
+"""The built deb's agent, as a Debian 12 template installs it, run in a lab qube.
+
+The deb is unpacked into a throwaway root; its installed program runs under the template's
+interpreter (/usr/bin/python3, Debian 12's) with only that root's dist-packages and the real
+`qubesdb` binding (what the deb's python3-qubesdb dependency gives) on its path, in the lab's
+sys-firewall network namespace, on real QubesDB daemons (dom0's side and the qube's, the
+qube's in its own mount namespace). Dom0's side publishes an entry as the controller does.
+"""
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qubes_lab.builder import Lab
+from qubes_lab.qubesdb_real import QubeSide, RealQubesDB
+from qubes_portfwd.adapters.qubesdb_binding import QubesDbBinding
+from qubes_portfwd.db.dom0 import Dom0Channel
+from qubes_portfwd.model.entries import FORWARD_PREFIX
+
+from .conftest import TOOL_TIMEOUT, BuiltPackages, extract_deb
+
+pytestmark = pytest.mark.lab
+
+QUBE = "sys-firewall"
+TEMPLATE_PYTHON = "/usr/bin/python3"  # Debian 12's: what the installed scripts' shebang names
+SITE = "usr/lib/python3/dist-packages"
+FORWARD_ID = "5a5a5a5a5a5a"
+KEY = f"{FORWARD_PREFIX}{FORWARD_ID}/4"
+HANDLED_TIMEOUT = 60.0  # the first apply also starts Python and lists the ruleset
+STOP_TIMEOUT = 30.0
+
+
+def _entry(target: str) -> str:
+    return (
+        "role=dnat family=4 proto=tcp in=eth0 ports=18080-18080 "
+        f"to={target} toports=8080-8080 srchost=192.0.2.0/24"
+    )
+
+
+def _nft_json(lab: Lab) -> list[dict]:  # type: ignore[type-arg]
+    listed = lab.run(QUBE, ["nft", "-j", "list", "ruleset"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)["nftables"]  # type: ignore[no-any-return]
+
+
+def _our_tables(ruleset: list[dict]) -> set[tuple[str, str]]:  # type: ignore[type-arg]
+    return {
+        (o["table"]["family"], o["table"]["name"])
+        for o in ruleset
+        if "table" in o and o["table"]["name"] == "qubes-portfwd"
+    }
+
+
+def _our_jumps(ruleset: list[dict]) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    return [
+        (o["rule"]["family"], o["rule"]["chain"])
+        for o in ruleset
+        if "rule" in o
+        and o["rule"]["table"] == "qubes"
+        and o["rule"].get("comment") == "qubes-portfwd"
+    ]
+
+
+@pytest.fixture
+def installed_root(built_packages: BuiltPackages, tmp_path: Path) -> Path:
+    root = extract_deb(built_packages.vm_deb, tmp_path / "root")
+    assert (root / "usr/bin/qubes-portfwd-agent").is_file()
+    return root
+
+
+@pytest.fixture
+def qube_without_lab_agent(lab: Lab, real_qubesdb: RealQubesDB) -> Iterator[QubeSide]:
+    """sys-firewall with its lab agent stopped and a real QubesDB pair; the lab's agent is
+    back (and has re-applied the lab's entries) afterwards."""
+    lab.stop_agent(QUBE)
+    try:
+        yield real_qubesdb.add_qube(QUBE, lab.topology.qubes[QUBE].qid, netns=lab.netns(QUBE))
+    finally:
+        lab.restart_agent(QUBE)
+
+
+def _env(root: Path, real_qubesdb: RealQubesDB) -> dict[str, str]:
+    # Only the installed tree and the real binding: not the checkout's src/, not the venv.
+    binding = real_qubesdb.build.python_dir
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": f"{root / SITE}:{binding}",
+        "LANG": "C.UTF-8",
+    }
+
+
+def _in_qube(side: QubeSide, netns: str, argv: list[str]) -> list[str]:
+    # Mount namespace (the qube's QubesDB socket) and network namespace; no PID namespace,
+    # so the agent's PID is ours to signal.
+    return ["nsenter", f"--mount={side.join_mount}", f"--net=/run/netns/{netns}", "--", *argv]
+
+
+@dataclass(frozen=True)
+class InstalledAgent:
+    process: subprocess.Popen[bytes]
+    dom0: Dom0Channel
+    target: str
+    log: Path
+
+    def logged(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, as `systemctl stop` sends; its exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture
+def installed_agent(
+    lab: Lab,
+    real_qubesdb: RealQubesDB,
+    qube_without_lab_agent: QubeSide,
+    installed_root: Path,
+    tmp_path: Path,
+) -> Iterator[InstalledAgent]:
+    """The deb's qubes-portfwd-agent running in sys-firewall, after dom0 committed one entry."""
+    side, netns = qube_without_lab_agent, lab.netns(QUBE)
+    env = _env(installed_root, real_qubesdb)
+    probe = subprocess.run(
+        _in_qube(side, netns, [TEMPLATE_PYTHON, "-c",
+                               "import qubes_portfwd, qubesdb; print(qubes_portfwd.__file__)"]),
+        env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(installed_root / SITE / "qubes_portfwd/__init__.py")
+
+    dom0 = Dom0Channel(real_qubesdb.call_in_dom0(lambda: QubesDbBinding(QUBE)), QUBE)
+    dom0.db.write("/name", QUBE.encode())
+    target = str(lab.topology.qubes["work"].address4)
+    dom0.replace_prefixes([FORWARD_PREFIX], {KEY: _entry(target)})
+    log_path = tmp_path / "agent.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            _in_qube(side, netns, [
+                str(installed_root / "usr/bin/qubes-portfwd-agent"),
+                "--qube", QUBE, "--runtime-dir", str(tmp_path / "run"),
+            ]),
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield InstalledAgent(process, dom0, target, log_path)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+def test_the_debs_agent_applies_an_entry_with_nft_and_reports_its_handled_counter(
+    lab: Lab, installed_agent: InstalledAgent
+) -> None:
+    dom0, target = installed_agent.dom0, installed_agent.target
+    status = dom0.wait_for_handled(dom0.generation(), HANDLED_TIMEOUT)
+    assert status.handled == dom0.generation(), installed_agent.logged()
+    assert dict(status.per_key) == {KEY: "applied"}
+    assert ("ip", "qubes-portfwd") in _our_tables(_nft_json(lab))
+    listed = lab.run(QUBE, ["nft", "list", "table", "ip", "qubes-portfwd"],
+                     capture_output=True, text=True)  # fmt: skip
+    assert FORWARD_ID in listed.stdout and target in listed.stdout, listed.stdout
+    jumps = _our_jumps(_nft_json(lab))
+    assert {("ip", "custom-forward"), ("ip", "custom-input")} <= set(jumps)
+    assert len(jumps) == len(set(jumps))  # one of each, in Qubes' custom chains only
+
+    # The entry removed, then back: the agent follows dom0's commits.
+    generation = dom0.replace_prefixes([FORWARD_PREFIX], {})
+    assert dom0.wait_for_handled(generation, HANDLED_TIMEOUT).handled == generation
+    assert FORWARD_ID not in json.dumps(_nft_json(lab))
+    generation = dom0.replace_prefixes([FORWARD_PREFIX], {KEY: _entry(target)})
+    assert dom0.wait_for_handled(generation, HANDLED_TIMEOUT).per_key[KEY] == "applied"
+    assert FORWARD_ID in json.dumps(_nft_json(lab))
+    assert installed_agent.stop() == 0, installed_agent.logged()
