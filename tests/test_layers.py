@@ -19,7 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "adapters": {"model", "ports", "client"},
     "agent": {"model", "nft", "ports", "db", "adapters"},
     "controller": {"model", "planner", "store", "ports", "db"},
-    "dom0": {"model", "planner", "store", "ports", "db", "controller", "adapters"},
+    "qrexec": {"model", "controller"},  # our dom0 qrexec service, served inside qubesd
+    "dom0": {"model", "planner", "store", "ports", "db", "controller", "adapters", "qrexec"},
     "tunnel": {"model", "natpmp", "ports", "db", "adapters"},
     "natd": {"model", "natpmp", "client", "ports", "adapters"},
     "client": {"model"},

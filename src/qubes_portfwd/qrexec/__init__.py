@@ -1,0 +1,1 @@
+"""Our dom0 qrexec service `qubes.PortfwdNat`: network qubes ask for NAT traversal."""
