@@ -1,9 +1,13 @@
 """Contract of the NAT channel port (a network qube asks dom0), run against every adapter.
 
 The lab's adapter: the qubesd protocol on the qube's own qrexec stand-in socket, served by
-the lab's qubesd hosting the real controller. Issue 16 adds the qrexec adapter here.
+the lab's qubesd hosting the real controller. The stock host's adapter: `qrexec-client-vm`
+(here a stand-in doing what qrexec does, tests/qrexec/qrexec_stand_in.py) to our dom0
+service `qubes.PortfwdNat`, served on the same controller's loop.
 """
 
+import asyncio
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +15,14 @@ import pytest
 
 from admin_service import RunningService, make_service
 from qubes_lab.qubesd.access import qube_socket_path
+from qubes_portfwd.adapters.qrexec_nat import QrexecNat
 from qubes_portfwd.adapters.qubesd_socket_nat import QubesdSocketNat
 from qubes_portfwd.client import AdminClient
 from qubes_portfwd.ports.nat_channel import NatChannel, NatRefused, Refusal
+from qubes_portfwd.qrexec.nat_service import serve_nat_requests
 
 WORK = "10.137.0.6"
+QREXEC_STAND_IN = Path(__file__).parent.parent / "qrexec" / "qrexec_stand_in.py"
 
 
 def _line(client: str = WORK, internal: int = 8080, lifetime: int = 600) -> str:
@@ -30,6 +37,10 @@ def nat_service(tmp_path: Path) -> Iterator[RunningService]:
     running = make_service(tmp_path, agent_timeout=0.05)
     running.start(qube_sockets=("sys-firewall", "sys-net"))
     try:
+        runner = running._runner
+        assert runner is not None
+        serving = serve_nat_requests(runner.service, _nat_socket(running), group=None)
+        asyncio.run_coroutine_threadsafe(serving, runner.loop).result(timeout=10)
         running.client().nat_policy_set("work", ["ports=1024-65535 action=allow"])
         yield running
     finally:
@@ -43,7 +54,17 @@ def lab_channel(service: RunningService, qube: str, as_qube: str | None = None) 
     return QubesdSocketNat(AdminClient(socket_path, timeout=10, source=caller), caller)
 
 
-ADAPTERS = {"lab": lab_channel}
+def _nat_socket(service: RunningService) -> Path:
+    return service.tmp / "nat.sock"
+
+
+def qrexec_channel(service: RunningService, qube: str, as_qube: str | None = None) -> NatChannel:
+    """`qube`'s channel; with `as_qube`, qrexec itself names another caller (a forgery)."""
+    stand_in = (sys.executable, str(QREXEC_STAND_IN), "--socket", str(_nat_socket(service)))
+    return QrexecNat((*stand_in, "--source", as_qube or qube), timeout=30)
+
+
+ADAPTERS = {"lab": lab_channel, "qrexec": qrexec_channel}
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
@@ -83,8 +104,20 @@ def test_the_outside_address_of_a_client_is_answered(channel_for) -> None:
     assert channel_for("sys-firewall").address(WORK)
 
 
-def test_no_dom0_is_a_failure_not_a_hang(tmp_path: Path) -> None:
-    channel = QubesdSocketNat(AdminClient(tmp_path / "none.sock", timeout=2), "sys-firewall")
+def _unreachable_lab(tmp_path: Path) -> NatChannel:
+    return QubesdSocketNat(AdminClient(tmp_path / "none.sock", timeout=2), "sys-firewall")
+
+
+def _unreachable_qrexec(tmp_path: Path) -> NatChannel:
+    stand_in = (sys.executable, str(QREXEC_STAND_IN), "--socket", str(tmp_path / "none.sock"))
+    return QrexecNat((*stand_in, "--source", "sys-firewall"), timeout=30)
+
+
+@pytest.mark.parametrize(
+    "unreachable", [_unreachable_lab, _unreachable_qrexec], ids=["lab", "qrexec"]
+)
+def test_no_dom0_is_a_failure_not_a_hang(tmp_path: Path, unreachable) -> None:
+    channel = unreachable(tmp_path)
     with pytest.raises(NatRefused) as refused:
         channel.request(_line())
     assert refused.value.refusal is Refusal.FAILED

@@ -9,7 +9,8 @@ from ..client import AdminClient, QubesdError
 from ..ports.nat_channel import NatRefused, Refusal
 
 
-def _refusal(err: QubesdError) -> NatRefused:
+def refusal_of(err: QubesdError) -> NatRefused:
+    """A service's error reply as the port's refusal (the qrexec adapter decodes the same)."""
     if err.exc_type == "PermissionDenied":
         return NatRefused(Refusal.DENIED, err.message)
     if "no free outside port" in err.message:
@@ -28,7 +29,7 @@ class QubesdSocketNat:
         try:
             return self.client.nat_request(self.qube, line)
         except QubesdError as err:
-            raise _refusal(err) from None
+            raise refusal_of(err) from None
         except (OSError, ConnectionError) as err:
             raise NatRefused(Refusal.FAILED, str(err)) from None
 
@@ -36,6 +37,6 @@ class QubesdSocketNat:
         try:
             return self.client.nat_address(self.qube, client)
         except QubesdError as err:
-            raise _refusal(err) from None
+            raise refusal_of(err) from None
         except (OSError, ConnectionError) as err:
             raise NatRefused(Refusal.FAILED, str(err)) from None

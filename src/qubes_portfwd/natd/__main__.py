@@ -1,25 +1,28 @@
 """`qubes-portfwd-natd --qube NAME`: in a network qube, on its QubesDB.
 
-Dom0 is reached over a socket speaking the qubesd protocol (`--socket`); the qrexec channel
-of a stock host replaces it in issue 16.
+Dom0 is asked through our qrexec service `qubes.PortfwdNat` (`qrexec-client-vm`); the lab
+runs the same program on its own adapters (`qubes_lab.roots.natd`).
 """
 
 import sys
 from collections.abc import Sequence
 
-from ..adapters.qubesd_socket_nat import QubesdSocketNat
+from ..adapters.qrexec_nat import QREXEC_CLIENT_VM, QrexecNat
 from ..adapters.qubesdb_binding import QubesDbBinding
-from ..client import AdminClient
 from .main import parser, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser()
-    arguments.add_argument("--socket", default=None, help="dom0's socket for NAT requests")
+    arguments.add_argument(
+        "--qrexec-client",
+        default=QREXEC_CLIENT_VM,
+        help="the qrexec client that calls dom0 (default %(default)s)",
+    )
     return run(
         arguments.parse_args(argv),
         lambda _args: QubesDbBinding(),
-        lambda args: QubesdSocketNat(AdminClient(args.socket, source=args.qube), args.qube),
+        lambda args: QrexecNat((args.qrexec_client,)),
     )
 
 
