@@ -36,6 +36,12 @@ POLICY = PACKAGING / "dom0" / "policy" / "50-qubes-portfwd.policy"
 POLICY_TARGET = "etc/qubes/policy.d/50-qubes-portfwd.policy"
 NAT_SERVICE = "etc/qubes-rpc/qubes.PortfwdNat"
 NAT_SOCKET = "/var/run/qubes-portfwd/nat.sock"  # served by the extension inside qubesd
+# Dom0's front ends talk to stock qubesd and read the status document our extension writes
+# there (the product's own defaults are the lab's paths).
+DOM0_ENVIRONMENT = {
+    "QUBESD_SOCKET": "/var/run/qubesd.sock",
+    "QUBES_PORTFWD_STATUS": "/var/lib/qubes/portfwd/status.json",
+}
 # Where each target's Python looks (overridable: another Fedora release, another Python).
 DOM0_PYTHON = "3.13"
 FEDORA_PYTHON = "3.13"
@@ -111,8 +117,10 @@ def stage_python(
     programs: Mapping[str, str],
     groups: Mapping[str, Mapping[str, str]],
     installer: str,
+    environment: Mapping[str, str],
 ) -> Path:
-    """The product and its dist-info under `stage/site`, its programs in `stage/usr/bin`."""
+    """The product and its dist-info under `stage/site`, its programs in `stage/usr/bin`
+    (each setting `environment` where the caller's environment leaves it unset)."""
     source = ROOT / "src" / PRODUCT
     site_dir = stage / site
     site_dir.mkdir(parents=True)
@@ -135,13 +143,18 @@ def stage_python(
     (dist_info / "INSTALLER").write_text(installer + "\n")
     bin_dir = stage / "usr/bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
+    defaults = "".join(
+        f"os.environ.setdefault({key!r}, {value!r})\n" for key, value in environment.items()
+    )
     for name, target in programs.items():
         module, function = target.split(":", 1)
         script = bin_dir / name
         script.write_text(
             "#!/usr/bin/python3\n"
             f'"""{name}: installed by {project.name}."""\n'
+            "import os\n"
             "import sys\n\n"
+            f"{defaults}"
             f"from {module} import {function}\n\n"
             f"sys.exit({function}())\n"
         )
@@ -185,7 +198,8 @@ def stage_dom0(stage: Path, project: Project, python: str) -> bool:
         _target_file(source, target)
     programs = _programs(project, DOM0_PROGRAMS, source)
     site = f"usr/lib/python{python}/site-packages"
-    stage_python(stage, site, project, programs, {EXTENSION_GROUP: extensions}, "rpm")
+    groups = {EXTENSION_GROUP: extensions}
+    stage_python(stage, site, project, programs, groups, "rpm", DOM0_ENVIRONMENT)
     placeholder = stage_policy(stage / POLICY_TARGET)
     service = stage / NAT_SERVICE
     service.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +209,7 @@ def stage_dom0(stage: Path, project: Project, python: str) -> bool:
 
 def stage_vm(stage: Path, project: Project, site: str, lib: str, installer: str) -> None:
     programs = _programs(project, VM_PROGRAMS, ROOT / "src")
-    stage_python(stage, site, project, programs, {}, installer)
+    stage_python(stage, site, project, programs, {}, installer, {})
     for unit in UNITS:
         _install(PACKAGING / "vm" / unit, stage / lib / "systemd/system" / unit)
     _install(PACKAGING / "vm" / PRESET, stage / lib / "systemd/system-preset" / PRESET)

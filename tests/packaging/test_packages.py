@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,20 +160,42 @@ def test_the_dom0_dist_info_carries_the_extension_entry_point_and_only_dom0s_pro
     assert policy == source
 
 
-def test_the_installed_qvm_portfwd_runs_from_the_package_alone(
-    built_packages: BuiltPackages, tmp_path: Path
-) -> None:
-    tree = extract_rpm(built_packages.dom0_rpm, tmp_path)
+def _dom0_python() -> str:
+    """Dom0's Python version where this machine has it (pyenv's 3.13), else this one."""
+    candidate = Path.home() / ".pyenv/versions/3.13.0/bin/python3.13"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def _installed(tree: Path, program: str, *args: str, env: dict[str, str]) -> Any:
+    """Run an installed dom0 program with only the package's site-packages on the path."""
     site = tree / DOM0_SITE.lstrip("/")
-    done = subprocess.run(
-        [sys.executable, "-I", "-c",
-         "import sys, runpy; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:];"
-         "runpy.run_path(sys.argv[0], run_name='__main__')",
-         str(site), str(tree / "usr/bin/qvm-portfwd"), "--help"],
+    return subprocess.run(
+        [_dom0_python(), str(tree / "usr/bin" / program), *args],
+        env={**env, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"},
         capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "usage: qvm-portfwd" in done.stdout
+
+
+def test_the_installed_qvm_portfwd_talks_to_the_socket_and_reads_the_status_it_is_given(
+    built_packages: BuiltPackages, tmp_path: Path, admin_socket: Path
+) -> None:
+    tree = extract_rpm(built_packages.dom0_rpm, tmp_path / "root")
+    helped = _installed(tree, "qvm-portfwd", "--help", env={"PATH": "/usr/bin:/bin"})
+    assert helped.returncode == 0 and "usage: qvm-portfwd" in helped.stdout, helped.stderr
+    # $QUBESD_SOCKET and $QUBES_PORTFWD_STATUS (set by the fixture) win over dom0's paths.
+    listed = _installed(tree, "qvm-portfwd", "list", env=dict(os.environ))
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_the_installed_qvm_portfwd_looks_where_stock_dom0_has_things(
+    built_packages: BuiltPackages, tmp_path: Path
+) -> None:
+    tree = extract_rpm(built_packages.dom0_rpm, tmp_path / "root")
+    listed = _installed(tree, "qvm-portfwd", "list", env={"PATH": "/usr/bin:/bin"})
+    assert listed.returncode != 0
+    assert "/var/lib/qubes/portfwd/status.json" in listed.stderr
+    script = (tree / "usr/bin/qvm-portfwd").read_text()
+    assert "os.environ.setdefault('QUBESD_SOCKET', '/var/run/qubesd.sock')" in script
 
 
 # ---- template packages ----
