@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ FORWARD_ID = "5a5a5a5a5a5a"
 KEY = f"{FORWARD_PREFIX}{FORWARD_ID}/4"
 HANDLED_TIMEOUT = 60.0  # the first apply also starts Python and lists the ruleset
 STOP_TIMEOUT = 30.0
+LAB_AGENT_TIMEOUT = 30.0
+POLL = 0.05
 
 
 def _entry(target: str) -> str:
@@ -82,7 +85,24 @@ def qube_without_lab_agent(lab: Lab, real_qubesdb: RealQubesDB) -> Iterator[Qube
     try:
         yield real_qubesdb.add_qube(QUBE, lab.topology.qubes[QUBE].qid, netns=lab.netns(QUBE))
     finally:
-        lab.restart_agent(QUBE)
+        started = time.time()
+        lab.start_agent(QUBE)
+        _wait_lab_agent_reported(lab, started)
+
+
+def _wait_lab_agent_reported(lab: Lab, since: float) -> None:
+    """Until the lab's own agent has reported its entries applied again (a report written
+    after `since`: the one its predecessor left may say `stopped`)."""
+    store = lab.store(QUBE)
+    deadline = time.monotonic() + LAB_AGENT_TIMEOUT
+    while True:
+        status = store.read_status()
+        fresh = status.updated >= since and status.error is None
+        if fresh and status.handled == store.generation():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the lab's agent in {QUBE} did not report: {status}")
+        time.sleep(POLL)
 
 
 def _env(root: Path, real_qubesdb: RealQubesDB) -> dict[str, str]:
