@@ -4,6 +4,7 @@ the console scripts find them; the systemd units as systemd reads them."""
 
 import configparser
 import importlib.metadata
+import json
 import os
 import stat
 import subprocess
@@ -305,3 +306,38 @@ def test_the_build_reports_each_package_and_its_size(built_packages: BuiltPackag
     for package in (built_packages.dom0_rpm, built_packages.vm_rpm, built_packages.vm_deb):
         assert f"{package}  {package.stat().st_size} bytes" in built_packages.output
     assert "placeholder" not in built_packages.output
+
+
+def test_real_core_admin_loads_the_extension_from_the_installed_dom0_package(
+    built_packages: BuiltPackages, tmp_path: Path
+) -> None:
+    """Qubes' own `qubes.ext.get_extensions()` (pinned core-admin), with the package's
+    site-packages first and no checkout on the path, finds and builds our extension."""
+    from qubes_lab import upstream
+
+    try:
+        core = upstream.source_tree("qubes-core-admin")
+        qrexec = upstream.source_tree("qubes-core-qrexec")
+    except upstream.UpstreamUnavailable as err:
+        pytest.skip(f"Qubes' core-admin sources not available: {err}")
+    tree = extract_rpm(built_packages.dom0_rpm, tmp_path / "root")
+    site = tree / DOM0_SITE.lstrip("/")
+    # core-admin's own dependencies (lxml, jinja2, ...) from this interpreter's site-packages;
+    # -S keeps its .pth files (the checkout's editable install) from running.
+    libraries = [p for p in sys.path if p.endswith("site-packages")]
+    path = [str(site), str(core), str(qrexec), str(core / "test-packages"), *libraries]
+    code = (
+        "import json, qubes.ext, qubes_portfwd\n"
+        "extensions = qubes.ext.get_extensions()\n"
+        "found = [type(e).__module__ + ':' + type(e).__name__ for e in extensions]\n"
+        "print(json.dumps({'found': found, 'product': qubes_portfwd.__file__}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(path), "QUBES_TEST": "1"},
+        capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["found"] == ["qubes_portfwd.dom0.extension:PortfwdExtension"]
+    assert answer["product"] == str(site / "qubes_portfwd" / "__init__.py")
