@@ -1,0 +1,184 @@
+"""Qubes' real core-admin hosting our dom0 extension, beside real QubesDB daemons.
+
+`StockQubesd.start` starts real QubesDB (dom0's side and one qube side per running qube, each
+in its mount namespace), then `qubes_lab.stock_qubesd` in dom0's namespace with core-admin
+(pinned sources, its package metadata so its entry points load), qrexec's Python package,
+the real `qubesdb` binding and core-admin's libvirt stubs on the path. Our extension comes in
+by its own `qubes.ext` entry point (this interpreter's installed `qubes_portfwd` metadata).
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .qubesdb_real import QubeSide, RealQubesDB
+from .upstream import source_tree
+
+CORE_ADMIN = "qubes-core-admin"
+QREXEC = "qubes-core-qrexec"
+START_TIMEOUT = 120.0
+COMMAND_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def _metadata(tree: Path) -> Path:
+    """`egg_info` of `tree` into a folder beside it (the unpacked tree stays as verified)."""
+    folder = tree.parent / f"{tree.name}-metadata"
+    if not any(folder.glob("*.egg-info")):
+        folder.mkdir(exist_ok=True)
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(folder)],
+            cwd=tree,
+            check=True,
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+    return folder
+
+
+def python_path(real: RealQubesDB) -> list[str]:
+    """Real binding first (core-admin's test-packages hold a stub of it), then core-admin
+    and its metadata, qrexec, and the test-packages (libvirt stubs)."""
+    core = source_tree(CORE_ADMIN)
+    qrexec = source_tree(QREXEC)
+    return [
+        str(real.build.python_dir),
+        str(core),
+        str(_metadata(core)),
+        str(qrexec),
+        str(core / "test-packages"),
+        *[p for p in sys.path if p and "site-packages" in p],
+    ]
+
+
+@dataclass
+class StockQubesd:
+    """The running child, its real QubesDB, and a JSON command channel on its stdin."""
+
+    real: RealQubesDB
+    process: subprocess.Popen[str]
+    socket_path: Path
+    workdir: Path
+    env: dict[str, str]
+    domids: dict[str, int] = field(default_factory=dict)
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        spec: Sequence[dict[str, Any]],
+        netns: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> "StockQubesd":
+        """Start QubesDB for every qube of `spec` (domid = position + 1), then core-admin."""
+        real = RealQubesDB.start(workdir / "qubesdb")
+        try:
+            domids = {}
+            for position, qube in enumerate(spec, start=1):
+                name = qube["name"]
+                real.add_qube(name, position, netns=(netns or {}).get(name))
+                domids[name] = position
+            child_env = {
+                **real.env(0),
+                "PYTHONPATH": ":".join(python_path(real)),
+                "QUBES_PORTFWD_STATE_DIR": str(workdir / "portfwd"),
+                "QUBES_PORTFWD_STATUS": str(workdir / "portfwd" / "status.json"),
+                **(env or {}),
+            }
+            socket_path = workdir / "qubesd.sock"
+            argv = [
+                sys.executable, "-m", "qubes_lab.stock_qubesd",
+                "--workdir", str(workdir / "core"), "--socket", str(socket_path),
+                "--spec", json.dumps(list(spec)), "--running", *domids,
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                real.dom0_command(argv),
+                env=child_env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=open(workdir / "stock_qubesd.log", "w"),  # noqa: SIM115
+                text=True,
+            )
+        except BaseException:
+            real.stop()
+            raise
+        running = cls(real, process, socket_path, workdir, child_env, domids)
+        try:
+            running.ready = running._read(START_TIMEOUT)
+        except BaseException:
+            running.stop()
+            raise
+        return running
+
+    @property
+    def status_file(self) -> Path:
+        return Path(self.env["QUBES_PORTFWD_STATUS"])
+
+    def log(self) -> str:
+        return (self.workdir / "stock_qubesd.log").read_text(errors="replace")[-6000:]
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"core-admin child silent for {timeout} s:\n{self.log()}")
+            readable, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if readable:
+                line = self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"core-admin child ended:\n{self.log()}")
+                document: dict[str, Any] = json.loads(line)
+                return document
+
+    def command(self, verb: str, **fields: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"verb": verb, **fields}) + "\n")
+        self.process.stdin.flush()
+        reply = self._read(COMMAND_TIMEOUT)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{verb}: {reply.get('error')}")
+        return reply
+
+    def qube(self, name: str) -> QubeSide:
+        return self.real.qubes[name]
+
+    def restart_qubesdb(self, name: str) -> QubeSide:
+        """The qube's QubesDB daemons end and fresh ones start (a reboot of the qube)."""
+        old = self.real.qubes.pop(name)
+        old.sandbox.stop()
+        for pid in self.real.dom0.pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline[-2:-1] == [name.encode()] and cmdline[0].endswith(b"qubesdb-daemon"):
+                os.kill(pid, 15)
+                _wait_gone(pid)
+        return self.real.add_qube(name, old.domid, netns=old.netns)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+        self.real.stop()
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)

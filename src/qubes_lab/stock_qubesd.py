@@ -1,0 +1,207 @@
+"""Child program: Qubes' real core-admin (pinned sources) as qubesd, with our extension.
+
+Run by `qubes_lab.core_admin` in dom0's mount namespace of real QubesDB, with core-admin,
+its metadata, qrexec and the real `qubesdb` binding on the path. Builds `qubes.Qubes`
+offline with the VM manager mocked as Qubes' own tests do, makes the qubes of `--spec`,
+marks them running, serves the Admin API (`qubes.api.create_servers`) on `--socket`, and
+answers one JSON command per stdin line (start/stop a qube, read state) on stdout.
+"""
+
+import argparse
+import asyncio
+import grp
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+import unittest.mock
+from pathlib import Path
+from typing import Any
+
+GROUP = "qubes"  # create_servers gives its socket to this group
+
+
+def _ensure_group(workdir: Path) -> None:
+    """Give this mount namespace (dom0's sandbox, never the host) a `qubes` group."""
+    try:
+        grp.getgrnam(GROUP)
+        return
+    except KeyError:
+        pass
+    copy = workdir / "group"
+    copy.write_text(Path("/etc/group").read_text() + f"{GROUP}:x:64999:\n")
+    subprocess.run(["mount", "--bind", str(copy), "/etc/group"], check=True, timeout=10)
+
+
+def _configure(workdir: Path) -> None:
+    import qubes.config
+
+    base = str(workdir / "qubes")
+    qubes.config.system_path["qubes_base_dir"] = base
+    qubes.config.qubes_base_dir = base
+    qubes.config.defaults["pool_configs"]["varlibqubes"]["dir_path"] = base
+    import qubes.app
+
+    # As Qubes' own tests do: there is no /var/lib/qubes/vm-kernels here.
+    qubes.app.validate_kernel = lambda obj, key, value: None
+
+
+async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
+    import qubes
+    import qubes.app
+
+    app = qubes.Qubes(str(workdir / "qubes.xml"), load=False, offline_mode=True)
+    app.vmm = unittest.mock.Mock(spec=qubes.app.VMMConnection)
+    app.load_initial_values()
+    await app.setup_pools()
+    app.default_kernel = "1.0"  # checked against dom0's kernel folder: patched out below
+    app.default_netvm = None
+    app.add_new_vm("TemplateVM", label="black", name="stock-template")
+    app.default_template = "stock-template"
+    app.default_pool = "varlibqubes"
+    for qube in spec:
+        vm = app.add_new_vm("AppVM", label="red", name=qube["name"])
+        vm.maxmem = 0  # no qmemman here: core-admin then writes nothing into xenstore
+        if qube.get("provides_network"):
+            vm.provides_network = True
+        if qube.get("netvm"):
+            vm.netvm = qube["netvm"]
+    app.save()
+    return app
+
+
+def _mark(vm: Any, running: bool, domid: int | None = None) -> None:
+    # Core-admin asks is_running() and the domain's id from libvirt on a real host; the VM
+    # manager is a mock here. The id is the one its QubesDB daemons were started with.
+    vm.is_running = lambda: running
+    if domid is not None:
+        vm._libvirt_domain = unittest.mock.Mock(**{"ID.return_value": domid})
+
+
+def _start(vm: Any) -> None:
+    """What core-admin's start does for QubesDB once the qube's daemon serves."""
+    _mark(vm, True)
+    vm._qdb_connection = None
+    vm.start_qdb_watch()
+    vm.create_qdb_entries()  # fires domain-qdb-create
+
+
+async def _stop(vm: Any) -> None:
+    await vm.fire_event_async("domain-shutdown")
+    _mark(vm, False)
+    if vm._qdb_connection is not None:
+        vm._qdb_connection.close()
+        vm._qdb_connection = None
+
+
+def _state(app: Any) -> dict[str, Any]:
+    return {
+        vm.name: {
+            "qid": vm.qid,
+            "ip": str(getattr(vm, "ip", "") or ""),
+            "netvm": getattr(getattr(vm, "netvm", None), "name", None),
+            "features": dict(vm.features.items()),
+            "running": vm.is_running(),
+        }
+        for vm in app.domains
+    }
+
+
+async def _answer(app: Any, untrusted_line: str) -> dict[str, Any]:
+    command = json.loads(untrusted_line)
+    verb = command["verb"]
+    if verb == "extensions":
+        return {"extensions": sorted(type(e).__module__ + "." + type(e).__name__
+                                     for e in app._extensions)}  # fmt: skip
+    if verb == "state":
+        return {"state": _state(app)}
+    vm = app.domains[command["qube"]]
+    if verb == "stop":
+        await _stop(vm)
+    elif verb == "start":
+        _start(vm)
+    else:
+        raise ValueError(f"unknown verb {verb!r}")
+    return {}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    try:
+        await _serve_app(args)
+    except BaseException:
+        # Ended now: asyncio.run's shutdown would wait on the extension's threads first.
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+async def _serve_app(args: argparse.Namespace) -> None:
+    import qubes.api
+    import qubes.api.admin
+
+    workdir = Path(args.workdir)
+    began = time.monotonic()
+    spec = json.loads(args.spec)
+    app = await _build(workdir, spec)
+    loaded = time.monotonic() - began
+    domids = {qube["name"]: position for position, qube in enumerate(spec, start=1)}
+    for vm in app.domains:
+        if vm.name in args.running:
+            _mark(vm, True, domids[vm.name])
+    qubes.api.admin.QubesAdminAPI.SOCKNAME = args.socket
+    servers = await qubes.api.create_servers(qubes.api.admin.QubesAdminAPI, app=app)
+    for vm in app.domains:
+        if vm.name in args.running:
+            _start(vm)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    loop.add_reader(sys.stdin.fileno(), lambda: lines.put_nowait(sys.stdin.readline()))
+    _reply({"ready": True, "build_seconds": loaded})
+    while True:
+        line = await lines.get()
+        if not line:
+            break
+        try:
+            _reply({"ok": True, **await _answer(app, line)})
+        except Exception as err:
+            _reply({"ok": False, "error": f"{type(err).__name__}: {err}"})
+    for server in servers:
+        server.close()
+
+
+def _reply(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument(
+        "--spec", required=True, help="JSON list of {name, netvm, provides_network}"
+    )
+    parser.add_argument("--running", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("QUBES_PORTFWD_STATE_DIR", str(workdir / "portfwd"))
+    _ensure_group(workdir)
+    _configure(workdir)
+    try:
+        asyncio.run(_serve(args))
+    except BaseException:
+        code = 1
+    else:
+        code = 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not waiting for the extension's worker threads (each in a bounded wait on a QubesDB
+    # that may be gone by now): the harness ends this process when its test ends.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
