@@ -341,3 +341,28 @@ def test_real_core_admin_loads_the_extension_from_the_installed_dom0_package(
     answer = json.loads(done.stdout)
     assert answer["found"] == ["qubes_portfwd.dom0.extension:PortfwdExtension"]
     assert answer["product"] == str(site / "qubes_portfwd" / "__init__.py")
+
+
+@pytest.mark.parametrize("kind", ["deb", "rpm"])
+def test_systemd_enables_the_units_by_the_packages_preset_where_all_else_is_disabled(
+    built_packages: BuiltPackages, kind: str, tmp_path: Path
+) -> None:
+    """`systemctl --root` on the unpacked package, under a Fedora-like `disable *` default:
+    our preset file alone enables the units (what the packages' install scripts run)."""
+    if kind == "deb":
+        root = extract_deb(built_packages.vm_deb, tmp_path / "root")
+    else:
+        root = extract_rpm(built_packages.vm_rpm, tmp_path / "root")
+    defaults = root / "usr/lib/systemd/system-preset/99-default-disable.preset"
+    defaults.parent.mkdir(parents=True, exist_ok=True)
+    defaults.write_text("disable *\n")
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+
+    def preset() -> set[str]:
+        run(["systemctl", f"--root={root}", "preset", *sorted(UNITS)])
+        return {p.name for p in wants.iterdir()} if wants.exists() else set()
+
+    assert preset() == UNITS
+    preset_dir = "lib/systemd/system-preset" if kind == "deb" else "usr/lib/systemd/system-preset"
+    (root / preset_dir / "75-qubes-portfwd.preset").unlink()
+    assert preset() == set()  # without it the default disables them again
