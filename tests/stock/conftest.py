@@ -4,6 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import stock_network as network
+from stock_host import StockHost
 
 from qubes_lab.core_admin import StockQubesd
 
@@ -24,3 +26,25 @@ def stock_qubesd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockQube
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def stock_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockHost]:
+    """Never skipped; namespaces named after this process, removed by name at the end."""
+    workdir: Path = tmp_path_factory.mktemp("stockhost")
+    names = network.build(network.lab_tag(), network.topology_of(HOST))
+    try:
+        qubesd = StockQubesd.start(
+            workdir, HOST, netns=names, env={"QUBES_PORTFWD_AGENT_TIMEOUT": "10"}
+        )
+        host = StockHost(qubesd, names, {})
+        try:
+            for qube in names:
+                host.start_agent(qube)
+            yield host
+        finally:
+            for qube in list(host.agents):
+                host.stop_agent(qube)
+            qubesd.stop()
+    finally:
+        network.remove(names)
