@@ -7,8 +7,10 @@ sys-firewall network namespace, on real QubesDB daemons (dom0's side and the qub
 qube's in its own mount namespace). Dom0's side publishes an entry as the controller does.
 """
 
+import configparser
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -115,6 +117,25 @@ def _env(root: Path, real_qubesdb: RealQubesDB) -> dict[str, str]:
     }
 
 
+def _unit_command(root: Path, real_qubesdb: RealQubesDB, runtime_dir: Path) -> list[str]:
+    """The installed unit's own ExecStart, as systemd would run it (`$$` is a literal `$`),
+    with its absolute paths moved into the throwaway root and the real QubesDB's tools."""
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string((root / "lib/systemd/system/qubes-portfwd-agent.service").read_text())
+    argv = shlex.split(unit["Service"]["ExecStart"].replace("$$", "$"))
+    assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3, argv
+    runtime_dir.mkdir()  # systemd makes it (RuntimeDirectory=)
+    script = argv[2]
+    for path, there in {
+        "/usr/bin/qubes-portfwd-agent": root / "usr/bin/qubes-portfwd-agent",
+        "/usr/bin/qubesdb-read": real_qubesdb.build.bin_dir / "qubesdb-read",
+        "/run/qubes-portfwd-agent": runtime_dir,
+    }.items():
+        assert path in script, f"the unit no longer runs {path}: {script}"
+        script = script.replace(path, str(there))
+    return [*argv[:2], script]
+
+
 def _in_qube(side: QubeSide, netns: str, argv: list[str]) -> list[str]:
     # Mount namespace (the qube's QubesDB socket) and network namespace; no PID namespace,
     # so the agent's PID is ours to signal.
@@ -145,7 +166,8 @@ def installed_agent(
     installed_root: Path,
     tmp_path: Path,
 ) -> Iterator[InstalledAgent]:
-    """The deb's qubes-portfwd-agent running in sys-firewall, after dom0 committed one entry."""
+    """The deb's qubes-portfwd-agent running in sys-firewall by its unit's command line (its
+    qube name read from QubesDB), after dom0 committed one entry."""
     side, netns = qube_without_lab_agent, lab.netns(QUBE)
     env = _env(installed_root, real_qubesdb)
     probe = subprocess.run(
@@ -161,14 +183,11 @@ def installed_agent(
     target = str(lab.topology.qubes["work"].address4)
     dom0.replace_prefixes([FORWARD_PREFIX], {KEY: _entry(target)})
     log_path = tmp_path / "agent.log"
+    argv = _unit_command(installed_root, real_qubesdb, tmp_path / "run")
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            _in_qube(side, netns, [
-                str(installed_root / "usr/bin/qubes-portfwd-agent"),
-                "--qube", QUBE, "--runtime-dir", str(tmp_path / "run"),
-            ]),
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            _in_qube(side, netns, argv), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield InstalledAgent(process, dom0, target, log_path)
     finally:
@@ -200,3 +219,5 @@ def test_the_debs_agent_applies_an_entry_with_nft_and_reports_its_handled_counte
     assert dom0.wait_for_handled(generation, HANDLED_TIMEOUT).per_key[KEY] == "applied"
     assert FORWARD_ID in json.dumps(_nft_json(lab))
     assert installed_agent.stop() == 0, installed_agent.logged()
+    # Its name came from QubesDB's /name, read by the unit's command line.
+    assert f"qubes-portfwd-agent[{QUBE}] INFO generation" in installed_agent.logged()
