@@ -1,5 +1,8 @@
 """The agent program, given a qube's DB by its composition root (the product's `__main__`
-opens QubesDB; the lab's `qubes_lab.roots.agent` opens the lab's stand-in)."""
+opens QubesDB; the lab's `qubes_lab.roots.agent` opens the lab's stand-in).
+
+Stopped by SIGTERM or SIGINT it removes what it owns; `--remove` does only that (uninstall,
+or a unit's ExecStopPost after a crash) and needs no DB."""
 
 import argparse
 import asyncio
@@ -10,7 +13,11 @@ from collections.abc import Callable
 
 from ..ports.qube_db import QubeDb
 from .in_force import InForceRecord
+from .nft_runner import NftRunner
+from .removal import remove_owned
 from .service import Agent
+
+WITHDRAW_TIMEOUT = 30.0  # the stop report and one nft transaction; bounds a hung DB
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,12 +25,18 @@ def parser() -> argparse.ArgumentParser:
         prog="qubes-portfwd-agent",
         description="Apply this qube's port forwarding entries with nftables.",
     )
-    parser.add_argument("--qube", required=True, help="the qube this agent runs in (for logs)")
+    parser.add_argument("--qube", help="the qube this agent runs in (for logs; required to serve)")
     parser.add_argument(
         "--runtime-dir",
         help="where the hops in force are remembered across agent restarts (tmpfs, per qube)",
     )
-    parser.add_argument("--once", action="store_true", help="apply the current entries and exit")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="apply the current entries and exit")
+    mode.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove this agent's tables, chains, sets and jumps from the ruleset and exit",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     return parser
 
@@ -33,15 +46,31 @@ async def _serve(agent: Agent) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await agent.run(stop)
+    try:
+        await agent.run(stop)
+    finally:
+        try:
+            await asyncio.wait_for(agent.withdraw(), WITHDRAW_TIMEOUT)
+        except TimeoutError:
+            logging.getLogger("qubes_portfwd.agent").error(
+                "removing this agent's rules took over %s s", WITHDRAW_TIMEOUT
+            )
 
 
 def run(args: argparse.Namespace, open_db: Callable[[argparse.Namespace], QubeDb]) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format=f"qubes-portfwd-agent[{args.qube}] %(levelname)s %(message)s",
+        format=f"qubes-portfwd-agent[{args.qube or '-'}] %(levelname)s %(message)s",
     )
+    if args.remove:
+        removed = asyncio.run(remove_owned(NftRunner()))
+        if not removed.ok:
+            logging.getLogger("qubes_portfwd.agent").error("%s", removed.output)
+        return 0 if removed.ok else 1
+    if not args.qube:
+        logging.getLogger("qubes_portfwd.agent").error("--qube is required (except with --remove)")
+        return 2
     agent = Agent(open_db(args), in_force=InForceRecord(args.runtime_dir))
     if args.once:
         outcome = asyncio.run(agent.apply_current())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..db.qube import QubeChannel
 from ..db.watch import next_watch
-from ..model.db_layout import MARKER
+from ..model.db_layout import ERROR, HANDLED, MARKER, STATUS_PREFIX, UPDATED
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
 from ..nft.owned import parse_owned_jumps
@@ -30,6 +30,7 @@ from .in_force import InForceRecord
 from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_runner import NftResult, NftRunner
 from .owned import owned_fingerprint
+from .removal import remove_owned
 from .ruleset_events import RulesetEvents
 from .status import entry_status, overall_error, repairing
 
@@ -310,6 +311,27 @@ class Agent:
             await asyncio.to_thread(
                 self.store.write_status, last.generation, per_key, last.reported_error
             )
+
+    async def withdraw(self) -> NftResult:
+        """On stop: take back the report (dom0 then sees no agent, as before the first one),
+        then remove every object of ours from the ruleset (Qubes' tables keep theirs)."""
+        if self._last is not None:
+            try:
+                await asyncio.to_thread(self._take_back_report)
+            except Exception as err:  # the qube's DB may be going down with it; remove anyway
+                log.warning("cannot take back the report: %s", err)
+        result = await remove_owned(self.runner)
+        self._fingerprint = None
+        if result.ok:
+            log.info("removed this agent's tables, chains, sets and jumps")
+        else:
+            log.error("removing this agent's rules failed: %s", result.output)
+        return result
+
+    def _take_back_report(self) -> None:
+        # The handled counter first: without it dom0 reads no report at all.
+        for path in (HANDLED, f"{STATUS_PREFIX}/", ERROR, UPDATED):
+            self.db.rm(path)
 
     async def _base_tables_returned(self, last: ApplyOutcome) -> bool:
         listing = await self.runner.list_custom_chains_json()
