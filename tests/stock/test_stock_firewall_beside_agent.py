@@ -22,6 +22,7 @@ import pytest
 from stock_firewall_lab import (
     OUTSIDE_IP,
     UPLINK_IP,
+    WAIT,
     WORK_IP,
     Topology,
     connect,
@@ -263,3 +264,29 @@ def test_after_an_agent_crash_remove_takes_only_what_is_ours(
     finally:
         for process in processes.values():
             process.stop()
+
+
+def test_an_agent_whose_qubesdb_went_away_removes_its_rules_and_exits_for_a_restart(
+    real_qubesdb: RealQubesDB, lab: Topology, tmp_path: Path
+) -> None:
+    host = Host(real_qubesdb, lab, tmp_path)
+    qubes_made = qubes_own(lab.fwq_ns)
+    agent, inner = start_agent(lab.fwq, tmp_path), start_agent(lab.work, tmp_path)
+    try:
+        with server(lab.work_ns, TARGET_PORT):
+            host.publish(["a1b2c3d4e5f6"])
+            assert connect(lab.outside, UPLINK_IP, 80) == OUTSIDE_IP
+            (daemon,) = [
+                pid
+                for pid in lab.fwq.sandbox.pids()
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "qubesdb-daemon"
+            ]
+            os.kill(daemon, signal.SIGKILL)
+            # Exit 1 (its unit's Restart=on-failure starts it again), nothing of ours left.
+            assert agent.launcher.wait(timeout=WAIT) == 1
+            assert table_handles(lab.fwq_ns, "qubes-portfwd") == []
+            assert qubes_own(lab.fwq_ns) == qubes_made
+            assert connect(lab.outside, UPLINK_IP, 80) is None
+    finally:
+        agent.stop()
+        inner.stop()

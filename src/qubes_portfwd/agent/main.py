@@ -1,8 +1,8 @@
 """The agent program, given a qube's DB by its composition root (the product's `__main__`
 opens QubesDB; the lab's `qubes_lab.roots.agent` opens the lab's stand-in).
 
-Stopped by SIGTERM or SIGINT it removes what it owns; `--remove` does only that (uninstall,
-or a unit's ExecStopPost after a crash) and needs no DB."""
+Stopped by SIGTERM or SIGINT, or by an error (QubesDB gone: exit 1), it removes what it owns;
+`--remove` does only that (uninstall, or a unit's ExecStopPost after a kill) and needs no DB."""
 
 import argparse
 import asyncio
@@ -17,7 +17,7 @@ from .nft_runner import NftRunner
 from .removal import remove_owned
 from .service import Agent
 
-WITHDRAW_TIMEOUT = 30.0  # the stop report and one nft transaction; bounds a hung DB
+WITHDRAW_TIMEOUT = 20.0  # taking back the report, one nft transaction; under the unit's 30 s stop
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +75,10 @@ def run(args: argparse.Namespace, open_db: Callable[[argparse.Namespace], QubeDb
     if args.once:
         outcome = asyncio.run(agent.apply_current())
         return 0 if outcome.ok else 1
-    asyncio.run(_serve(agent))
+    try:
+        asyncio.run(_serve(agent))
+    except Exception:  # e.g. QubesDB went away: its rules are removed; the unit restarts it
+        logging.getLogger("qubes_portfwd.agent").exception("stopped by an error")
+        return 1
     logging.getLogger("qubes_portfwd.agent").info("stopped")
     return 0

@@ -42,6 +42,7 @@ FALLBACK_CHECK_SHARE = 0.02  # of the time at rest (10,000 forwards: a 1.5 s che
 EVENTS_RESTART = 1.0  # after the notification socket failed
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
+REPORT_TIMEOUT = 5.0  # taking back the report on stop; the rules go in any case
 
 log = logging.getLogger("qubes_portfwd.agent")
 
@@ -317,9 +318,9 @@ class Agent:
         then remove every object of ours from the ruleset (Qubes' tables keep theirs)."""
         if self._last is not None:
             try:
-                await asyncio.to_thread(self._take_back_report)
+                await asyncio.wait_for(asyncio.to_thread(self._take_back_report), REPORT_TIMEOUT)
             except Exception as err:  # the qube's DB may be going down with it; remove anyway
-                log.warning("cannot take back the report: %s", err)
+                log.warning("cannot take back the report: %s", err or type(err).__name__)
         result = await remove_owned(self.runner)
         self._fingerprint = None
         if result.ok:
