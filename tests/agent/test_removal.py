@@ -73,6 +73,8 @@ def test_nothing_of_ours_means_no_script() -> None:
 def test_a_user_rule_in_a_custom_chain_and_names_elsewhere_stay() -> None:
     others = [
         _rule("ip", "qubes", "custom-input", 30, "mine"),
+        _rule("ip", "qubes", "custom-input", 31, "qubes-portfwd-natd"),  # natd's, not ours
+        _chain("ip", "qubes", "natd-input"),
         _chain("ip", "qubes-firewall", "portfwd-lookalike"),
         _table("inet", "qubes-portfwd"),  # not a family our agent writes
         _chain("ip", "qubes", 'portfwd-"; flush ruleset'),  # never quoted into the script
