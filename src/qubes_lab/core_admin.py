@@ -13,7 +13,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,10 @@ class StockQubesd:
         spec: Sequence[dict[str, Any]],
         netns: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
+        before_qubesd: Callable[[RealQubesDB], None] | None = None,
     ) -> "StockQubesd":
-        """Start QubesDB for every qube of `spec` (domid = position + 1), then core-admin."""
+        """Start QubesDB for every qube of `spec` (domid = position + 1), then
+        `before_qubesd` (the qubes' own programs), then core-admin."""
         real = RealQubesDB.start(workdir / "qubesdb")
         try:
             domids = {}
@@ -86,6 +88,8 @@ class StockQubesd:
                 name = qube["name"]
                 real.add_qube(name, position, netns=(netns or {}).get(name))
                 domids[name] = position
+            if before_qubesd is not None:
+                before_qubesd(real)
             child_env = {
                 **real.env(0),
                 "PYTHONPATH": ":".join(python_path(real)),

@@ -9,6 +9,7 @@ from stock_host import StockHost
 
 from qubes_lab.core_admin import StockQubesd
 
+QUBES = {"stock-template", "sys-net", "sys-firewall", "work", "personal"}
 HOST = [
     {"name": "sys-net", "provides_network": True},
     {"name": "sys-firewall", "provides_network": True, "netvm": "sys-net"},
@@ -33,18 +34,20 @@ def stock_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockHost]:
     """Never skipped; namespaces named after this process, removed by name at the end."""
     workdir: Path = tmp_path_factory.mktemp("stockhost")
     names = network.build(network.lab_tag(), network.topology_of(HOST))
+    host = StockHost(workdir, names)
     try:
-        qubesd = StockQubesd.start(
-            workdir, HOST, netns=names, env={"QUBES_PORTFWD_AGENT_TIMEOUT": "10"}
+        host.started = StockQubesd.start(
+            workdir,
+            HOST,
+            netns=names,
+            env={"QUBES_PORTFWD_AGENT_TIMEOUT": "10"},
+            before_qubesd=host.start_agents,
         )
-        host = StockHost(qubesd, names, {})
-        try:
-            for qube in names:
-                host.start_agent(qube)
-            yield host
-        finally:
-            for qube in list(host.agents):
-                host.stop_agent(qube)
-            qubesd.stop()
+        assert host.wait_until(host.qubes_in_status, QUBES) == QUBES, host.qubesd.log()
+        yield host
     finally:
+        for qube in list(host.agents):
+            host.stop_agent(qube)
+        if host.started is not None:
+            host.started.stop()
         network.remove(names)

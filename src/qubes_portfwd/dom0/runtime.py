@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..controller.controller import Controller, boot_id_reader
 from ..controller.publisher import Publisher
 from ..controller.status_file import StatusWriter
+from ..controller.status_view import forward_statuses
 from .app_host import AppHost
 from .qube_dbs import Connect, QubeDbs
 
@@ -71,6 +72,7 @@ class Runtime:
         self._dirty = False
         self._worker: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._status_topology: object = None
 
     def on_loop(self, call: Callable[[], T]) -> T:
         """`call()` on qubesd's loop thread (core-admin's objects live there), waited for."""
@@ -112,10 +114,29 @@ class Runtime:
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
 
+    def _write_status(self) -> None:
+        controller = self.controller
+        if controller.status is None:
+            return
+        try:
+            current = controller.plan()
+            snapshots = controller.publisher.snapshots(sorted(controller.topology.qubes))
+            statuses = forward_statuses(current, snapshots)
+            topology = controller.topology
+            controller.status.write(controller.boot_id(), topology, statuses)
+            self._status_topology = topology
+        except Exception:  # the first publish writes it again
+            log.exception("portfwd: writing the first status document failed")
+
     async def _drain(self) -> None:
         while self._dirty:
             self._dirty = False
             try:
+                if self._status_topology != self.controller.topology:
+                    # Front ends complete a new forward's path from the document: show the
+                    # qubes as they are now, before a publish that may wait for agents.
+                    async with self.controller.lock:
+                        await asyncio.to_thread(self._write_status)
                 await self.controller.reconcile()
             except Exception:  # the next event or the periodic reconcile tries again
                 log.exception("portfwd: re-planning failed")
