@@ -4,7 +4,9 @@ The deb is unpacked into a throwaway root; its installed program runs under the 
 interpreter (/usr/bin/python3, Debian 12's) with only that root's dist-packages and the real
 `qubesdb` binding (what the deb's python3-qubesdb dependency gives) on its path, in the lab's
 sys-firewall network namespace, on real QubesDB daemons (dom0's side and the qube's, the
-qube's in its own mount namespace). Dom0's side publishes an entry as the controller does.
+qube's in its own mount namespace), started by its unit's own command line. Dom0's side
+publishes an entry as the controller does; the agent applies it with nft and reports; when
+stopped it removes what it owns, and after a kill the unit's ExecStopPost does.
 """
 
 import configparser
@@ -117,21 +119,25 @@ def _env(root: Path, real_qubesdb: RealQubesDB) -> dict[str, str]:
     }
 
 
-def _unit_command(root: Path, real_qubesdb: RealQubesDB, runtime_dir: Path) -> list[str]:
-    """The installed unit's own ExecStart, as systemd would run it (`$$` is a literal `$`),
-    with its absolute paths moved into the throwaway root and the real QubesDB's tools."""
+def _unit_command(
+    root: Path, real_qubesdb: RealQubesDB, runtime_dir: Path, key: str = "ExecStart"
+) -> list[str]:
+    """A command of the installed agent unit, as systemd would run it (`$$` is a literal `$`,
+    a leading `-` only says failures are ignored), with its absolute paths moved into the
+    throwaway root and the real QubesDB's tools."""
     unit = configparser.ConfigParser(interpolation=None)
     unit.read_string((root / "lib/systemd/system/qubes-portfwd-agent.service").read_text())
-    argv = shlex.split(unit["Service"]["ExecStart"].replace("$$", "$"))
+    argv = shlex.split(unit["Service"][key].removeprefix("-").replace("$$", "$"))
     assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3, argv
-    runtime_dir.mkdir()  # systemd makes it (RuntimeDirectory=)
+    runtime_dir.mkdir(exist_ok=True)  # systemd makes it (RuntimeDirectory=)
     script = argv[2]
     for path, there in {
         "/usr/bin/qubes-portfwd-agent": root / "usr/bin/qubes-portfwd-agent",
         "/usr/bin/qubesdb-read": real_qubesdb.build.bin_dir / "qubesdb-read",
         "/run/qubes-portfwd-agent": runtime_dir,
     }.items():
-        assert path in script, f"the unit no longer runs {path}: {script}"
+        if key == "ExecStart":
+            assert path in script, f"the unit no longer runs {path}: {script}"
         script = script.replace(path, str(there))
     return [*argv[:2], script]
 
@@ -148,6 +154,8 @@ class InstalledAgent:
     dom0: Dom0Channel
     target: str
     log: Path
+    stop_post: list[str]  # the unit's ExecStopPost, run as the agent's processes are
+    env: dict[str, str]
 
     def logged(self) -> str:
         return self.log.read_text(errors="replace")
@@ -184,12 +192,13 @@ def installed_agent(
     dom0.replace_prefixes([FORWARD_PREFIX], {KEY: _entry(target)})
     log_path = tmp_path / "agent.log"
     argv = _unit_command(installed_root, real_qubesdb, tmp_path / "run")
+    stop_post = _unit_command(installed_root, real_qubesdb, tmp_path / "run", "ExecStopPost")
     with log_path.open("w") as log:
         process = subprocess.Popen(
             _in_qube(side, netns, argv), env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        yield InstalledAgent(process, dom0, target, log_path)
+        yield InstalledAgent(process, dom0, target, log_path, _in_qube(side, netns, stop_post), env)
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
@@ -221,3 +230,35 @@ def test_the_debs_agent_applies_an_entry_with_nft_and_reports_its_handled_counte
     assert installed_agent.stop() == 0, installed_agent.logged()
     # Its name came from QubesDB's /name, read by the unit's command line.
     assert f"qubes-portfwd-agent[{QUBE}] INFO generation" in installed_agent.logged()
+
+
+def test_the_debs_agent_removes_its_rules_when_stopped(
+    lab: Lab, installed_agent: InstalledAgent
+) -> None:
+    dom0 = installed_agent.dom0
+    assert dom0.wait_for_handled(dom0.generation(), HANDLED_TIMEOUT).per_key[KEY] == "applied"
+    assert ("ip", "qubes-portfwd") in _our_tables(_nft_json(lab))
+
+    assert installed_agent.stop() == 0, installed_agent.logged()
+    after = _nft_json(lab)
+    assert _our_tables(after) == set(), "the stopped agent left its table"
+    assert _our_jumps(after) == [], "the stopped agent left its jumps in Qubes' chains"
+
+
+def test_after_a_kill_the_units_stop_command_removes_what_the_agent_left(
+    lab: Lab, installed_agent: InstalledAgent
+) -> None:
+    dom0 = installed_agent.dom0
+    assert dom0.wait_for_handled(dom0.generation(), HANDLED_TIMEOUT).per_key[KEY] == "applied"
+    installed_agent.process.kill()  # no chance to clean up: a crash, the OOM killer
+    installed_agent.process.wait(timeout=STOP_TIMEOUT)
+    assert ("ip", "qubes-portfwd") in _our_tables(_nft_json(lab))  # the kernel keeps them
+
+    removed = subprocess.run(
+        installed_agent.stop_post, env=installed_agent.env,
+        capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    after = _nft_json(lab)
+    assert _our_tables(after) == set(), "ExecStopPost left the agent's table"
+    assert _our_jumps(after) == [], "ExecStopPost left the agent's jumps in Qubes' chains"

@@ -274,6 +274,9 @@ def test_each_unit_runs_only_where_its_qubes_service_is_on(
         assert {"qubes-db.service", "qubes-network.service", "qubes-iptables.service"} <= after
         assert f"/usr/bin/{service} --qube" in unit["Service"]["ExecStart"]
         assert unit["Install"]["WantedBy"] == "multi-user.target"
+        if service == "qubes-portfwd-agent":  # fail closed after a kill: its rules go
+            assert "qubes-portfwd-agent --remove" in unit["Service"]["ExecStopPost"]
+            assert unit["Service"]["RuntimeDirectoryPreserve"] == "yes"
         verified = subprocess.run(
             ["systemd-analyze", "verify", str(path)],
             capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
@@ -293,6 +296,7 @@ def test_the_template_packages_enable_units_on_install_and_stop_them_on_removal(
     assert "systemctl --no-reload preset $UNITS" in postinst
     assert "py3compile -p qubes-portfwd-vm" in postinst
     assert "systemctl stop $UNITS" in prerm and "py3clean -p qubes-portfwd-vm" in prerm
+    assert "/usr/bin/qubes-portfwd-agent --remove" in prerm  # what a crashed agent left
     for script in ("postinst", "prerm", "postrm"):
         assert os.access(tmp_path / "DEBIAN" / script, os.X_OK)
         checked = subprocess.run(["sh", "-n", str(tmp_path / "DEBIAN" / script)], check=False)
@@ -300,6 +304,7 @@ def test_the_template_packages_enable_units_on_install_and_stop_them_on_removal(
     scripts = run(["rpm", "-qp", "--scripts", str(built_packages.vm_rpm)])
     assert "systemctl --no-reload preset qubes-portfwd-agent.service" in scripts
     assert "systemctl --no-reload disable --now qubes-portfwd-agent.service" in scripts
+    assert "/usr/bin/qubes-portfwd-agent --remove" in scripts
 
 
 def test_the_build_reports_each_package_and_its_size(built_packages: BuiltPackages) -> None:
