@@ -11,7 +11,8 @@ packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-t
           # Real QubesDB built from the pinned sources; unshare/nsenter/mount for its namespaces.
           gcc make pkg-config libc6-dev python3-dev util-linux mount)
 # `make packages`: rpmbuild and rpm2archive (Debian's rpm); dpkg-deb comes with dpkg.
-packages+=(rpm)
+# tests/packaging: systemd-analyze verify and systemctl --root on the packaged units.
+packages+=(rpm systemd)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
