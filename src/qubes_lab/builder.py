@@ -36,6 +36,7 @@ from .outside import (
 from .qube_db import FileQubeDb
 from .qubes_firewall.dom0 import FirewallEntriesWriter
 from .qubes_firewall.entries import FIREWALL_PREFIX
+from .qubes_firewall.nft import FIREWALL_TABLE as WORKER_TABLE
 from .qubesd.state import DEFAULT_RULES
 from .qubesdb_keys import FIREWALL_SERVICE_KEY, serves_app_qubes, static_keys
 from .restart import apply_network, base_params, full_setup, plan_restart
@@ -307,10 +308,16 @@ class Lab(LabDaemons):
         return True
 
     def reload_base_rules(self, qube: str) -> None:
-        """What a reload of Qubes' base rules does: the whole ruleset flushed and loaded again."""
+        """What a reload of Qubes' base rules does: all but the worker's tables made anew."""
         spec = self.spec
         params = base_params(spec, spec.topology[qube], self.addresses)
-        script = "flush ruleset\n" + base_ruleset(params)
+        # Every table goes but the qubes-firewall worker's: Qubes' base rules are loaded by
+        # their own service, which leaves the worker's tables (and their per-source rules)
+        # alone; the worker builds them only at its start.
+        tables = netns.nft_tables(self.netns(qube))
+        kept = {(family, name) for family, name in tables if name == WORKER_TABLE}
+        script = "".join(f"delete table {f} {n}\n" for f, n in tables if (f, n) not in kept)
+        script += base_ruleset(params, firewall_tables=not kept)
         if spec.topology[qube].is_tunnel:
             script += vpn.leak_guard_ruleset(spec.topology[qube].uplink)
         netns.nft_load(self.netns(qube), script)

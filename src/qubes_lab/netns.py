@@ -1,6 +1,7 @@
 """Thin wrappers over `ip` and `nft`: namespaces, commands inside them, nothing in the host."""
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +90,12 @@ def sysctls(netns: str, settings: Mapping[str, str]) -> None:
 def nft_load(netns: str, script: str) -> None:
     """Load an nft script as one transaction inside netns."""
     run_in(netns, ["nft", "-f", "-"], input_text=script)
+
+
+def nft_tables(netns: str) -> list[tuple[str, str]]:
+    """(family, name) of every nftables table inside netns."""
+    listed = json.loads(run_in(netns, ["nft", "-j", "list", "tables"]))["nftables"]
+    return [(t["table"]["family"], t["table"]["name"]) for t in listed if "table" in t]
 
 
 def nft_ruleset(netns: str) -> str:

@@ -40,7 +40,7 @@ class BaseParams:
     upstream_dns: tuple[ipaddress.IPv4Address, ...] = ()
 
 
-def base_ruleset(params: BaseParams) -> str:
+def base_ruleset(params: BaseParams, firewall_tables: bool = True) -> str:
     """The nft script that loads Qubes' base rules into an empty ruleset (`nft -f -`).
 
     Stable contract for the lab: tables `ip qubes` (+ `ip6 qubes` when `ipv6`, else Qubes'
@@ -49,7 +49,7 @@ def base_ruleset(params: BaseParams) -> str:
     """
     lines = _qubes_table(4, params)
     lines += _qubes_table(6, params) if params.ipv6 else _ipv6_disabled()
-    if params.provides_network:
+    if params.provides_network and firewall_tables:
         for family in (4, 6):
             lines += _firewall_table(family, params)
     return "\n".join(lines) + "\n"
