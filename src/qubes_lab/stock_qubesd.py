@@ -20,6 +20,7 @@ import unittest.mock
 from pathlib import Path
 from typing import Any
 
+RUNNING, SHUTOFF = 1, 5  # libvirt's domain states
 GROUP = "qubes"  # create_servers gives its socket to this group
 
 
@@ -49,11 +50,15 @@ def _configure(workdir: Path) -> None:
 
 
 async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
+    import jinja2
     import qubes
     import qubes.app
 
     app = qubes.Qubes(str(workdir / "qubes.xml"), load=False, offline_mode=True)
     app.vmm = unittest.mock.Mock(spec=qubes.app.VMMConnection)
+    # Core-admin's libvirt templates from its own tree (a host has them in /usr/share/qubes).
+    templates = Path(qubes.__file__).resolve().parents[1] / "templates"
+    app.env.loader = jinja2.FileSystemLoader([str(templates)])
     app.load_initial_values()
     await app.setup_pools()
     app.default_kernel = "1.0"  # checked against dom0's kernel folder: patched out below
@@ -72,25 +77,28 @@ async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
     return app
 
 
-def _mark(vm: Any, running: bool, domid: int | None = None) -> None:
-    # Core-admin asks is_running() and the domain's id from libvirt on a real host; the VM
-    # manager is a mock here. The id is the one its QubesDB daemons were started with.
+def _mark(vm: Any, running: bool, domid: int) -> None:
+    # Core-admin asks is_running() and the domain's id and state from libvirt on a real host;
+    # the VM manager is a mock here. The id is the one its QubesDB daemons were started with.
     vm.is_running = lambda: running
-    if domid is not None:
-        vm._libvirt_domain = unittest.mock.Mock(**{"ID.return_value": domid})
+    state = RUNNING if running else SHUTOFF
+    vm._libvirt_domain = unittest.mock.Mock(
+        **{"ID.return_value": domid, "state.return_value": [state, 0]},
+        **{"isActive.return_value": running, "XMLDesc.return_value": "<domain/>"},
+    )
 
 
-def _start(vm: Any) -> None:
+def _start(vm: Any, domid: int) -> None:
     """What core-admin's start does for QubesDB once the qube's daemon serves."""
-    _mark(vm, True)
+    _mark(vm, True, domid)
     vm._qdb_connection = None
     vm.start_qdb_watch()
     vm.create_qdb_entries()  # fires domain-qdb-create
 
 
-async def _stop(vm: Any) -> None:
+async def _stop(vm: Any, domid: int) -> None:
     await vm.fire_event_async("domain-shutdown")
-    _mark(vm, False)
+    _mark(vm, False, domid)
     if vm._qdb_connection is not None:
         vm._qdb_connection.close()
         vm._qdb_connection = None
@@ -109,7 +117,7 @@ def _state(app: Any) -> dict[str, Any]:
     }
 
 
-async def _answer(app: Any, untrusted_line: str) -> dict[str, Any]:
+async def _answer(app: Any, domids: dict[str, int], untrusted_line: str) -> dict[str, Any]:
     command = json.loads(untrusted_line)
     verb = command["verb"]
     if verb == "extensions":
@@ -119,9 +127,9 @@ async def _answer(app: Any, untrusted_line: str) -> dict[str, Any]:
         return {"state": _state(app)}
     vm = app.domains[command["qube"]]
     if verb == "stop":
-        await _stop(vm)
+        await _stop(vm, domids[vm.name])
     elif verb == "start":
-        _start(vm)
+        _start(vm, domids[vm.name])
     else:
         raise ValueError(f"unknown verb {verb!r}")
     return {}
@@ -154,7 +162,7 @@ async def _serve_app(args: argparse.Namespace) -> None:
     servers = await qubes.api.create_servers(qubes.api.admin.QubesAdminAPI, app=app)
     for vm in app.domains:
         if vm.name in args.running:
-            _start(vm)
+            _start(vm, domids[vm.name])
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str] = asyncio.Queue()
     loop.add_reader(sys.stdin.fileno(), lambda: lines.put_nowait(sys.stdin.readline()))
@@ -164,7 +172,7 @@ async def _serve_app(args: argparse.Namespace) -> None:
         if not line:
             break
         try:
-            _reply({"ok": True, **await _answer(app, line)})
+            _reply({"ok": True, **await _answer(app, domids, line)})
         except Exception as err:
             _reply({"ok": False, "error": f"{type(err).__name__}: {err}"})
     for server in servers:

@@ -9,6 +9,7 @@ what is written to it (nothing acts on it), so a publish waits for it only until
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..ports.qube_db import QubeDb
 
@@ -65,11 +66,17 @@ class QubeDbHandle:
         self._running = running
         self._db: QubeDb | None = None
         self._offline = _Offline()
+        self._fd_owner: QubeDb | None = None
 
     def started(self) -> None:
-        """The qube got a fresh QubesDB: connect anew on the next call."""
+        """The qube got a fresh QubesDB: connect anew on the next call.
+
+        Core-admin also fires `domain-qdb-create` for a running qube whose netvm changed
+        (same QubesDB): its connection stays.
+        """
         with self._lock:
-            self._running, self._db = True, None
+            if not self._running:
+                self._running, self._db = True, None
 
     def stopped(self) -> None:
         with self._lock:
@@ -88,32 +95,52 @@ class QubeDbHandle:
                 self._db = db
             return self._db
 
+    def _call(self, method: str, *args: Any) -> Any:
+        db = self._current()
+        try:
+            return getattr(db, method)(*args)
+        except Exception:
+            # A connection whose daemon went away (a restart core-admin did not report):
+            # the next call connects anew.
+            with self._lock:
+                if self._db is db:
+                    self._db = None
+            raise
+
     def read(self, path: str) -> bytes | None:
-        return self._current().read(path)
+        return self._call("read", path)  # type: ignore[no-any-return]
 
     def multiread(self, prefix: str) -> dict[str, bytes]:
-        return self._current().multiread(prefix)
+        return self._call("multiread", prefix)  # type: ignore[no-any-return]
 
     def list(self, prefix: str) -> list[str]:
-        return self._current().list(prefix)
+        return self._call("list", prefix)  # type: ignore[no-any-return]
 
     def write(self, path: str, value: bytes) -> None:
-        self._current().write(path, value)
+        self._call("write", path, value)
 
     def rm(self, path: str) -> None:
-        self._current().rm(path)
+        self._call("rm", path)
 
     def watch(self, path: str) -> None:
         with self._lock:
             if path not in self._watches:
                 self._watches.append(path)
-            self._current().watch(path)
+        self._call("watch", path)
 
     def watch_fd(self) -> int:
-        return self._current().watch_fd()
+        db = self._current()
+        with self._lock:
+            self._fd_owner = db
+        return db.watch_fd()
 
     def read_watch(self) -> str | None:
-        return self._current().read_watch()
+        """The fired path, or None when the connection changed since `watch_fd` (a restart):
+        reading the new one would wait for an event that was never signalled."""
+        db = self._current()
+        if db is not self._fd_owner:
+            return None
+        return db.read_watch()
 
 
 class QubeDbs:
