@@ -73,6 +73,8 @@ async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
             vm.provides_network = True
         if qube.get("netvm"):
             vm.netvm = qube["netvm"]
+        # What create_on_disk makes first: the qube's folder (its firewall.xml goes there).
+        Path(vm.dir_path).mkdir(parents=True, exist_ok=True)
     app.save()
     return app
 
