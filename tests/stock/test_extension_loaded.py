@@ -54,3 +54,35 @@ def test_a_value_missing_its_path_is_refused_naming_via(
     assert refused.returncode != 0
     assert f"{name}: via: required: via=sys-firewall,sys-net" in refused.stderr
     assert name not in stock_qubesd.command("state")["state"]["work"]["features"]
+
+
+def test_a_bad_nat_policy_is_refused_naming_the_feature(
+    stock_qubesd: StockQubesd, stock_tool
+) -> None:
+    refused = stock_tool(
+        "qvm-features", ["sys-net", "portfwd-nat-policy", "maybe 1-2"], stock_qubesd.socket_path
+    )
+
+    assert refused.returncode != 0
+    assert "portfwd-nat-policy: portfwd-nat-policy:" in refused.stderr
+    assert "portfwd-nat-policy" not in stock_qubesd.command("state")["state"]["sys-net"]["features"]
+
+
+def test_a_forward_taking_a_port_already_forwarded_is_refused(
+    stock_qubesd: StockQubesd,
+) -> None:
+    from qubes_portfwd.client import QubesdError
+    from qubes_portfwd.client.admin_client import AdminClient
+
+    client = AdminClient(stock_qubesd.socket_path, status_path=stock_qubesd.status_file)
+    line = (
+        "action=forward forwardtype=external proto=tcp srcports=8000 dstports=80 srchost=0.0.0.0/0"
+    )
+    first = client.add_forward("work", line)
+    try:
+        with pytest.raises(QubesdError, match="conflicts"):
+            client.add_forward("personal", line)
+        features = stock_qubesd.command("state")["state"]["personal"]["features"]
+        assert not [name for name in features if name.startswith("portfwd.")]
+    finally:
+        client.remove_forward("work", first)
