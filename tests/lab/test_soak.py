@@ -222,7 +222,11 @@ def test_soak(lab: Lab) -> None:
 def test_the_check_notices_a_rule_the_plan_does_not_have(lab: Lab) -> None:
     client = AdminClient(lab.admin_socket, timeout=60)
     settle(lab, client, "start")
-    lab.stop_agent("work")  # nobody repairs what we add by hand
+    # Nobody repairs what we add by hand; killed, not stopped: a stopped agent removes its own.
+    process = lab._require_state().process("agent:work")
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    lab.stop_agent("work")  # reaps it and forgets the PID
     try:
         extra = "add element ip qubes portfwd-input-allowed { 192.0.2.99/32 . tcp . 9999 }"
         lab.run("work", ["nft", extra], check=True)
