@@ -1,6 +1,8 @@
 """Real core-admin with our extension publishes a forward into each hop's real QubesDB; our
 agent in each qube (its mount and network namespace) applies it with nft and reports back."""
 
+import time
+
 import pytest
 from stock_host import StockHost
 
@@ -37,3 +39,21 @@ def test_outer_hops_wait_until_the_inner_hop_is_applied(stock_host: StockHost) -
     stock_host.client().remove_forward("work", forward_id)
     for qube, _ in ROLES:
         assert stock_host.wait_until(lambda q=qube: key in stock_host.entries(q), False) is False
+
+
+def test_an_expiring_forward_leaves_every_hop_and_its_feature_goes(stock_host: StockHost) -> None:
+    expire = int(time.time()) + 3
+    forward_id = stock_host.client().add_forward("work", f"{FORWARD} expire={expire}")
+    key = f"/qubes-portfwd/{forward_id}/4"
+    feature = f"portfwd.{forward_id}"
+
+    # Expiry runs on core-admin's loop (the controller's reconciler), which then removes the
+    # feature through core-admin itself: the stock tools no longer see it.
+    def gone() -> bool:
+        features = stock_host.qubesd.command("state")["state"]["work"]["features"]
+        return feature not in features and not any(
+            key in stock_host.entries(qube) for qube, _ in ROLES
+        )
+
+    assert stock_host.wait_until(gone, True)
+    assert time.time() >= expire
