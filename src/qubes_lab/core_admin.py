@@ -54,7 +54,6 @@ def python_path(real: RealQubesDB) -> list[str]:
         str(_metadata(core)),
         str(qrexec),
         str(core / "test-packages"),
-        *[p for p in sys.path if p and "site-packages" in p],
     ]
 
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import grp
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--running", nargs="*", default=[])
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"
+    )
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("QUBES_PORTFWD_STATE_DIR", str(workdir / "portfwd"))
