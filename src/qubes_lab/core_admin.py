@@ -68,6 +68,7 @@ class StockQubesd:
     env: dict[str, str]
     domids: dict[str, int] = field(default_factory=dict)
     ready: dict[str, Any] = field(default_factory=dict)
+    spec: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -96,30 +97,24 @@ class StockQubesd:
                 "QUBES_PORTFWD_STATUS": str(workdir / "portfwd" / "status.json"),
                 **(env or {}),
             }
-            socket_path = workdir / "qubesd.sock"
-            argv = [
-                sys.executable, "-m", "qubes_lab.stock_qubesd",
-                "--workdir", str(workdir / "core"), "--socket", str(socket_path),
-                "--spec", json.dumps(list(spec)), "--running", *domids,
-            ]  # fmt: skip
-            process = subprocess.Popen(
-                real.dom0_command(argv),
-                env=child_env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=open(workdir / "stock_qubesd.log", "w"),  # noqa: SIM115
-                text=True,
-            )
+            process = _spawn(real, workdir, spec, child_env, load=False)
         except BaseException:
             real.stop()
             raise
-        running = cls(real, process, socket_path, workdir, child_env, domids)
+        running = cls(real, process, workdir / "qubesd.sock", workdir, child_env, domids)
+        running.spec = list(spec)
         try:
             running.ready = running._read(START_TIMEOUT)
         except BaseException:
             running.stop()
             raise
         return running
+
+    def restart_qubesd(self) -> None:
+        """qubesd restarts (the qubes and their QubesDB stay): qubes.xml is loaded again."""
+        self._stop_child()
+        self.process = _spawn(self.real, self.workdir, self.spec, self.env, load=True)
+        self.ready = self._read(START_TIMEOUT)
 
     @property
     def status_file(self) -> Path:
@@ -170,6 +165,10 @@ class StockQubesd:
         return self.real.add_qube(name, old.domid, netns=old.netns)
 
     def stop(self) -> None:
+        self._stop_child()
+        self.real.stop()
+
+    def _stop_child(self) -> None:
         if self.process.poll() is None:
             assert self.process.stdin is not None
             self.process.stdin.close()
@@ -178,7 +177,34 @@ class StockQubesd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
-        self.real.stop()
+
+
+def _spawn(
+    real: RealQubesDB,
+    workdir: Path,
+    spec: Sequence[dict[str, Any]],
+    env: dict[str, str],
+    *,
+    load: bool,
+) -> subprocess.Popen[str]:
+    """The core-admin child in dom0's namespace; its log appends to `stock_qubesd.log`."""
+    running = [q["name"] for q in spec if q["name"] in real.qubes]
+    argv = [
+        sys.executable, "-m", "qubes_lab.stock_qubesd",
+        "--workdir", str(workdir / "core"), "--socket", str(workdir / "qubesd.sock"),
+        "--spec", json.dumps(list(spec)), "--running", *running,
+    ]  # fmt: skip
+    if load:
+        argv.append("--load")
+    with open(workdir / "stock_qubesd.log", "a") as log:
+        return subprocess.Popen(
+            real.dom0_command(argv),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
 
 
 def _wait_gone(pid: int) -> None:

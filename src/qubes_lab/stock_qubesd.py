@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 RUNNING, SHUTOFF = 1, 5  # libvirt's domain states
-GROUP = "qubes"  # create_servers gives its socket to this group
+GROUP = "qubes"
+RUNNING_QUBES: set[str] = set()  # create_servers gives its socket to this group
 
 
 def _ensure_group(workdir: Path) -> None:
@@ -50,7 +51,8 @@ def _configure(workdir: Path) -> None:
     qubes.app.validate_kernel = lambda obj, key, value: None
 
 
-async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
+def _app(workdir: Path) -> Any:
+    """An offline app whose VM manager is a mock, as in Qubes' own tests."""
     import jinja2
     import qubes
     import qubes.app
@@ -60,6 +62,18 @@ async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
     # Core-admin's libvirt templates from its own tree (a host has them in /usr/share/qubes).
     templates = Path(qubes.__file__).resolve().parents[1] / "templates"
     app.env.loader = jinja2.FileSystemLoader([str(templates)])
+    return app
+
+
+def _load(workdir: Path) -> Any:
+    """qubesd's start on an existing qubes.xml: every qube fires `domain-load`."""
+    app = _app(workdir)
+    app.load()
+    return app
+
+
+async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
+    app = _app(workdir)
     app.load_initial_values()
     await app.setup_pools()
     app.default_kernel = "1.0"  # checked against dom0's kernel folder: patched out below
@@ -83,12 +97,19 @@ async def _build(workdir: Path, spec: list[dict[str, Any]]) -> Any:
 def _mark(vm: Any, running: bool, domid: int) -> None:
     # Core-admin asks is_running() and the domain's id and state from libvirt on a real host;
     # the VM manager is a mock here. The id is the one its QubesDB daemons were started with.
-    vm.is_running = lambda: running
+    (RUNNING_QUBES.add if running else RUNNING_QUBES.discard)(vm.name)
     state = RUNNING if running else SHUTOFF
     vm._libvirt_domain = unittest.mock.Mock(
         **{"ID.return_value": domid, "state.return_value": [state, 0]},
         **{"isActive.return_value": running, "XMLDesc.return_value": "<domain/>"},
     )
+
+
+def _patch_is_running() -> None:
+    """Every qube answers from RUNNING_QUBES, from the first event on (qubes.xml loading)."""
+    import qubes.vm.qubesvm
+
+    qubes.vm.qubesvm.QubesVM.is_running = lambda self: self.name in RUNNING_QUBES
 
 
 def _start(vm: Any, domid: int) -> None:
@@ -155,7 +176,10 @@ async def _serve_app(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
     began = time.monotonic()
     spec = json.loads(args.spec)
-    app = await _build(workdir, spec)
+    _patch_is_running()
+    if args.load:  # qubesd restarting: the qubes run already while qubes.xml loads
+        RUNNING_QUBES.update(args.running)
+    app = _load(workdir) if args.load else await _build(workdir, spec)
     loaded = time.monotonic() - began
     domids = {qube["name"]: position for position, qube in enumerate(spec, start=1)}
     for vm in app.domains:
@@ -164,7 +188,11 @@ async def _serve_app(args: argparse.Namespace) -> None:
     qubes.api.admin.QubesAdminAPI.SOCKNAME = args.socket
     servers = await qubes.api.create_servers(qubes.api.admin.QubesAdminAPI, app=app)
     for vm in app.domains:
-        if vm.name in args.running:
+        if vm.name not in args.running:
+            continue
+        if args.load:
+            vm.start_qdb_watch()  # what core-admin does at load for a running qube
+        else:
             _start(vm, domids[vm.name])
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str] = asyncio.Queue()
@@ -195,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "--spec", required=True, help="JSON list of {name, netvm, provides_network}"
     )
     parser.add_argument("--running", nargs="*", default=[])
+    parser.add_argument("--load", action="store_true", help="load --workdir's qubes.xml")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s"

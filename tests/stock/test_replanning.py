@@ -106,3 +106,19 @@ def test_a_restarted_qube_gets_its_entries_again(
 
     assert stock_host.wait_hops(forward_id, APPLIED) == APPLIED
     assert held_by(stock_host, key) == list(PATH)
+
+
+def test_a_restarted_qubesd_loads_the_forward_and_keeps_every_hop(
+    stock_host: StockHost, forward: tuple[str, str]
+) -> None:
+    forward_id, key = forward
+    stock_host.qubesd.status_file.unlink()
+
+    stock_host.qubesd.restart_qubesd()  # qubes.xml loaded again: domain-load per qube
+
+    assert stock_host.wait_hops(forward_id, APPLIED) == APPLIED
+    assert held_by(stock_host, key) == list(PATH)
+    # The new extension owns the entries: a removal through it leaves every hop.
+    stock_host.client().remove_forward("work", forward_id)
+    assert stock_host.wait_until(lambda: held_by(stock_host, key), []) == []
+    stock_host.client().add_forward("work", FORWARD)  # for the fixture's own removal

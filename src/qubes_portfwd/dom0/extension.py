@@ -79,9 +79,13 @@ class PortfwdExtension(qubes.ext.Extension):
     def on_address_change(self, vm: Any, event: str, **kwargs: Any) -> None:
         self.runtime(vm.app).kick()
 
-    @qubes.ext.handler("domain-load")
-    def on_load(self, vm: Any, event: str, **kwargs: Any) -> None:
-        self.runtime(vm.app).kick()
+    @qubes.ext.handler("domain-init", "domain-load")
+    def on_init_or_load(self, vm: Any, event: str, **kwargs: Any) -> None:
+        """Hear each agent's reports (core-admin's own watch connection, as it advises:
+        set at init or load); at load (qubesd starting) publish what qubes.xml holds."""
+        vm.watch_qdb_path(HANDLED)
+        if event == "domain-load":
+            self.runtime(vm.app).kick()
 
     @qubes.ext.handler("domain-add", "domain-delete", system=True)
     def on_domains_change(self, app: Any, event: str, vm: Any, **kwargs: Any) -> None:
@@ -89,14 +93,9 @@ class PortfwdExtension(qubes.ext.Extension):
 
     @qubes.ext.handler("domain-qdb-create")
     def on_qdb_create(self, vm: Any, event: str) -> None:
-        """The qube started with a fresh QubesDB: reconnect, publish its entries, and hear
-        its agent's reports (core-admin's own watch connection)."""
+        """The qube started with a fresh QubesDB: reconnect and publish its entries."""
         runtime = self.runtime(vm.app)
         runtime.started(vm.name)
-        try:
-            vm.watch_qdb_path(HANDLED)
-        except Exception:  # the publisher's own watch still bounds each wait
-            log.warning("portfwd: cannot watch %s of %s", HANDLED, vm.name, exc_info=True)
         runtime.kick()
 
     @qubes.ext.handler("domain-qdb-change:" + HANDLED)

@@ -99,7 +99,10 @@ class Runtime:
 
     def kick(self) -> None:
         """Re-read the host now and re-plan soon (on qubesd's loop, never blocking it)."""
-        self.host.refresh()
+        try:
+            self.host.refresh()
+        except Exception:  # never into core-admin's own event (qubes.xml loading, a Set)
+            log.exception("portfwd: reading the qubes failed; the next event reads again")
         self._dirty = True
         # The reconciler sleeps until the next expiry it knew: a new rule may end sooner.
         self.controller._changed.set()
