@@ -4,12 +4,13 @@ From the pinned qubes-core-agent-linux: the base rules (`network/qubes-antispoof
 `qubes-ipv4.nft` and `qubes-ipv6.nft` or `qubes-ipv6-disabled.nft`, loaded with `nft -f` in
 the order of `qubes-antispoof.service` and `qubes-iptables start`), and the qubes-firewall
 worker (`qubesagent/firewall.py`, `python -m qubesagent.firewall` as its unit runs it) in
-the qube's network and mount namespaces, on the qube's real QubesDB. What Xen's hotplug
-script `vif-route-qubes` does for a downstream vif is done here by `attach_vif`.
+the qube's network and mount namespaces, on the qube's real QubesDB; and Qubes' hotplug
+script for a downstream vif (`network/vif-route-qubes`), with stand-ins for Xen's parts.
 """
 
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from .upstream import source_tree
 AGENT_LINUX = "qubes-core-agent-linux"
 START_TIMEOUT = 10.0  # until the worker's process shows inside the namespace
 STOP_TIMEOUT = 5.0  # SIGTERM, then SIGKILL
+HOTPLUG_TIMEOUT = 30.0
 POLL = 0.02
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -48,22 +50,84 @@ def load_base_rules(qube: QubeSide, *, ipv6: bool = True) -> None:
             raise StockFirewallError(f"nft -f {path.name} in {qube.name}: {done.stderr.strip()}")
 
 
-def attach_vif(qube: QubeSide, vif: str, addresses: Sequence[IPAddress]) -> None:
-    """What `vif-route-qubes online` leaves in the netvm's nftables for a downstream qube:
-    its addresses in `qubes`' antispoof sets, and the vif in interface group 2."""
-    lines = []
-    for address in addresses:
-        ip = "ip" if address.version == 4 else "ip6"
-        lines += [
-            f'add element {ip} qubes allowed {{ "{vif}" . {address} }}',
-            f"add element {ip} qubes downstream {{ {address} }}",
-        ]
-    done = qube.run(["nft", "-f", "-"], input="\n".join(lines) + "\n")
+# Stand-ins for Xen's hotplug environment (which cannot exist here), not for Qubes' script.
+XEN_VIF_COMMON = """# Xen's vif-common.sh, reduced to what vif-route-qubes uses.
+command=$1
+ip=$(xenstore-read "$XENBUS_PATH/ip")
+log() { :; }
+fatal() { echo "$*" >&2; exit 1; }
+success() { :; }
+do_without_error() { "$@" || :; }
+"""
+# Only where the kernel has no flowtables (nf_flow_table): the one nft call of the script that
+# makes `inet qubes-nat-accel` is skipped, every other call runs as it is.
+NFT_WITHOUT_FLOWTABLES = """#!/bin/sh
+case "$*" in
+*flowtable*) echo "lab: no flowtables in this kernel: qubes-nat-accel left out" >&2; exit 0;;
+esac
+exec {nft} "$@"
+"""
+XENSTORE_READ = """#!/bin/sh
+# xenstore-read of the lab: each key is a file under $XENSTORE_DIR.
+[ "$1" = -- ] && shift
+exec cat "$XENSTORE_DIR/$1"
+"""
+
+
+def vif_online(
+    qube: QubeSide,
+    vif: str,
+    addresses: Sequence[IPAddress],
+    peer_mac: str,
+    workdir: Path,
+) -> None:
+    """Run Qubes' own `network/vif-route-qubes online` for a downstream vif, as Xen's
+    hotplug does in the netvm: antispoof set elements, group 2, neighbour, route, the
+    gateway address (QubesDB's `/qubes-netvm-gateway`) and the `qubes-nat-accel` flowtable.
+    Only Xen's parts are stood in for: its `vif-common.sh` and `xenstore-read`."""
+    hotplug, xenstore, tools = workdir / "hotplug", workdir / "xenstore", workdir / "bin"
+    for folder in (hotplug, tools):
+        folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source_tree(AGENT_LINUX) / "network" / "vif-route-qubes", hotplug)
+    (hotplug / "vif-common.sh").write_text(XEN_VIF_COMMON)
+    (tools / "xenstore-read").write_text(XENSTORE_READ)
+    (tools / "xenstore-read").chmod(0o755)
+    if not has_flowtables(qube):
+        nft = shutil.which("nft") or "/usr/sbin/nft"
+        (tools / "nft").write_text(NFT_WITHOUT_FLOWTABLES.replace("{nft}", nft))
+        (tools / "nft").chmod(0o755)
+    backend = f"backend/vif/{vif.removeprefix('vif').replace('.', '/')}"
+    keys = {"ip": " ".join(str(a) for a in addresses), "mac": peer_mac, "type": "vif"}
+    for key, value in keys.items():
+        (xenstore / backend).mkdir(parents=True, exist_ok=True)
+        (xenstore / backend / key).write_text(value)
+    env = dict(qube.env)
+    env.update(
+        PATH=f"{tools}:{env['PATH']}",
+        vif=vif,
+        XENBUS_PATH=backend,
+        XENSTORE_DIR=str(xenstore),
+        LC_ALL="C",
+    )
+    done = subprocess.run(
+        qube.command(["bash", str(hotplug / "vif-route-qubes"), "online"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HOTPLUG_TIMEOUT,
+    )
     if done.returncode != 0:
-        raise StockFirewallError(f"antispoof sets for {vif} in {qube.name}: {done.stderr}")
-    grouped = qube.run(["ip", "link", "set", "dev", vif, "group", "2", "up"])
-    if grouped.returncode != 0:
-        raise StockFirewallError(f"{vif} into group 2 in {qube.name}: {grouped.stderr}")
+        raise StockFirewallError(
+            f"vif-route-qubes online {vif} in {qube.name}: {(done.stdout + done.stderr).strip()}"
+        )
+
+
+def has_flowtables(qube: QubeSide) -> bool:
+    """Whether this kernel makes nft flowtables (a probe table, removed in the same go)."""
+    probe = "table inet qubes-lab-probe {\n flowtable f {\n  hook ingress priority 0\n }\n}\n"
+    made = qube.run(["nft", "-f", "-"], input=probe)
+    qube.run(["nft", "delete", "table", "inet", "qubes-lab-probe"])
+    return made.returncode == 0
 
 
 def worker_env(qube: QubeSide) -> dict[str, str]:

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qubes_lab import netns
 from qubes_lab.qubesdb_real import QubeSide, RealQubesDB
-from qubes_lab.stock_firewall import attach_vif, load_base_rules
+from qubes_lab.stock_firewall import load_base_rules, vif_online
 from qubes_portfwd.adapters.qubesdb_binding import QubesDbBinding
 
 WAIT = 20.0  # bound on every wait for a worker's or an agent's answer
@@ -62,9 +63,10 @@ class Topology:
 
 
 @contextmanager
-def topology(qubesdb: RealQubesDB) -> Iterator[Topology]:
+def topology(qubesdb: RealQubesDB, workdir: Path) -> Iterator[Topology]:
     """outside --(eth0)-- fwq --(vif5.0 | eth0)-- work, with Qubes' base rules in both
-    qubes; every namespace made here is removed after QubesDB stopped."""
+    qubes and Qubes' hotplug script run for the vif; every namespace made here is removed
+    after QubesDB stopped."""
     tag = f"hd{os.getpid() % 100000}"
     names = [f"{tag}out", f"{tag}fwq", f"{tag}work"]
     made: list[str] = []
@@ -78,7 +80,8 @@ def topology(qubesdb: RealQubesDB) -> Iterator[Topology]:
         work = qubesdb.add_qube("work", WORK_DOMID, netns=work_ns)
         for qube in (fwq, work):
             load_base_rules(qube)  # as every qube with networking loads them at boot
-        attach_vif(fwq, VIF, [WORK_IP])
+        _netvm_keys(qubesdb, fwq)
+        vif_online(fwq, VIF, [WORK_IP], _mac(work_ns, "eth0"), workdir)
         yield Topology(outside, fwq_ns, work_ns, fwq, work)
     finally:
         qubesdb.stop()  # before the namespaces go: nothing of ours may hold them
@@ -98,9 +101,7 @@ def _wire(outside: str, fwq: str, work: str) -> None:
             f"addr add {UPLINK_IP}/24 dev eth0",
             "link set eth0 up",
             f"route add default via {OUTSIDE_IP}",
-            f"addr add {FWQ_IP}/32 dev {VIF}",
-            f"link set {VIF} up",
-            f"route add {WORK_IP}/32 dev {VIF}",
+            "link set eth0 group 1",  # Qubes' setup-ip: the uplink is group 1
         ],
     )
     netns.ip_batch(
@@ -110,9 +111,29 @@ def _wire(outside: str, fwq: str, work: str) -> None:
             "link set eth0 up",
             f"route add {FWQ_IP}/32 dev eth0",
             f"route add default via {FWQ_IP}",
+            "link set eth0 group 1",
         ],
     )
     netns.sysctls(fwq, {"net/ipv4/ip_forward": "1"})
+
+
+def _netvm_keys(qubesdb: RealQubesDB, fwq: QubeSide) -> None:
+    """What core-admin writes into a network qube's QubesDB that vif-route-qubes reads
+    (its own address as its qubes' gateway, Qubes' virtual DNS), waited for in the qube."""
+    own = fwq.open()
+    last = "/qubes-netvm-secondary-dns"
+    own.watch(last)
+    dom0 = dom0_db(qubesdb, fwq.name)
+    dom0.write("/qubes-netvm-gateway", str(FWQ_IP).encode())
+    dom0.write("/qubes-netvm-primary-dns", b"10.139.1.1")
+    dom0.write(last, b"10.139.1.2")
+    assert select.select([own.watch_fd()], [], [], WAIT)[0], "the netvm's keys did not arrive"
+    assert own.read_watch() == last
+
+
+def _mac(ns: str, link: str) -> str:
+    (shown,) = json.loads(netns.run(["ip", "-n", ns, "-j", "link", "show", link]))
+    return str(shown["address"])
 
 
 def dom0_db(qubesdb: RealQubesDB, qube: str) -> QubesDbBinding:

@@ -135,8 +135,8 @@ def start_agent(side: QubeSide, workdir: Path) -> QubeProcess:
 
 
 @pytest.fixture
-def lab(real_qubesdb: RealQubesDB) -> Iterator[Topology]:
-    with topology(real_qubesdb) as made:
+def lab(real_qubesdb: RealQubesDB, tmp_path: Path) -> Iterator[Topology]:
+    with topology(real_qubesdb, tmp_path / "hotplug") as made:
         yield made
 
 
