@@ -143,6 +143,7 @@ def _system_info() -> dict[str, dict[str, dict[str, object]]]:
 @pytest.fixture(scope="module")
 def qrexec() -> QrexecBuild:
     try:
+        upstream.source_tree("qubes-core-admin")  # its default policy sits beside ours
         return build()
     except upstream.UpstreamUnavailable as err:
         pytest.skip(f"Qubes' qrexec not available: {err}")  # CI always has it and fails here
