@@ -3,6 +3,8 @@ way a network qube calls it: natd's qrexec adapter runs a stand-in for qrexec-cl
 does what qrexec does with a socket service (header, stdin, stdout; qrexec_stand_in.py)."""
 
 import asyncio
+import grp
+import os
 import socket
 import stat
 import sys
@@ -249,3 +251,30 @@ def test_no_service_in_dom0_is_a_failure_not_a_hang(tmp_path: Path) -> None:
 def test_a_missing_qrexec_client_is_a_failure(tmp_path: Path) -> None:
     refused = _refusal(lambda: QrexecNat((str(tmp_path / "qrexec-client-vm"),)).address(WORK))
     assert refused.refusal is Refusal.FAILED and "qrexec-client-vm" in refused.message
+
+
+def test_a_live_service_is_never_replaced_and_a_dead_ones_socket_is(dom0: Dom0) -> None:
+    with pytest.raises(FileExistsError, match="already listening"):
+        start_nat_service(dom0.running, dom0.nat_socket)
+    left_behind = dom0.nat_socket.with_name("old.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(left_behind))
+    stale.close()  # bound, never listening: what a killed qubesd leaves
+
+    start_nat_service(dom0.running, left_behind)
+
+    header = b"qubes.PortfwdNat+Address sys-firewall keyword adminvm\0"
+    assert exchange(left_behind, header + WORK.encode()) == b"0\x000.0.0.0\n"
+
+
+def test_the_socket_belongs_to_the_group_qrexec_runs_as(dom0: Dom0) -> None:
+    runner = dom0.running._runner
+    assert runner is not None
+    # Another group than ours, so only the service's chown can have set it.
+    group = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
+    path = dom0.nat_socket.with_name("grouped.sock")
+    serving = serve_nat_requests(runner.service, path, group=group.gr_name)
+    asyncio.run_coroutine_threadsafe(serving, runner.loop).result(timeout=10)
+
+    assert path.stat().st_gid == group.gr_gid
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
