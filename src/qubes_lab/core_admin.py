@@ -95,6 +95,8 @@ class StockQubesd:
                 "PYTHONPATH": ":".join(python_path(real)),
                 "QUBES_PORTFWD_STATE_DIR": str(workdir / "portfwd"),
                 "QUBES_PORTFWD_STATUS": str(workdir / "portfwd" / "status.json"),
+                # qubes.PortfwdNat's socket: the workdir's, never the host's /run.
+                "QUBES_PORTFWD_NAT_SOCKET": str(workdir / "nat.sock"),
                 **(env or {}),
             }
             process = _spawn(real, workdir, spec, child_env, load=False)
@@ -115,6 +117,10 @@ class StockQubesd:
         self._stop_child()
         self.process = _spawn(self.real, self.workdir, self.spec, self.env, load=True)
         self.ready = self._read(START_TIMEOUT)
+
+    @property
+    def nat_socket(self) -> Path:
+        return Path(self.env["QUBES_PORTFWD_NAT_SOCKET"])
 
     @property
     def status_file(self) -> Path:

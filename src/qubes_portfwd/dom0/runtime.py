@@ -19,6 +19,7 @@ from ..controller.controller import Controller, boot_id_reader
 from ..controller.publisher import Publisher
 from ..controller.status_file import StatusWriter
 from ..controller.status_view import forward_statuses
+from ..qrexec.nat_service import NAT_SOCKET, serve_nat_requests
 from .app_host import AppHost
 from .qube_dbs import Connect, QubeDbs
 
@@ -37,6 +38,7 @@ class Settings:
     agent_timeout: float
     reconcile_interval: float
     boot_id_file: Path
+    nat_socket: Path | None  # qubes.PortfwdNat's socket; None: NAT requests not served
 
     @classmethod
     def from_environment(cls) -> "Settings":
@@ -48,6 +50,7 @@ class Settings:
             float(os.environ.get("QUBES_PORTFWD_AGENT_TIMEOUT", "5")),
             float(os.environ.get("QUBES_PORTFWD_RECONCILE_INTERVAL", "5")),
             Path(os.environ.get("QUBES_PORTFWD_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
+            _nat_socket(os.environ.get("QUBES_PORTFWD_NAT_SOCKET", str(NAT_SOCKET))),
         )
 
 
@@ -73,6 +76,9 @@ class Runtime:
         self._worker: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._status_topology: object = None
+        self._nat_socket = settings.nat_socket
+        self._nat_server: asyncio.AbstractServer | None = None
+        self._nat_starting: asyncio.Task[None] | None = None
 
     def on_loop(self, call: Callable[[], T]) -> T:
         """`call()` on qubesd's loop thread (core-admin's objects live there), waited for."""
@@ -114,6 +120,8 @@ class Runtime:
             self.loop, self._loop_thread = loop, threading.get_ident()
         if self._reconciler is None:
             self._reconciler = loop.create_task(self.controller.run_reconciler())
+        if self._nat_starting is None and self._nat_socket is not None:
+            self._nat_starting = loop.create_task(self._serve_nat(self._nat_socket))
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
 
@@ -144,12 +152,26 @@ class Runtime:
             except Exception:  # the next event or the periodic reconcile tries again
                 log.exception("portfwd: re-planning failed")
 
+    async def _serve_nat(self, socket_path: Path) -> None:
+        try:
+            self._nat_server = await serve_nat_requests(self.controller, socket_path)
+        except Exception:  # forwards go on; network qubes' NAT requests get no answer
+            log.exception("portfwd: serving NAT requests on %s failed", socket_path)
+
     async def close(self) -> None:
-        for task in (self._worker, self._reconciler):
+        if self._nat_server is not None:
+            self._nat_server.close()
+            await self._nat_server.wait_closed()
+        for task in (self._worker, self._reconciler, self._nat_starting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _nat_socket(value: str) -> Path | None:
+    """The NAT socket setting: a path, or empty for none (a host without natd)."""
+    return Path(value) if value else None
 
 
 def _running(vm: Any) -> bool:
