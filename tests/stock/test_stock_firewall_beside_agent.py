@@ -10,6 +10,7 @@ Through each side's re-apply and restart: the forward carries real connections f
 chains stay as Qubes' files made them.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from stock_firewall_lab import (
 from qubes_lab.qubes_firewall.dom0 import FirewallEntriesWriter
 from qubes_lab.qubesdb_real import QubeSide, RealQubesDB
 from qubes_lab.stock_firewall import QubeProcess, start_worker
+from qubes_lab.upstream import UpstreamUnavailable
 from qubes_portfwd.db.dom0 import Dom0Channel
 from qubes_portfwd.model.db_layout import HANDLED, NO_STATUS, STATUS_APPLIED
 from qubes_portfwd.model.rule_text import parse_rule
@@ -136,7 +138,12 @@ def start_agent(side: QubeSide, workdir: Path) -> QubeProcess:
 
 @pytest.fixture
 def lab(real_qubesdb: RealQubesDB, tmp_path: Path) -> Iterator[Topology]:
-    with topology(real_qubesdb, tmp_path / "hotplug") as made:
+    """Not run (with the reason) without core-agent-linux's pinned sources; CI has them."""
+    with contextlib.ExitStack() as stack:
+        try:
+            made = stack.enter_context(topology(real_qubesdb, tmp_path / "hotplug"))
+        except UpstreamUnavailable as err:
+            pytest.skip(f"Qubes' core-agent-linux not available: {err}")
         yield made
 
 
