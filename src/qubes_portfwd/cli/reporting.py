@@ -49,7 +49,7 @@ def run_reported(prog: str, body: Callable[[], int]) -> int:
         print_error(prog, describe_service_error(err))
         return EXIT_FAILURE
     except ServiceNotRunning as err:
-        print_error(prog, f"{err}; is the lab up? (python -m qubes_lab up)")
+        print_error(prog, f"{err}; is qubesd running? (QUBESD_SOCKET names its socket)")
         return EXIT_FAILURE
     except ConnectionError as err:
         print_error(prog, f"admin service connection failed: {err}")
