@@ -41,6 +41,7 @@ NAT_SOCKET = "/var/run/qubes-portfwd/nat.sock"  # served by the extension inside
 DOM0_ENVIRONMENT = {
     "QUBESD_SOCKET": "/var/run/qubesd.sock",
     "QUBES_PORTFWD_STATUS": "/var/lib/qubes/portfwd/status.json",
+    "QUBES_PORTFWD_PROMPT_SOCKET": "/var/run/qubes-portfwd/prompt.sock",
 }
 # Where each target's Python looks (overridable: another Fedora release, another Python).
 DOM0_PYTHON = "3.13"

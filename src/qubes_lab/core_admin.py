@@ -97,6 +97,7 @@ class StockQubesd:
                 "QUBES_PORTFWD_STATUS": str(workdir / "portfwd" / "status.json"),
                 # qubes.PortfwdNat's socket: the workdir's, never the host's /run.
                 "QUBES_PORTFWD_NAT_SOCKET": str(workdir / "nat.sock"),
+                "QUBES_PORTFWD_PROMPT_SOCKET": str(workdir / "prompt.sock"),
                 **(env or {}),
             }
             process = _spawn(real, workdir, spec, child_env, load=False)
@@ -121,6 +122,10 @@ class StockQubesd:
     @property
     def nat_socket(self) -> Path:
         return Path(self.env["QUBES_PORTFWD_NAT_SOCKET"])
+
+    @property
+    def prompt_socket(self) -> Path:
+        return Path(self.env["QUBES_PORTFWD_PROMPT_SOCKET"])
 
     @property
     def status_file(self) -> Path:

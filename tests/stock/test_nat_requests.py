@@ -74,3 +74,32 @@ def test_under_deny_or_from_a_qube_not_in_front_nothing_is_stored(
         assert forwards_of_work(host) == []
     finally:
         host.client().nat_policy_set("work", [])
+
+
+def test_an_ask_waits_for_dom0s_user_on_the_extensions_prompt_socket(
+    stock_host: StockHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = stock_host
+    monkeypatch.setenv("QUBES_PORTFWD_PROMPT_SOCKET", str(host.qubesd.prompt_socket))
+    user = host.client()  # dom0's prompt and qvm-portfwd pending|approve|deny
+    user.nat_policy_set("work", ["ports=1024-65535 action=ask"])
+    nat = channel(host, "sys-firewall")
+    try:
+        asked = nat.request(request(host, work_address(host), 8083, 600))
+        denied = nat.request(request(host, work_address(host), 8084, 600))
+        shown = {p["id"]: (p["qube"], p["via"]) for p in user.nat_pending()}
+        user.nat_deny(denied["id"])
+        approved = user.nat_approve(asked["id"])
+
+        assert asked["result"] == denied["result"] == "pending"
+        assert shown == {
+            asked["id"]: ("work", "sys-firewall"),
+            denied["id"]: ("work", "sys-firewall"),
+        }
+        assert forwards_of_work(host) == [approved["id"]]
+        assert host.wait_hops(approved["id"], APPLIED) == APPLIED
+        assert user.nat_pending() == []
+        nat.request(request(host, work_address(host), 8083, 0))
+        assert forwards_of_work(host) == []
+    finally:
+        user.nat_policy_set("work", [])

@@ -14,7 +14,13 @@ from ..model.forward_status import ForwardStatus
 from ..model.nat_policy_feature import FEATURE_POLICY, join_lines, split_value
 from ..model.status_document import StatusDocument, forwards_through
 from . import forwards as forward_features
-from .connection import ProtocolViolation, QubesdError, call, default_socket_path
+from .connection import (
+    ProtocolViolation,
+    QubesdError,
+    call,
+    default_prompt_socket_path,
+    default_socket_path,
+)
 from .status_reader import default_status_path, read_status
 
 ADMIN_VM = "dom0"
@@ -73,6 +79,7 @@ class AdminClient:
         self.status_path = (
             Path(status_path) if status_path else default_status_path(self.socket_path)
         )
+        self.prompt_socket_path = default_prompt_socket_path(self.socket_path)
 
     def call(self, dest: str, method: str, arg: str = "", payload: bytes = b"") -> bytes:
         return call(self.socket_path, dest, method, arg, payload, self.timeout, self.source)
@@ -185,15 +192,20 @@ class AdminClient:
         """The outside address the world reaches `client` (a qube behind `netvm`) at."""
         return self._text(netvm, "admin.vm.portfwd.NatAddress", client).strip()
 
+    def _prompt_call(self, method: str, arg: str = "") -> str:
+        """One of dom0's prompt methods, on the socket that serves them (see connection)."""
+        reply = call(self.prompt_socket_path, ADMIN_VM, method, arg, b"", self.timeout, self.source)
+        return reply.decode("utf-8")
+
     def nat_pending(self) -> list[dict[str, str]]:
-        text = self._text(ADMIN_VM, "admin.portfwd.Pending")
+        text = self._prompt_call("admin.portfwd.Pending")
         return [nat_fields(line) for line in text.splitlines() if line.strip()]
 
     def nat_approve(self, request_id: str) -> dict[str, str]:
-        return nat_fields(self._text(ADMIN_VM, "admin.portfwd.Approve", request_id))
+        return nat_fields(self._prompt_call("admin.portfwd.Approve", request_id))
 
     def nat_deny(self, request_id: str) -> None:
-        self.call(ADMIN_VM, "admin.portfwd.Deny", request_id)
+        self._prompt_call("admin.portfwd.Deny", request_id)
 
     def nat_policy_get(self, qube: str) -> list[str]:
         """`qube`'s NAT policy lines (its feature `portfwd-nat-policy`); none set: []."""

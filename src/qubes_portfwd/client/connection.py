@@ -34,6 +34,12 @@ def default_socket_path() -> Path:
     return Path(os.environ.get("QUBESD_SOCKET") or DEFAULT_SOCKET)
 
 
+def default_prompt_socket_path(socket_path: Path) -> Path:
+    """Where dom0's prompt methods go: `$QUBES_PORTFWD_PROMPT_SOCKET` (a stock host: our
+    extension's own socket), else the qubesd socket itself (the lab's qubesd serves them)."""
+    return Path(os.environ.get("QUBES_PORTFWD_PROMPT_SOCKET") or socket_path)
+
+
 def frame_request(
     dest: str, method: str, arg: str = "", payload: bytes = b"", source: str = "dom0"
 ) -> bytes:

@@ -21,6 +21,7 @@ from ..controller.status_file import StatusWriter
 from ..controller.status_view import forward_statuses
 from ..qrexec.nat_service import NAT_SOCKET, serve_nat_requests
 from .app_host import AppHost
+from .prompt_socket import PROMPT_SOCKET, serve_prompt_requests
 from .qube_dbs import Connect, QubeDbs
 
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class Settings:
     reconcile_interval: float
     boot_id_file: Path
     nat_socket: Path | None  # qubes.PortfwdNat's socket; None: NAT requests not served
+    prompt_socket: Path | None  # dom0's prompt answers asks here; None: not served
 
     @classmethod
     def from_environment(cls) -> "Settings":
@@ -50,7 +52,8 @@ class Settings:
             float(os.environ.get("QUBES_PORTFWD_AGENT_TIMEOUT", "5")),
             float(os.environ.get("QUBES_PORTFWD_RECONCILE_INTERVAL", "5")),
             Path(os.environ.get("QUBES_PORTFWD_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
-            _nat_socket(os.environ.get("QUBES_PORTFWD_NAT_SOCKET", str(NAT_SOCKET))),
+            _optional_path(os.environ.get("QUBES_PORTFWD_NAT_SOCKET", str(NAT_SOCKET))),
+            _optional_path(os.environ.get("QUBES_PORTFWD_PROMPT_SOCKET", str(PROMPT_SOCKET))),
         )
 
 
@@ -76,9 +79,16 @@ class Runtime:
         self._worker: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._status_topology: object = None
-        self._nat_socket = settings.nat_socket
-        self._nat_server: asyncio.AbstractServer | None = None
-        self._nat_starting: asyncio.Task[None] | None = None
+        self._sockets = {
+            path: serve
+            for path, serve in (
+                (settings.nat_socket, serve_nat_requests),
+                (settings.prompt_socket, serve_prompt_requests),
+            )
+            if path is not None
+        }
+        self._servers: list[asyncio.AbstractServer] = []
+        self._serving: asyncio.Task[None] | None = None
 
     def on_loop(self, call: Callable[[], T]) -> T:
         """`call()` on qubesd's loop thread (core-admin's objects live there), waited for."""
@@ -120,8 +130,8 @@ class Runtime:
             self.loop, self._loop_thread = loop, threading.get_ident()
         if self._reconciler is None:
             self._reconciler = loop.create_task(self.controller.run_reconciler())
-        if self._nat_starting is None and self._nat_socket is not None:
-            self._nat_starting = loop.create_task(self._serve_nat(self._nat_socket))
+        if self._serving is None:
+            self._serving = loop.create_task(self._serve_sockets())
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
 
@@ -152,25 +162,26 @@ class Runtime:
             except Exception:  # the next event or the periodic reconcile tries again
                 log.exception("portfwd: re-planning failed")
 
-    async def _serve_nat(self, socket_path: Path) -> None:
-        try:
-            self._nat_server = await serve_nat_requests(self.controller, socket_path)
-        except Exception:  # forwards go on; network qubes' NAT requests get no answer
-            log.exception("portfwd: serving NAT requests on %s failed", socket_path)
+    async def _serve_sockets(self) -> None:
+        for socket_path, serve in self._sockets.items():
+            try:
+                self._servers.append(await serve(self.controller, socket_path))
+            except Exception:  # forwards go on; NAT requests (or asks) get no answer
+                log.exception("portfwd: serving %s failed", socket_path)
 
     async def close(self) -> None:
-        if self._nat_server is not None:
-            self._nat_server.close()
-            await self._nat_server.wait_closed()
-        for task in (self._worker, self._reconciler, self._nat_starting):
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        for task in (self._worker, self._reconciler, self._serving):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
 
-def _nat_socket(value: str) -> Path | None:
-    """The NAT socket setting: a path, or empty for none (a host without natd)."""
+def _optional_path(value: str) -> Path | None:
+    """A socket setting: a path, or empty for none (a host without natd, say)."""
     return Path(value) if value else None
 
 

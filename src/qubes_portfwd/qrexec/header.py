@@ -50,8 +50,9 @@ def split_header(untrusted_data: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
-def parse_header(untrusted_header: bytes) -> ServiceCall:
-    """`SERVICE+ARG SOURCE TYPE TARGET` (without its NUL), checked field by field."""
+def parse_header(untrusted_header: bytes, from_dom0: bool = False) -> ServiceCall:
+    """`SERVICE+ARG SOURCE TYPE TARGET` (without its NUL), checked field by field; the
+    source a qube's name, or with `from_dom0` (a dom0-only socket, qubesd's framing) dom0."""
     try:
         untrusted_text = untrusted_header.decode("ascii")
     except UnicodeDecodeError:
@@ -65,7 +66,10 @@ def parse_header(untrusted_header: bytes) -> ServiceCall:
         raise HeaderError("service: expected letters, digits and _.- (1-64)")
     if not _ARGUMENT_RE.match(untrusted_argument):
         raise HeaderError("argument: expected letters, digits and _.+- (at most 64)")
-    if not _QUBE_RE.match(untrusted_source) or untrusted_source == "dom0":
+    if from_dom0:
+        if untrusted_source != "dom0":
+            raise HeaderError("source: expected dom0 (this socket is dom0's own)")
+    elif not _QUBE_RE.match(untrusted_source) or untrusted_source == "dom0":
         raise HeaderError("source: expected the calling qube's name (not dom0)")
     target = DOM0_TARGETS.get((untrusted_type, untrusted_target))
     if target is None:

@@ -62,7 +62,9 @@ class _Refused(Exception):
     """The call is refused before it reaches a handler (framing, size, time)."""
 
 
-async def _read_call(reader: asyncio.StreamReader) -> tuple[ServiceCall, bytes]:
+async def read_call(
+    reader: asyncio.StreamReader, from_dom0: bool = False
+) -> tuple[ServiceCall, bytes]:
     """The header and the payload up to the caller's EOF; _Refused or HeaderError if not."""
     data = bytearray()
     refusal: Exception | None = None
@@ -92,7 +94,7 @@ async def _read_call(reader: asyncio.StreamReader) -> tuple[ServiceCall, bytes]:
     untrusted_header, untrusted_payload = split
     if len(untrusted_payload) > MAX_PAYLOAD:
         raise _Refused(f"payload: larger than {MAX_PAYLOAD} bytes")
-    return parse_header(untrusted_header), untrusted_payload
+    return parse_header(untrusted_header, from_dom0), untrusted_payload
 
 
 def _address_payload(untrusted_payload: bytes) -> str:
@@ -120,6 +122,8 @@ def _handler_call(controller: Controller, call: ServiceCall, payload: bytes) -> 
 
 class NatService:
     """Answers each connection in its own task; counts each qube's calls under way."""
+
+    from_dom0 = False  # callers are qubes, named by qrexec
 
     def __init__(
         self,
@@ -152,7 +156,9 @@ class NatService:
 
     async def _reply(self, reader: asyncio.StreamReader) -> bytes:
         try:
-            call, untrusted_payload = await asyncio.wait_for(_read_call(reader), self.read_timeout)
+            call, untrusted_payload = await asyncio.wait_for(
+                read_call(reader, self.from_dom0), self.read_timeout
+            )
         except TimeoutError:
             return encode_error("ProtocolError", f"call not complete within {self.read_timeout} s")
         except (HeaderError, _Refused) as err:
@@ -171,11 +177,15 @@ class NatService:
             if not self._open[call.source]:
                 del self._open[call.source]
 
+    async def _dispatch(self, call: ServiceCall, untrusted_payload: bytes) -> bytes:
+        """The handler's answer to a call; AdminError or ValidationError refuse it."""
+        request = _handler_call(self.controller, call, untrusted_payload)
+        return await OPERATIONS[call.argument](self.controller, request)
+
     async def _answer(self, call: ServiceCall, untrusted_payload: bytes) -> bytes:
         log.info("%s+%s from %s", call.service, call.argument, call.source)
         try:
-            request = _handler_call(self.controller, call, untrusted_payload)
-            return encode_ok(await OPERATIONS[call.argument](self.controller, request))
+            return encode_ok(await self._dispatch(call, untrusted_payload))
         except AdminError as err:
             return encode_error(err.exc_type, err.message)
         except ValidationError as err:
@@ -213,13 +223,23 @@ async def serve_nat_requests(
     Call on the controller's loop (qubesd's). Stop with `server.close()`; a socket left
     behind is removed at the next start.
     """
+    service = NatService(controller, read_timeout, max_open)
+    return await serve_unix(service.handle, socket_path, group, SERVICE)
+
+
+async def serve_unix(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    socket_path: Path,
+    group: str | None,
+    name: str,
+) -> asyncio.AbstractServer:
+    """Listen on `socket_path`, mode 0660 and group `group` (None: the current group)."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_socket(socket_path)
-    service = NatService(controller, read_timeout, max_open)
     # The umask, not a chmod after bind: the socket is never reachable more widely.
     old_umask = os.umask(0o117)
     try:
-        server = await asyncio.start_unix_server(service.handle, path=socket_path)
+        server = await asyncio.start_unix_server(handle, path=socket_path)
     finally:
         os.umask(old_umask)
     if group is not None:
@@ -229,5 +249,5 @@ async def serve_nat_requests(
             server.close()
             socket_path.unlink(missing_ok=True)
             raise
-    log.info("%s: serving on %s", SERVICE, socket_path)
+    log.info("%s: serving on %s", name, socket_path)
     return server
