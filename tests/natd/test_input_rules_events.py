@@ -13,6 +13,7 @@ from qubes_portfwd.natd import input_rules
 class Checks:
     def __init__(self) -> None:
         self.count = 0
+        self.families = (4,)
 
     async def check(self) -> None:
         self.count += 1
@@ -56,6 +57,12 @@ def follow(monitor_script: str, fallback: float) -> int:
 )
 def test_only_qubes_own_table_concerns_it(line: bytes, ours: bool) -> None:
     assert input_rules.concerns_base_table(line) is ours
+
+
+def test_qubes_ip6_table_concerns_it_where_natd_serves_ipv6() -> None:
+    assert input_rules.concerns_base_table(b"add table ip6 qubes\n", (4, 6))
+    assert input_rules.concerns_base_table(b"delete table ip qubes\n", (4, 6))
+    assert not input_rules.concerns_base_table(b"add table ip6 qubes-firewall\n", (4, 6))
 
 
 def test_a_reload_of_qubes_table_is_one_check() -> None:

@@ -10,6 +10,8 @@ A network qube's daemon sends `admin.vm.portfwd.NatRequest` with one line:
 behind the asking network qube that owns that address. The grant is an external forward
 from anywhere on the chosen outside port to `internal-port`, expiring after the capped
 lifetime, whose comment names its origin. Replies are one line of `key=value`.
+A forward holds one family: the client's. An IPv6 client (PCP over IPv6) gets an IPv6
+forward (srchost ::/0), apart from any IPv4 one of the same port.
 """
 
 import ipaddress
@@ -57,8 +59,12 @@ class NatAsk:
         return self.external_port or self.internal_port
 
     @property
-    def identity(self) -> tuple[str, str, int]:
-        return (self.qube, self.proto, self.internal_port)
+    def family(self) -> int:
+        return self.client.version
+
+    @property
+    def identity(self) -> tuple[str, str, int, int]:
+        return (self.qube, self.proto, self.internal_port, self.family)
 
 
 @dataclass(frozen=True)
@@ -150,10 +156,12 @@ def _any_source(client: Address) -> Network:
     return ANY4 if client.version == 4 else ANY6
 
 
-def is_mapping(rule: Rule, proto: str, internal_port: int) -> bool:
-    """A forward made by NAT traversal for this protocol and inside port (0: any port)."""
+def is_mapping(rule: Rule, proto: str, internal_port: int, family: int | None = None) -> bool:
+    """A forward made by NAT traversal for this protocol and inside port (0: any port), in
+    `family` (None: either)."""
     return (
         isinstance(rule, ForwardRule)
+        and (family is None or rule.families == (family,))
         and rule.forwardtype == ForwardType.EXTERNAL
         and rule.proto == proto
         and len(rule.dstports) == 1
@@ -164,7 +172,7 @@ def is_mapping(rule: Rule, proto: str, internal_port: int) -> bool:
 
 def find_mapping(rules: Sequence[Rule], ask: NatAsk) -> int | None:
     for index, rule in enumerate(rules):
-        if is_mapping(rule, ask.proto, ask.internal_port):
+        if is_mapping(rule, ask.proto, ask.internal_port, ask.family):
             return index
     return None
 

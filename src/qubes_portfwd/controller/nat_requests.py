@@ -59,9 +59,11 @@ from .public_endpoint import close_handle, wait_for_endpoint
 # written into its QubesDB by whoever configured its uplink (the lab; an agent on a real host).
 FEATURE_PUBLIC_ADDRESS = "portfwd-public-address"
 UPLINK_ADDRESS_KEY = "/qubes-portfwd-uplink-address4"
+UPLINK_ADDRESS6_KEY = "/qubes-portfwd-uplink-address6"
 # Behind a tunnel qube, its lease keeper records the provider's endpoint of each forward.
 PUBLIC_ENDPOINT_WAIT = 10.0
 UNKNOWN_ADDRESS = "0.0.0.0"
+UNKNOWN_ADDRESS6 = "::"
 # A stored policy our check never saw (set before the extension was installed) that does not
 # parse: refuse every port rather than guess what its writer meant.
 DENY_ALL = (PolicyLine(PortRange(1, 65535), NatAction.DENY),)
@@ -115,21 +117,25 @@ def _edge(service: Controller, qube: str) -> str:
         raise QubesValueError(f"via: no network path ({err})") from None
 
 
-def outside_address(service: Controller, edge: str) -> str:
-    """The edge's address as the world sees it, or 0.0.0.0 when nobody has said."""
+def outside_address(service: Controller, edge: str, family: int = 4) -> str:
+    """The edge's address in `family` as the world sees it, or 0.0.0.0 (::) when nobody has
+    said. The public-address feature counts in the family of its value."""
     candidates = [service.topology[edge].features.get(FEATURE_PUBLIC_ADDRESS, "")]
     store = service.publisher.store_for(edge)
     if service.topology[edge].is_tunnel:
         # The provider's address, as the keeper saw it in its leases (none before the first).
         candidates += [v.rpartition(":")[0] for v in sorted(store.read_public().values())]
     else:
-        candidates.append(store.read()[1].get(UPLINK_ADDRESS_KEY, ""))
+        key = UPLINK_ADDRESS_KEY if family == 4 else UPLINK_ADDRESS6_KEY
+        candidates.append(store.read()[1].get(key, ""))
     for untrusted_value in candidates:
         try:
-            return str(ipaddress.IPv4Address(untrusted_value))
+            address = ipaddress.ip_address(untrusted_value)
         except ValueError:
             continue
-    return UNKNOWN_ADDRESS
+        if address.version == family:
+            return str(address)
+    return UNKNOWN_ADDRESS if family == 4 else UNKNOWN_ADDRESS6
 
 
 async def tunnel_endpoint(
@@ -183,7 +189,7 @@ async def _grant(service: Controller, ask: NatAsk, decision: Decision) -> Grant:
     rule = made[0]
     fid = forward_id(ask.qube, rule)
     edge = _edge(service, ask.qube)
-    address, port = outside_address(service, edge), rule.srcports.first
+    address, port = outside_address(service, edge, ask.family), rule.srcports.first
     if service.topology[edge].is_tunnel:
         endpoint = await tunnel_endpoint(service, edge, fid, ask.proto, port)
         address, port = endpoint if endpoint is not None else (UNKNOWN_ADDRESS, port)
@@ -211,7 +217,7 @@ async def _remove(service: Controller, ask: NatAsk) -> int:
     removed: list[int] = []
 
     def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
-        kept = [r for r in current if not is_mapping(r, ask.proto, ask.internal_port)]
+        kept = [r for r in current if not is_mapping(r, ask.proto, ask.internal_port, ask.family)]
         removed.append(len(current) - len(kept))
         return kept
 
@@ -299,6 +305,8 @@ def _pending_line(entry: PendingEntry[tuple[NatAsk, Decision], Grant], now: floa
         "origin": ask.origin,
         "expires-in": int(entry.remaining(now)),
     }
+    if ask.family != 4:  # an IPv6 forward; IPv4 is what every other ask is
+        fields["family"] = ask.family
     text = " ".join(f"{k}={v}" for k, v in fields.items())
     return f"{text} description={ask.description}" if ask.description else text
 

@@ -47,7 +47,7 @@ class Verdict(Enum):
 @dataclass(frozen=True)
 class Answer:
     verdict: Verdict
-    address: ipaddress.IPv4Address = NO_ADDRESS
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address = NO_ADDRESS
     external_port: int = 0
     lifetime: int = 0
     detail: str = ""
@@ -88,7 +88,7 @@ def _answer_from(fields: dict[str, str]) -> Answer:
     try:
         return Answer(
             Verdict.GRANTED,
-            ipaddress.IPv4Address(fields["address"]),
+            ipaddress.ip_address(fields["address"]),
             int(fields["port"]),
             int(fields["lifetime"]),
         )

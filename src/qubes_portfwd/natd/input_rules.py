@@ -6,10 +6,11 @@ interface group 2 (the vifs), so the uplink side never reaches the daemon. Befor
 each source address has a packet rate (UDP) and a connection rate (TCP) in the kernel: a
 qube flooding the daemon is dropped there and never crowds out the others' requests.
 
-A reload of Qubes' base rules deletes and re-creates the `qubes` table; `keep_open` follows
-that table's creation and deletion (`nft monitor tables`; other tables are ignored, so busy
-rulesets cost it nothing) and, for anything else, checks on a slow timer. While the table is
-missing there is nothing to put back: that is said once, not at every check.
+Served in each family natd listens in: `ip qubes` always, `ip6 qubes` too where the qube
+has IPv6 (PCP over IPv6). A reload of Qubes' base rules deletes and re-creates the `qubes`
+table; `keep_open` follows that table's creation and deletion (`nft monitor tables`; other
+tables are ignored, so busy rulesets cost it nothing) and, for anything else, checks on a
+slow timer. While the table is missing there is nothing to put back: that is said once.
 """
 
 import asyncio
@@ -60,10 +61,17 @@ def _nft(script: str) -> None:
         raise NftError(" ".join(done.stderr.split()) or f"nft exited with {done.returncode}")
 
 
-def _chain_rules(chain: str) -> list[dict[str, Any]] | None:
-    """The rules of `ip qubes <chain>`; None when the chain (or the table) is missing."""
+Families = tuple[int, ...]
+
+
+def _table(family: int) -> str:
+    return "ip" if family == 4 else "ip6"
+
+
+def _chain_rules(chain: str, family: int = 4) -> list[dict[str, Any]] | None:
+    """The rules of `ip|ip6 qubes <chain>`; None when the chain (or the table) is missing."""
     listing = subprocess.run(
-        ["nft", "-j", "list", "chain", "ip", "qubes", chain],
+        ["nft", "-j", "list", "chain", _table(family), "qubes", chain],
         text=True,
         check=False,
         timeout=NFT_TIMEOUT,
@@ -79,83 +87,107 @@ def _jump_handles(custom_input: list[dict[str, Any]]) -> list[int]:
     return [int(rule["handle"]) for rule in custom_input if rule.get("comment") == JUMP_COMMENT]
 
 
-def _script(udp_ports: list[int], tcp_ports: list[int], add_jump: bool) -> str:
+def _script(udp_ports: list[int], tcp_ports: list[int], add_jump: bool, family: int = 4) -> str:
     udp = ", ".join(str(p) for p in udp_ports)
     tcp = ", ".join(str(p) for p in tcp_ports)
-    where = f"ip qubes {CHAIN}"
+    table = _table(family)
+    where = f"{table} qubes {CHAIN}"
+    saddr = f"{table} saddr"
     script = "".join(
-        f"add set ip qubes {name} {{ type ipv4_addr; size 4096; flags dynamic,timeout; "
-        "timeout 60s; }\n"
+        f"add set {table} qubes {name} {{ type ipv{family}_addr; size 4096; "
+        "flags dynamic,timeout; timeout 60s; }\n"
         for name in (UDP_RATE_SET, TCP_RATE_SET)
     )
     script += (
         f"add chain {where}\n"
         f"flush chain {where}\n"
         f"add rule {where} iifgroup 2 udp dport {{ {udp} }} "
-        f"update @{UDP_RATE_SET} {{ ip saddr limit rate over {UDP_PER_SOURCE} }} drop\n"
+        f"update @{UDP_RATE_SET} {{ {saddr} limit rate over {UDP_PER_SOURCE} }} drop\n"
         f"add rule {where} iifgroup 2 udp dport {{ {udp} }} accept\n"
         f"add rule {where} iifgroup 2 tcp dport {{ {tcp} }} ct state new "
-        f"update @{TCP_RATE_SET} {{ ip saddr limit rate over {TCP_PER_SOURCE} }} drop\n"
+        f"update @{TCP_RATE_SET} {{ {saddr} limit rate over {TCP_PER_SOURCE} }} drop\n"
         f"add rule {where} iifgroup 2 tcp dport {{ {tcp} }} accept\n"
     )
     if add_jump:
-        script += f'add rule ip qubes custom-input jump {CHAIN} comment "{JUMP_COMMENT}"\n'
+        jump = f'add rule {table} qubes custom-input jump {CHAIN} comment "{JUMP_COMMENT}"\n'
+        script += jump
     return script
 
 
-def open_ports(udp_ports: list[int], tcp_ports: list[int]) -> None:
+def open_ports(udp_ports: list[int], tcp_ports: list[int], families: Families = (4,)) -> None:
     """Idempotent: the chain is rewritten, the jump added only when missing."""
-    custom_input = _chain_rules("custom-input")
-    if custom_input is None:
-        raise NftError("Qubes' table ip qubes has no custom-input chain")
-    _nft(_script(udp_ports, tcp_ports, add_jump=not _jump_handles(custom_input)))
+    for family in families:
+        custom_input = _chain_rules("custom-input", family)
+        if custom_input is None:
+            raise NftError(f"Qubes' table {_table(family)} qubes has no custom-input chain")
+        _nft(_script(udp_ports, tcp_ports, not _jump_handles(custom_input), family))
 
 
-def ensure_open(udp_ports: list[int], tcp_ports: list[int]) -> Check:
-    """Put the rules back if anything of them is missing, when Qubes' table is there."""
-    custom_input = _chain_rules("custom-input")
+def _ensure_open(udp_ports: list[int], tcp_ports: list[int], family: int) -> Check:
+    custom_input = _chain_rules("custom-input", family)
     if custom_input is None:
         return Check.NO_BASE
     jumps = _jump_handles(custom_input)
-    ours = _chain_rules(CHAIN)
+    ours = _chain_rules(CHAIN, family)
     if len(jumps) == 1 and ours is not None and len(ours) == RULES_IN_CHAIN:
         return Check.OPEN
-    script = "".join(f"delete rule ip qubes custom-input handle {h}\n" for h in jumps[1:])
+    table = _table(family)
+    script = "".join(f"delete rule {table} qubes custom-input handle {h}\n" for h in jumps[1:])
     try:
-        _nft(script + _script(udp_ports, tcp_ports, add_jump=not jumps))
+        _nft(script + _script(udp_ports, tcp_ports, not jumps, family))
     except NftError:
-        if _chain_rules("custom-input") is None:  # deleted between the listing and now
+        if _chain_rules("custom-input", family) is None:  # deleted between listing and now
             return Check.NO_BASE
         raise
     return Check.PUT_BACK
 
 
-def close_ports() -> None:
-    custom_input = _chain_rules("custom-input") or []
-    script = "".join(
-        f"delete rule ip qubes custom-input handle {h}\n" for h in _jump_handles(custom_input)
-    )
-    script += f"delete chain ip qubes {CHAIN}\n"
-    script += "".join(f"delete set ip qubes {name}\n" for name in (UDP_RATE_SET, TCP_RATE_SET))
-    _nft(script)
+def ensure_open(udp_ports: list[int], tcp_ports: list[int], families: Families = (4,)) -> Check:
+    """Put the rules back if anything of them is missing, where Qubes' table is there."""
+    found = [_ensure_open(udp_ports, tcp_ports, family) for family in families]
+    for worst in (Check.NO_BASE, Check.PUT_BACK):
+        if worst in found:
+            return worst
+    return Check.OPEN
 
 
-def concerns_base_table(untrusted_line: bytes) -> bool:
-    """Whether an `nft monitor tables` line is about Qubes' `ip qubes` table."""
-    return untrusted_line.split()[1:] == [b"table", b"ip", b"qubes"]
+def close_ports(families: Families = (4,)) -> None:
+    for family in families:
+        table = _table(family)
+        custom_input = _chain_rules("custom-input", family) or []
+        script = "".join(
+            f"delete rule {table} qubes custom-input handle {h}\n"
+            for h in _jump_handles(custom_input)
+        )
+        script += f"delete chain {table} qubes {CHAIN}\n"
+        script += "".join(
+            f"delete set {table} qubes {name}\n" for name in (UDP_RATE_SET, TCP_RATE_SET)
+        )
+        _nft(script)
+
+
+def concerns_base_table(untrusted_line: bytes, families: Families = (4,)) -> bool:
+    """Whether an `nft monitor tables` line is about Qubes' `ip qubes` (or `ip6 qubes`)."""
+    tables = [[b"table", _table(f).encode(), b"qubes"] for f in families]
+    return untrusted_line.split()[1:] in tables
 
 
 class RuleWatch:
     """Checks and says what it found; a lasting condition is logged once, not per check."""
 
-    def __init__(self, udp_ports: list[int], tcp_ports: list[int]) -> None:
+    def __init__(
+        self, udp_ports: list[int], tcp_ports: list[int], families: Families = (4,)
+    ) -> None:
         self.udp_ports = udp_ports
         self.tcp_ports = tcp_ports
+        self.families = families
         self.last = ""  # the condition logged last; "" when all was well
 
     async def check(self) -> None:
         try:
-            found = await asyncio.to_thread(ensure_open, self.udp_ports, self.tcp_ports)
+            found = await asyncio.to_thread(
+                ensure_open, self.udp_ports, self.tcp_ports, self.families
+            )
         except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as err:
             self._say(f"cannot check the input rules: {err}", logging.ERROR)
             return
@@ -164,7 +196,8 @@ class RuleWatch:
             self.last = ""
         elif found == Check.NO_BASE:
             self._say(
-                "Qubes' table ip qubes (chain custom-input) is missing; natd's ports are "
+                f"Qubes' table {'/'.join(_table(f) for f in self.families)} qubes (chain "
+                "custom-input) is missing; natd's ports are "
                 "closed until Qubes' base rules are loaded again",
                 logging.WARNING,
             )
@@ -178,9 +211,11 @@ class RuleWatch:
             self.last = text
 
 
-async def keep_open(udp_ports: list[int], tcp_ports: list[int], stop: asyncio.Event) -> None:
+async def keep_open(
+    udp_ports: list[int], tcp_ports: list[int], stop: asyncio.Event, families: Families = (4,)
+) -> None:
     """Until `stop`: after Qubes' table comes or goes (`nft monitor`), and every FALLBACK_CHECK."""
-    watch = RuleWatch(udp_ports, tcp_ports)
+    watch = RuleWatch(udp_ports, tcp_ports, families)
     while not stop.is_set():
         try:
             monitor = await asyncio.create_subprocess_exec(
@@ -228,7 +263,7 @@ async def _follow(
         line = await _next_line(monitor, max(0.0, next_check - loop.time()))
         if line == b"":
             return  # the monitor ended; the caller checks and starts another
-        if line is not None and concerns_base_table(line):
+        if line is not None and concerns_base_table(line, watch.families):
             settled = loop.time() + MAX_SETTLE
             while loop.time() < settled:
                 more = await _next_line(monitor, SETTLE)

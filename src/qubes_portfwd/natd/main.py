@@ -2,7 +2,8 @@
 
 Given the qube's DB by its composition root (the product's `__main__` opens QubesDB, the
 lab's `qubes_lab.roots.natd` the lab's stand-in). Listens only on the qube's downstream
-gateway address (its own address on the vifs) and lets only the vifs in. Every mapping is
+gateway address (its own address on the vifs), and for PCP on its IPv6 one where it has
+IPv6, and lets only the vifs in. Every mapping is
 decided by dom0 through the admin service.
 """
 
@@ -32,6 +33,7 @@ from .upnp_soap import DESCRIPTION_PATH
 
 DEFAULT_HTTP_PORT = 2869
 GATEWAY_KEY = "/qubes-netvm-gateway"
+GATEWAY6_KEY = "/qubes-netvm-gateway6"  # set by Qubes when the qube has the ipv6 feature
 
 log = logging.getLogger("qubes-portfwd-natd")
 
@@ -40,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qubes-portfwd-natd", description=__doc__)
     parser.add_argument("--qube", required=True, help="this network qube's name")
     parser.add_argument("--listen", default=None, help="override the downstream gateway address")
+    parser.add_argument(
+        "--listen6", default=None, help="override the downstream IPv6 gateway address (PCP)"
+    )
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--ready", default=None, help="file to create once serving")
     parser.add_argument("--no-input-rules", action="store_true", help="leave nftables alone")
@@ -57,15 +62,36 @@ def gateway_address(args: argparse.Namespace, db: QubeDb) -> ipaddress.IPv4Addre
         sys.exit(f"qubes-portfwd-natd: the qube's DB has no {GATEWAY_KEY}: not a network qube?")
 
 
+def gateway6_address(args: argparse.Namespace, db: QubeDb) -> ipaddress.IPv6Address | None:
+    """The qube's IPv6 address on the vifs; None when it has no IPv6 (then IPv4 only)."""
+    if args.listen6:
+        return ipaddress.IPv6Address(args.listen6)
+    untrusted_value = (db.read(GATEWAY6_KEY) or b"").decode("ascii", errors="replace")
+    try:
+        return ipaddress.IPv6Address(untrusted_value) if untrusted_value else None
+    except ValueError:
+        log.warning("%s is not an IPv6 address: PCP over IPv6 not served", GATEWAY6_KEY)
+        return None
+
+
 async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> None:
     loop = asyncio.get_running_loop()
     gateway = str(gateway_address(args, db))
+    gateway6 = gateway6_address(args, db)
     dom0 = Dom0(channel)
     table = MappingTable()
     device_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{args.qube}.qubes-portfwd-natd"))
     transport, _ = await loop.create_datagram_endpoint(
         lambda: PortControlServer(dom0.ask, dom0.address, table), local_addr=(gateway, NATPMP_PORT)
     )
+    transports = [transport]
+    if gateway6 is not None:
+        transport6, _ = await loop.create_datagram_endpoint(
+            lambda: PortControlServer(dom0.ask, dom0.address, table),
+            local_addr=(str(gateway6), NATPMP_PORT),
+        )
+        transports.append(transport6)
+    families = (4, 6) if gateway6 is not None else (4,)
     actions = WanIpConnection(dom0.ask, dom0.address, table)
     http, http_port = await http_server.start(actions, gateway, args.http_port, device_uuid)
     location = f"http://{gateway}:{http_port}{DESCRIPTION_PATH}"
@@ -81,14 +107,15 @@ async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> No
     if not args.no_input_rules:
         udp_ports, tcp_ports = [NATPMP_PORT, ssdp.SSDP_PORT], [http_port]
         try:
-            await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports)
+            await asyncio.to_thread(input_rules.open_ports, udp_ports, tcp_ports, families)
         except input_rules.NftError as err:  # Qubes' rules not loaded yet: the keeper waits
             log.warning("input rules not opened yet: %s", err)
-        keeper = asyncio.create_task(input_rules.keep_open(udp_ports, tcp_ports, stop))
+        keeper = asyncio.create_task(input_rules.keep_open(udp_ports, tcp_ports, stop, families))
     log.info(
-        "serving on %s (NAT-PMP/PCP %d, UPnP %s, SSDP on %s)",
+        "serving on %s (NAT-PMP/PCP %d%s, UPnP %s, SSDP on %s)",
         gateway,
         NATPMP_PORT,
+        f", PCP on {gateway6}" if gateway6 is not None else "",
         location,
         ",".join(vifs) or "-",
     )
@@ -103,7 +130,8 @@ async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> No
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        transport.close()
+        for each in transports:
+            each.close()
         if ssdp_transport is not None:
             ssdp_transport.close()
         http.close()
@@ -112,7 +140,7 @@ async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> No
         dom0.close()
         if not args.no_input_rules:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(input_rules.close_ports)
+                await asyncio.to_thread(input_rules.close_ports, families)
 
 
 def run(

@@ -1,7 +1,8 @@
 """What this daemon was granted, for UPnP's listing actions (dom0 keeps the real forwards).
 
 An entry lives until its lifetime ends or its client removes it; a forward removed in dom0
-by the user still shows here until then (the next renewal asks dom0 again).
+by the user still shows here until then (the next renewal asks dom0 again). IPv4 and IPv6
+mappings are apart: the same outside port may be mapped once in each family.
 """
 
 import ipaddress
@@ -31,7 +32,7 @@ class Mapping:
 class MappingTable:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._by_outside: dict[tuple[str, int], Mapping] = {}
+        self._by_outside: dict[tuple[int, str, int], Mapping] = {}
 
     def _expire(self) -> None:
         now = self.clock()
@@ -44,7 +45,7 @@ class MappingTable:
         self.forget(ask.client, ask.proto, ask.internal_port)
         if len(self._by_outside) >= MAX_ENTRIES:
             return
-        self._by_outside[(ask.proto, answer.external_port)] = Mapping(
+        self._by_outside[(ask.client.version, ask.proto, answer.external_port)] = Mapping(
             ask.client,
             ask.proto,
             ask.internal_port,
@@ -60,9 +61,9 @@ class MappingTable:
             ):
                 del self._by_outside[key]
 
-    def by_outside(self, proto: str, external_port: int) -> Mapping | None:
+    def by_outside(self, proto: str, external_port: int, family: int = 4) -> Mapping | None:
         self._expire()
-        return self._by_outside.get((proto, external_port))
+        return self._by_outside.get((family, proto, external_port))
 
     def listing(self) -> list[Mapping]:
         self._expire()

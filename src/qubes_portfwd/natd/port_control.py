@@ -2,9 +2,11 @@
 
 The asking qube is the datagram's source address (the netvm's anti-spoofing guarantees it
 on the vif). Malformed datagrams get the protocol's error reply or none; nothing stops the
-server. Every decision is dom0's (see dom0.py). A client over its share is answered with the
-protocol's temporary refusal (NAT-PMP OUT_OF_RESOURCES, PCP USER_EX_QUOTA, RFC 6887 §7.4);
-datagrams beyond what can wait for an answer are dropped, as a full queue would.
+server. PCP is served in both families (an IPv6 client gets an IPv6 forward); NAT-PMP is
+IPv4 only (RFC 6886), so a NAT-PMP datagram from an IPv6 sender is dropped. Every
+decision is dom0's (see dom0.py). A client over its share is answered with the protocol's
+temporary refusal (NAT-PMP OUT_OF_RESOURCES, PCP USER_EX_QUOTA, RFC 6887 §7.4); datagrams
+beyond what can wait for an answer are dropped, as a full queue would.
 """
 
 import asyncio
@@ -94,6 +96,8 @@ class PortControlServer(asyncio.DatagramProtocol):
         try:
             if pcp.is_pcp(untrusted_data):
                 reply = await self._pcp(untrusted_data, sender)
+            elif sender.version != 4:
+                reply = None
             else:
                 reply = await self._natpmp(untrusted_data, sender)
         except Exception:  # one bad request must never stop the server
@@ -187,10 +191,6 @@ class PortControlServer(asyncio.DatagramProtocol):
             raise pcp.PcpError(
                 "THIRD_PARTY", "mapping for another host", pcp.Result.NOT_AUTHORIZED, pcp.Opcode.MAP
             )
-        if sender.version != 4:
-            raise pcp.PcpError(
-                "address", "IPv4 only", pcp.Result.CANNOT_PROVIDE_EXTERNAL, pcp.Opcode.MAP
-            )
         proto = m.protocol_name
         assert proto is not None
         ask = Ask(
@@ -207,16 +207,25 @@ class PortControlServer(asyncio.DatagramProtocol):
             return None
         if answer.verdict == Verdict.REMOVED:
             self.table.forget(sender, proto, m.internal_port)
-            result = pcp.MapResult(
-                m.nonce, m.protocol, m.internal_port, 0, ipaddress.IPv4Address(0)
-            )
+            result = pcp.MapResult(m.nonce, m.protocol, m.internal_port, 0, _unspecified(sender))
             return pcp.encode_response(pcp.Opcode.MAP, pcp.Result.SUCCESS, 0, self.epoch, result)
         if answer.verdict != Verdict.GRANTED:
             raise pcp.PcpError("map", answer.detail, _PCP_RESULT[answer.verdict], pcp.Opcode.MAP)
         self.table.record(ask, answer)
+        # Dom0 answers in the client's family; an address of the other one is not said.
+        address = answer.address if answer.address.version == sender.version else None
         result = pcp.MapResult(
-            m.nonce, m.protocol, m.internal_port, answer.external_port, answer.address
+            m.nonce,
+            m.protocol,
+            m.internal_port,
+            answer.external_port,
+            address or _unspecified(sender),
         )
         return pcp.encode_response(
             pcp.Opcode.MAP, pcp.Result.SUCCESS, answer.lifetime, self.epoch, result
         )
+
+
+def _unspecified(sender: Address) -> Address:
+    """The all-zeros address of the sender's family: "none" in a PCP reply (RFC 6887 §11.3)."""
+    return ipaddress.IPv4Address(0) if sender.version == 4 else ipaddress.IPv6Address(0)
