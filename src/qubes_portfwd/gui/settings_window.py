@@ -1,5 +1,5 @@
-"""A qube's settings window, its firewall tab: outbound rules, port forwarding, and (for a
-network qube) the ports forwarded through it."""
+"""A qube's settings window, its firewall tab: outbound rules (outbound_panel.py) on top,
+port forwarding below, and (for a network qube) the ports forwarded through it."""
 
 import time
 from collections.abc import Callable
@@ -9,15 +9,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
-    QAbstractItemView,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMessageBox,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -30,8 +26,8 @@ from .calls import Calls
 from .forward_dialog import ForwardDialog
 from .forward_form import form_of_rule
 from .forward_table import ForwardTable
-from .rows import FORWARD_HEADER, OUTBOUND_HEADER, forward_rows, outbound_rows
-from .rule_lines import outbound_summary
+from .outbound_panel import OutboundPanel
+from .rows import FORWARD_HEADER, forward_rows
 
 REFRESH_MS = 3000
 THROUGH_HEADER = ("Target", *FORWARD_HEADER)
@@ -55,17 +51,6 @@ def fetch_view(client: AdminClient, qube: str) -> QubeView:
         is_network=is_network,
         through=tuple(client.forwards_through(qube)) if is_network else (),
     )
-
-
-def _read_only_table(header: tuple[str, ...]) -> QTableWidget:
-    table = QTableWidget(0, len(header))
-    table.setHorizontalHeaderLabels(list(header))
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-    table.verticalHeader().hide()
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
 
 
 class SettingsWindow(QWidget):
@@ -92,14 +77,8 @@ class SettingsWindow(QWidget):
     def _firewall_tab(self) -> QWidget:
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        outbound = QGroupBox("Outbound rules (read-only here; change them with qvm-firewall)")
-        outbound_layout = QVBoxLayout(outbound)
-        self.outbound_summary = QLabel("…")
-        self.outbound = _read_only_table(OUTBOUND_HEADER)
-        self.outbound.setMaximumHeight(110)
-        outbound_layout.addWidget(self.outbound_summary)
-        outbound_layout.addWidget(self.outbound)
-        layout.addWidget(outbound, 0)
+        self.outbound = OutboundPanel(self.calls, self.qube, self.refresh)
+        layout.addWidget(self.outbound, 3)
 
         forwarding = QGroupBox(f"Port forwarding to {self.qube}")
         self.forwarding_box = forwarding
@@ -118,7 +97,7 @@ class SettingsWindow(QWidget):
         buttons.addStretch(1)
         forwarding_layout.addWidget(self.forwards)
         forwarding_layout.addLayout(buttons)
-        layout.addWidget(forwarding, 2)
+        layout.addWidget(forwarding, 3)
 
         self.through_box = QGroupBox(f"Ports forwarded through {self.qube}")
         through_layout = QVBoxLayout(self.through_box)
@@ -141,19 +120,18 @@ class SettingsWindow(QWidget):
         if self._refreshing:
             return
         self._refreshing = True
-        qube = self.qube
-        self.calls.run(lambda client: fetch_view(client, qube), self._show, self._refresh_failed)
+        qube, generation = self.qube, self.outbound.generation
+        self.calls.run(
+            lambda client: fetch_view(client, qube),
+            lambda view: self._show(view, generation),
+            self._refresh_failed,
+        )
 
-    def _show(self, view: QubeView) -> None:
+    def _show(self, view: QubeView, generation: int) -> None:
         self._refreshing = False
         self.view = view
         now = time.time()
-        self.outbound_summary.setText(outbound_summary(view.rule_lines))
-        rows = outbound_rows(view.rule_lines, now)
-        self.outbound.setRowCount(len(rows))
-        for number, cells in enumerate(rows):
-            for column, text in enumerate(cells):
-                self.outbound.setItem(number, column, QTableWidgetItem(text))
+        self.outbound.show_lines(view.rule_lines, generation)
         self.forwards.show_rows(forward_rows(view.forwards, now))
         through = [
             replace(row, cells=(row.target, *row.cells)) for row in forward_rows(view.through, now)
