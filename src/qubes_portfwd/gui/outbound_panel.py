@@ -213,13 +213,10 @@ class OutboundPanel(QGroupBox):
         return self.read is not None and self.read.conf is not None
 
     def current_conf(self, now: float) -> OutboundConf:
-        until = None
-        if self.full_access.isChecked():
-            kept = self.full_access_until
-            if self.full_access_touched or kept is None or kept <= now:
-                until = int(now) + self.minutes.value() * 60
-            else:
-                until = kept
+        # Untouched, the stored full access stays as it is (even past: Qubes drops it itself).
+        until = self.full_access_until
+        if self.full_access_touched:
+            until = int(now) + self.minutes.value() * 60 if self.full_access.isChecked() else None
         return OutboundConf(
             allow_all=self.allow_all.isChecked(),
             rules=tuple(self.rules),
@@ -262,20 +259,24 @@ class OutboundPanel(QGroupBox):
         number = self.selected()
         if number is None:
             return None
-        dialog = OutboundDialog(self.qube, form_of_outbound(self.rules[number]), parent=self)
-        dialog.accepted.connect(lambda: self._put(dialog, number))
+        original = self.rules[number]
+        dialog = OutboundDialog(self.qube, form_of_outbound(original), parent=self)
+        dialog.accepted.connect(lambda: self._put(dialog, original))
         self.dialog = dialog
         dialog.open()
         return dialog
 
-    def _put(self, dialog: OutboundDialog, number: int | None) -> None:
+    def _put(self, dialog: OutboundDialog, original: FilterRule | None) -> None:
         rule = dialog.rule()
         if rule is None:
             return
-        if number is None:
+        if original is None:
             self.rules.append(rule)
-        else:
-            self.rules[number] = rule
+        elif original in self.rules:
+            self.rules[self.rules.index(original)] = rule
+        else:  # the list was read again while the dialog was open
+            self._notice("The rule being edited is no longer listed; nothing was changed.")
+            return
         self._show_rules()
         self._update_controls()
 
