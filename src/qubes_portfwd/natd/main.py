@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
@@ -34,6 +35,7 @@ from .upnp_soap import DESCRIPTION_PATH
 DEFAULT_HTTP_PORT = 2869
 GATEWAY_KEY = "/qubes-netvm-gateway"
 GATEWAY6_KEY = "/qubes-netvm-gateway6"  # set by Qubes when the qube has the ipv6 feature
+IP_FREEBIND = 15  # linux/in.h; also binds IPv6 sockets (not in Python's socket module)
 
 log = logging.getLogger("qubes-portfwd-natd")
 
@@ -74,6 +76,21 @@ def gateway6_address(args: argparse.Namespace, db: QubeDb) -> ipaddress.IPv6Addr
         return None
 
 
+def freebind_udp6(address: ipaddress.IPv6Address, port: int) -> socket.socket:
+    """A UDP socket on `address` whether or not a vif holds it yet: Qubes adds the IPv6
+    gateway to each vif as it comes up, with duplicate address detection (tentative first)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((str(address), port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> None:
     loop = asyncio.get_running_loop()
     gateway = str(gateway_address(args, db))
@@ -88,7 +105,7 @@ async def serve(args: argparse.Namespace, db: QubeDb, channel: NatChannel) -> No
     if gateway6 is not None:
         transport6, _ = await loop.create_datagram_endpoint(
             lambda: PortControlServer(dom0.ask, dom0.address, table),
-            local_addr=(str(gateway6), NATPMP_PORT),
+            sock=freebind_udp6(gateway6, NATPMP_PORT),
         )
         transports.append(transport6)
     families = (4, 6) if gateway6 is not None else (4,)

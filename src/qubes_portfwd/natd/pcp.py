@@ -2,7 +2,8 @@
 
 Served: ANNOUNCE and MAP. Options: THIRD_PARTY is parsed so the daemon can refuse it,
 PREFER_FAILURE is honoured, other mandatory options (codes 0-127) are refused with
-UNSUPP_OPTION, optional ones (128-255) ignored. IPv4 addresses travel IPv4-mapped.
+UNSUPP_OPTION, optional ones (128-255) ignored. IPv4 addresses travel IPv4-mapped,
+IPv6 ones as they are (RFC 6887 §5).
 """
 
 import ipaddress
