@@ -341,5 +341,7 @@ class OutboundPanel(QGroupBox):
         changes = editable and self.has_changes()
         self.apply_button.setEnabled(changes)
         self.discard_button.setEnabled(not self.saving)
+        # With nothing to discard, the button reads the list again.
+        self.discard_button.setText("Discard" if changes else "Reload")
         marker = " (unsaved changes)" if changes else ""
         self.setTitle(f"Outbound rules of {self.qube}{marker}")
