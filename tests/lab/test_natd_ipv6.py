@@ -153,3 +153,19 @@ def test_request_to_working_mapping_ipv6_beside_ipv4(env: NatLab) -> None:
                 assert nat_status(env, "work", family) == []
     summary = {f"IPv{f}": {k: median_ms(v) for k, v in timings[f].items()} for f in (4, 6)}
     print(f"\nPCP request to working mapping, medians of {ROUNDS} (ms): {summary}")
+
+
+def test_upnp_ipv6_firewall_control_says_no_pinholes_to_upnpc(env: NatLab) -> None:
+    """A qube's IPv6 address is never reachable from outside (sys-net masquerades Qubes'
+    fd09::/48): the IGD 2 firewall service says so to the real upnpc, and stores nothing."""
+    env.client.nat_policy_set("work", ["ports=1-65535 action=allow"])
+    work6 = str(env.lab.topology["work"].address6)
+    status = env.upnpc("work", "-S")
+    assert "FirewallEnabled: 1 & Inbound Pinhole Allowed: 0" in status.stdout, status
+    added = env.upnpc("work", "-A", "::", "0", work6, "8191", "TCP", "600")
+    assert "failed with code 703 (InboundPinholeNotAllowed)" in added.stdout, added
+    assert "returned : 704" in env.upnpc("work", "-D", "1").stdout
+    assert "failed with code 704 (NoSuchEntry)" in env.upnpc("work", "-C", "1").stdout
+    assert "failed with code 704 (NoSuchEntry)" in env.upnpc("work", "-K", "1").stdout
+    assert env.nat_forwards("work") == []
+    assert env.client.nat_pending() == []

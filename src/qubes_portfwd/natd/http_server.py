@@ -13,11 +13,14 @@ import string
 from collections import Counter
 
 from .upnp_actions import WanIpConnection
+from .upnp_firewall import firewall_call
 from .upnp_soap import (
     COMMON_CONTROL_PATH,
     CONTROL_PATH,
     DESCRIPTION_PATH,
     INVALID_ACTION,
+    IPV6_FIREWALL_CONTROL_PATH,
+    IPV6_FIREWALL_SERVICE,
     WANIP_SERVICE,
     SoapError,
     fault_body,
@@ -162,13 +165,20 @@ class UpnpHttpServer:
             return _reply(refusal.status, b"")
         if method == "GET" and path == DESCRIPTION_PATH:
             return _reply("200 OK", root_description(self.base_url, self.uuid))
-        if method != "POST" or path not in (CONTROL_PATH, COMMON_CONTROL_PATH):
+        if method != "POST" or path not in (
+            CONTROL_PATH,
+            COMMON_CONTROL_PATH,
+            IPV6_FIREWALL_CONTROL_PATH,
+        ):
             return _reply("404 Not Found", b"")
         try:
             sender = ipaddress.ip_address(str(peer[0]))  # type: ignore[index]
             call = parse_call(untrusted_body)
             if path == COMMON_CONTROL_PATH:
                 raise SoapError(INVALID_ACTION, "Invalid Action")
+            if path == IPV6_FIREWALL_CONTROL_PATH:
+                firewall = firewall_call(call)
+                return _reply("200 OK", response_body(call.action, IPV6_FIREWALL_SERVICE, firewall))
             arguments = await self.actions.call(call, sender)
         except SoapError as err:
             return _reply("500 Internal Server Error", fault_body(err))

@@ -15,9 +15,11 @@ from defusedxml import DefusedXmlException
 WANIP_SERVICE = "urn:schemas-upnp-org:service:WANIPConnection:1"
 WANIP2_SERVICE = "urn:schemas-upnp-org:service:WANIPConnection:2"
 COMMON_SERVICE = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1"
+IPV6_FIREWALL_SERVICE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 IGD_DEVICE = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 CONTROL_PATH = "/ctl/IPConn"
 COMMON_CONTROL_PATH = "/ctl/CmnIfCfg"
+IPV6_FIREWALL_CONTROL_PATH = "/ctl/IP6FCtl"
 DESCRIPTION_PATH = "/rootDesc.xml"
 SEARCH_TARGETS = (
     "ssdp:all",
@@ -130,12 +132,19 @@ def _service(service_type: str, service_id: str, control: str, scpd: str) -> str
 
 
 def root_description(base_url: str, uuid: str) -> bytes:
-    """IGD v1: InternetGatewayDevice > WANDevice > WANConnectionDevice > WANIPConnection."""
+    """IGD v1: InternetGatewayDevice > WANDevice > WANConnectionDevice > WANIPConnection,
+    and IGD 2's WANIPv6FirewallControl beside it (upnp_firewall.py says what it answers)."""
     common = _service(
         COMMON_SERVICE, "urn:upnp-org:serviceId:WANCommonIFC1", COMMON_CONTROL_PATH, "/WANCfg.xml"
     )
     wanip = _service(
         WANIP_SERVICE, "urn:upnp-org:serviceId:WANIPConn1", CONTROL_PATH, "/WANIPCn.xml"
+    )
+    wanip += _service(
+        IPV6_FIREWALL_SERVICE,
+        "urn:upnp-org:serviceId:WANIPv6FC1",
+        IPV6_FIREWALL_CONTROL_PATH,
+        "/WANIP6FC.xml",
     )
     return (
         '<?xml version="1.0"?>\r\n<root xmlns="urn:schemas-upnp-org:device-1-0">'
