@@ -13,6 +13,8 @@ packages=(nftables iproute2 conntrack socat curl iperf3 wireguard-go wireguard-t
 # `make packages`: rpmbuild and rpm2archive (Debian's rpm); dpkg-deb comes with dpkg.
 # tests/packaging: systemd-analyze verify and systemctl --root on the packaged units.
 packages+=(rpm systemd)
+# The agent's in-process nftables (libnftables through its Python module; see below).
+packages+=(python3-nftables)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -30,3 +32,13 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # Extras: test by default; `make bench` asks for test,bench.
 .venv/bin/python -m pip install -q -e ".[${EXTRAS:-test}]"
+
+# libnftables' Python module (the agent applies and lists rules in-process) comes only as
+# Debian's python3-nftables: pure Python over ctypes to libnftables.so.1, the same version
+# as `nft`. The venv sees just that package, not all of Debian's dist-packages: a directory
+# holding one link to it, named by a .pth file. scripts/test_py313.sh does the same.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p .venv/system-packages
+ln -sfn /usr/lib/python3/dist-packages/nftables .venv/system-packages/nftables
+echo "$PWD/.venv/system-packages" > "$site/debian-nftables.pth"
+.venv/bin/python -c 'import nftables' || { echo "install: the venv cannot import nftables" >&2; exit 1; }

@@ -23,4 +23,10 @@ fi
 # 3.13's venv carries no setuptools; the editable install's backend needs it.
 .venv313/bin/python -m pip install -q --upgrade pip setuptools >/dev/null
 .venv313/bin/python -m pip install -q -e ".[test]"
+# Debian's python3-nftables (scripts/install.sh installs it) for the agent, and only it:
+# a directory holding one link to the package, named by a .pth file, as install.sh does.
+site=$(.venv313/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p .venv313/system-packages
+ln -sfn /usr/lib/python3/dist-packages/nftables .venv313/system-packages/nftables
+echo "$PWD/.venv313/system-packages" > "$site/debian-nftables.pth"
 exec .venv313/bin/python -m pytest -q -m "not lab" -p no:cacheprovider "$@"

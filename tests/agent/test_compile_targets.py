@@ -1,10 +1,13 @@
 """The agent refuses DNATs to anything but its own downstream qubes, and opens SSDP replies."""
 
 import ipaddress
+import socket
+import struct
 
 from qubes_portfwd.agent.compile import build_script, left_out, refuse_foreign_targets
-from qubes_portfwd.agent.downstream_targets import is_downstream_device, parse_route_devices
+from qubes_portfwd.agent.downstream_targets import is_downstream_device, unicast_device
 from qubes_portfwd.agent.entries import parse_entries, parse_settings
+from qubes_portfwd.agent.rtnetlink import RTA_OIF, RTN_UNICAST, Route, parse_route
 
 WORK = ipaddress.IPv4Address("10.137.0.6")
 ROUTER = ipaddress.IPv4Address("192.0.2.1")
@@ -56,28 +59,33 @@ def test_refused_hops_open_nothing_and_are_reported_by_key() -> None:
     assert errors["/qubes-portfwd/bbbbbbbbbbbb/4"].startswith("not applied: to=192.0.2.1")
 
 
-def test_route_answers_are_paired_by_destination_and_read_defensively() -> None:
-    output = "\n".join(
-        [
-            '[{"dst":"10.137.0.6","dev":"vif6.0","prefsrc":"10.137.0.3","flags":[]}]',
-            '[{"type":"local","dst":"10.137.0.3","dev":"lo"}]',
-            '[{"dst":"fd09:24ef:4179::a89:6","dev":"vif6.0"}]',
-            '[{"dst":"192.0.2.1","gateway":"10.137.0.2","dev":"eth0"}]',
-            "",
-            "[]",
-            "{}",
-            "[1]",
-            '[{"dst":"10.0.0.9","dev":5}]',
-            '[{"dst":"10.0.0.8","dev":""}]',
-            '[{"dst":"not an address","dev":"vif9.0"}]',
-            '[{"dst":"10.0.0.7","dev":"vif7.0"},{"dst":"10.0.0.7","dev":"eth0"}]',
-        ]
+def _route(kind: int, *attributes: bytes) -> bytes:
+    return struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 254, 0, 0, kind, 0) + b"".join(
+        attributes
     )
-    assert parse_route_devices(output) == {
-        WORK: "vif6.0",
-        ipaddress.IPv6Address("fd09:24ef:4179::a89:6"): "vif6.0",
-        ROUTER: "eth0",
-    }
+
+
+def _oif(index: int) -> bytes:
+    return struct.pack("=HHI", 8, RTA_OIF, index)
+
+
+def test_route_answers_give_the_device_of_unicast_routes_only() -> None:
+    names = {2: "eth0", 5: "vif6.0", 7: "x" * 16}.get
+
+    def device(answer: bytes) -> str | None:
+        return unicast_device(parse_route(answer), names)
+
+    assert parse_route(_route(RTN_UNICAST, _oif(5))) == Route(RTN_UNICAST, 5)
+    assert device(_route(RTN_UNICAST, _oif(5))) == "vif6.0"
+    assert device(_route(RTN_UNICAST, _oif(2))) == "eth0"
+    assert device(_route(2, _oif(1))) is None  # local
+    assert device(_route(3, _oif(2))) is None  # broadcast
+    assert device(_route(RTN_UNICAST)) is None  # no output interface
+    assert device(_route(RTN_UNICAST, _oif(9))) is None  # gone
+    assert device(_route(RTN_UNICAST, _oif(7))) is None  # no such name
+    assert device(_route(RTN_UNICAST, struct.pack("=HH", 6, RTA_OIF))) is None
+    assert parse_route(b"short") is None
+    assert unicast_device(None, names) is None
     assert is_downstream_device("vif12.0")
     assert not is_downstream_device("eth0") and not is_downstream_device(None)
 

@@ -1,14 +1,15 @@
 """What an agent reports while its kernel lacks its rules: never `applied`.
 
 The agent runs alone in a throwaway namespace (the `netns` fixture of test_agent_service).
-To look inside a repair, its `nft -f` can be held at a gate: a wrapper found first on its
-PATH waits while a file exists, then runs the real nft. Nothing else about the agent changes.
+To look inside a repair, its calls into nftables can be held at a gate: the agent is composed
+as the lab's root composes it, with its libnftables wrapped so that the named call waits
+while a file exists. Nothing else about the agent changes.
 """
 
 import ipaddress
 import os
-import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,6 @@ from test_agent_service import (  # noqa: F401 (netns is a fixture)
     DNAT_KEY,
     STATIC,
     WORK,
-    agent_argv,
     netns,
     nft,
     owned_jumps,
@@ -33,52 +33,70 @@ from qubes_lab.qubes_base import BaseParams, Downstream, base_ruleset
 pytestmark = pytest.mark.lab
 
 FORWARD_ID = DNAT_KEY.split("/")[2]
-GATE_WAIT_STEPS = 600  # of 0.05 s: a held nft gives up waiting after 30 s
+GATE_WAIT_STEPS = 600  # of 0.05 s: a held call gives up waiting after 30 s
 
-# `nft` called with the words $NFT_GATE_ON (`-f`: an apply; `list ruleset`: the listing the
-# agent fingerprints) waits while $NFT_GATE exists, after touching $NFT_ENTERED; other calls
-# run at once.
-GATED_NFT = """#!/bin/sh
-case " $* " in
-  *" $NFT_GATE_ON "*)
-    if [ -e "$NFT_GATE" ]; then
-      : > "$NFT_ENTERED"
-      i=0
-      while [ -e "$NFT_GATE" ] && [ "$i" -lt {steps} ]; do sleep 0.05; i=$((i + 1)); done
-    fi ;;
-esac
-exec {nft} "$@"
+# The lab's agent (qubes_lab.roots.agent) with its nftables port wrapped: the call named
+# $NFT_GATE_ON (`apply`, or `list_ruleset_json`: the listing the agent fingerprints) waits
+# while $NFT_GATE exists, after touching $NFT_ENTERED; other calls go through at once.
+GATED_AGENT = """
+import asyncio, os, sys
+from pathlib import Path
+from qubes_lab.qube_db import FileQubeDb
+from qubes_portfwd.agent.main import parser, run
+from qubes_portfwd.agent.nft_library import NftLibrary
+
+class GatedNft:
+    def __init__(self):
+        self.nft = NftLibrary()
+
+    async def _gate(self, call):
+        gate = Path(os.environ["NFT_GATE"])
+        if call != os.environ["NFT_GATE_ON"] or not gate.exists():
+            return
+        Path(os.environ["NFT_ENTERED"]).touch()
+        for _ in range({steps}):
+            if not gate.exists():
+                return
+            await asyncio.sleep(0.05)
+
+    async def apply(self, script):
+        await self._gate("apply")
+        return await self.nft.apply(script)
+
+    async def list_ruleset_json(self):
+        await self._gate("list_ruleset_json")
+        return await self.nft.list_ruleset_json()
+
+    async def list_custom_chains_json(self):
+        return await self.nft.list_custom_chains_json()
+
+arguments = parser()
+arguments.add_argument("--store", required=True)
+sys.exit(run(arguments.parse_args(), lambda args: FileQubeDb(args.store), GatedNft))
 """
 
 
 @contextmanager
 def gated_agent(
-    namespace: str, store: EntryStore, tmp_path: Path, gate_on: str = "-f", closed: bool = False
+    namespace: str, store: EntryStore, tmp_path: Path, gate_on: str = "apply", closed: bool = False
 ) -> Iterator[tuple[Path, Path]]:
-    """The agent running with a gate on its `nft` calls with the words `gate_on`, closed from
-    the start if `closed`; yields (gate, entered) file paths."""
-    real_nft = shutil.which("nft")
-    assert real_nft is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "nft"
-    wrapper.write_text(
-        GATED_NFT.replace("{steps}", str(GATE_WAIT_STEPS)).replace("{nft}", real_nft)
-    )
-    wrapper.chmod(0o755)
+    """The agent running with a gate on its nftables call `gate_on`, closed from the start
+    if `closed`; yields (gate, entered) file paths."""
     gate, entered = tmp_path / "gate", tmp_path / "entered"
     env = {
         **os.environ,
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
         "NFT_GATE": str(gate),
         "NFT_ENTERED": str(entered),
         "NFT_GATE_ON": gate_on,
     }
     if closed:
         gate.touch()
-    agent = subprocess.Popen(
-        agent_argv(namespace, store.path), env=env, stderr=subprocess.DEVNULL, text=True
-    )
+    argv = [
+        "ip", "netns", "exec", namespace, sys.executable, "-c",
+        GATED_AGENT.replace("{steps}", str(GATE_WAIT_STEPS)),
+        "--qube", "sys-firewall", "--store", str(store.path),
+    ]  # fmt: skip
+    agent = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL, text=True)
     try:
         yield gate, entered
     finally:
@@ -107,7 +125,7 @@ def test_rules_lost_from_the_kernel_are_reported_repairing_until_they_are_back(
 
         gate.touch()
         nft(netns, "delete", "table", "ip", "qubes-portfwd")
-        poll(entered.exists, "the agent re-applying (held at its nft -f)")
+        poll(entered.exists, "the agent re-applying (held at its apply)")
         assert not forward_in_kernel(netns)
         report = store.read_status()
         assert report.per_key[DNAT_KEY] == "repairing", "reported applied, the kernel has none"
@@ -166,7 +184,7 @@ def test_rules_lost_before_the_agent_took_its_reference_are_still_repaired(
     must not become what the later checks call intact."""
     store = EntryStore(tmp_path / "sys-firewall")
     generation = store.set_many({**STATIC, DNAT_KEY: DNAT})
-    with gated_agent(netns, store, tmp_path, gate_on="list ruleset", closed=True) as (
+    with gated_agent(netns, store, tmp_path, gate_on="list_ruleset_json", closed=True) as (
         gate,
         entered,
     ):

@@ -2,7 +2,8 @@
 opens QubesDB; the lab's `qubes_lab.roots.agent` opens the lab's stand-in).
 
 Stopped by SIGTERM or SIGINT, or by an error (QubesDB gone: exit 1), it removes what it owns;
-`--remove` does only that (uninstall, or a unit's ExecStopPost after a kill) and needs no DB."""
+`--remove` does only that (uninstall, or a unit's ExecStopPost after a kill) and needs no DB.
+nftables is reached through `open_nft` (libnftables in-process unless a root says otherwise)."""
 
 import argparse
 import asyncio
@@ -13,7 +14,8 @@ from collections.abc import Callable
 
 from ..ports.qube_db import QubeDb
 from .in_force import InForceRecord
-from .nft_runner import NftRunner
+from .nft_library import NftLibrary, NftUnavailable
+from .nft_port import NftPort
 from .removal import remove_owned
 from .service import Agent
 
@@ -57,21 +59,30 @@ async def _serve(agent: Agent) -> None:
             )
 
 
-def run(args: argparse.Namespace, open_db: Callable[[argparse.Namespace], QubeDb]) -> int:
+def run(
+    args: argparse.Namespace,
+    open_db: Callable[[argparse.Namespace], QubeDb],
+    open_nft: Callable[[], NftPort] = NftLibrary,
+) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"qubes-portfwd-agent[{args.qube or '-'}] %(levelname)s %(message)s",
     )
+    if not args.remove and not args.qube:
+        logging.getLogger("qubes_portfwd.agent").error("--qube is required (except with --remove)")
+        return 2
+    try:
+        nft = open_nft()
+    except NftUnavailable as err:
+        logging.getLogger("qubes_portfwd.agent").error("%s", err)
+        return 1
     if args.remove:
-        removed = asyncio.run(remove_owned(NftRunner()))
+        removed = asyncio.run(remove_owned(nft))
         if not removed.ok:
             logging.getLogger("qubes_portfwd.agent").error("%s", removed.output)
         return 0 if removed.ok else 1
-    if not args.qube:
-        logging.getLogger("qubes_portfwd.agent").error("--qube is required (except with --remove)")
-        return 2
-    agent = Agent(open_db(args), in_force=InForceRecord(args.runtime_dir))
+    agent = Agent(open_db(args), nft, in_force=InForceRecord(args.runtime_dir))
     if args.once:
         outcome = asyncio.run(agent.apply_current())
         return 0 if outcome.ok else 1

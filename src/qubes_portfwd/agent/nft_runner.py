@@ -1,21 +1,18 @@
-"""Run nft in this qube: apply a script as one transaction, list the ruleset as JSON."""
+"""`nft` as a process: the subprocess `NftPort`, for the lab's firewall worker and benchmarks.
+
+The agent itself talks to libnftables in-process (`nft_library.py`): no process per call.
+"""
 
 import asyncio
 import contextlib
-import json
-from dataclasses import dataclass
 
-from ..nft.syntax import BASE_TABLE, CUSTOM_CHAINS
+from .nft_port import CUSTOM_CHAIN_PATHS, NftResult, merge_chain_listings
+
+__all__ = ["NftResult", "NftRunner"]
 
 NFT = "nft"
 APPLY_TIMEOUT = 60.0  # 10,000 forwards load in well under a second; this only bounds a hang
 LIST_TIMEOUT = 20.0
-
-
-@dataclass(frozen=True)
-class NftResult:
-    ok: bool
-    output: str
 
 
 class NftRunner:
@@ -69,21 +66,11 @@ class NftRunner:
         which is what a full listing would show too.
         """
         calls = [
-            self._run(("-j", "list", "chain", family, BASE_TABLE, chain), None, LIST_TIMEOUT)
-            for family in ("ip", "ip6")
-            for chain in CUSTOM_CHAINS.values()
+            self._run(("-j", "list", "chain", *path), None, LIST_TIMEOUT)
+            for path in CUSTOM_CHAIN_PATHS
         ]
         try:
             results = await asyncio.gather(*calls)
         except TimeoutError:
             return NftResult(False, f"nft -j list chain did not finish within {LIST_TIMEOUT} s")
-        items: list[object] = []
-        for result in results:
-            if not result.ok:
-                continue
-            try:
-                untrusted_items = json.loads(result.output)["nftables"]
-            except (ValueError, KeyError, TypeError):
-                return NftResult(False, "nft -j list chain printed no nftables document")
-            items += [i for i in untrusted_items if "metainfo" not in i]
-        return NftResult(True, json.dumps({"nftables": items}))
+        return merge_chain_listings(results)

@@ -11,7 +11,7 @@ from typing import Any
 from ..model.errors import ValidationError
 from ..nft.owned import parse_owned_jumps
 from ..nft.syntax import BASE_TABLE
-from .nft_runner import NftResult, NftRunner
+from .nft_port import NftPort, NftResult
 from .owned import OWNED_PREFIXES, OWNED_TABLES
 
 _FAMILIES = ("ip", "ip6")
@@ -68,7 +68,7 @@ def removal_script(untrusted_ruleset_json: str) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-async def remove_owned(runner: NftRunner) -> NftResult:
+async def remove_owned(runner: NftPort) -> NftResult:
     """Remove every object of ours from this qube's ruleset, in one transaction."""
     listing = await runner.list_ruleset_json()
     if not listing.ok:

@@ -28,7 +28,7 @@ from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
 from .in_force import InForceRecord
 from .local_addresses import InterfaceAddresses, read_interface_addresses
-from .nft_runner import NftResult, NftRunner
+from .nft_port import NftPort, NftResult
 from .owned import owned_fingerprint
 from .removal import remove_owned
 from .ruleset_events import RulesetEvents
@@ -67,14 +67,14 @@ class Agent:
     def __init__(
         self,
         db: QubeDb,
-        runner: NftRunner | None = None,
+        runner: NftPort,
         *,
         check_interval: float = CHECK_INTERVAL,
         in_force: InForceRecord | None = None,
     ) -> None:
         self.db = db
         self.store = QubeChannel(db)
-        self.runner = runner or NftRunner()
+        self.runner = runner
         self.check_interval = check_interval
         self._fingerprint: str | None = None
         self._last: ApplyOutcome | None = None
