@@ -16,9 +16,10 @@ from natd_ipv6_lab import (
     wait_applied,
 )
 from natd_lab import NatLab
-from servers import ask, peer_server
+from servers import ask, peer_server, wait_for
 
 from qubes_lab.builder import Lab
+from qubes_portfwd.natd import input_rules
 
 pytestmark = pytest.mark.lab
 
@@ -169,3 +170,26 @@ def test_upnp_ipv6_firewall_control_says_no_pinholes_to_upnpc(env: NatLab) -> No
     assert "failed with code 704 (NoSuchEntry)" in env.upnpc("work", "-K", "1").stdout
     assert env.nat_forwards("work") == []
     assert env.client.nat_pending() == []
+
+
+def test_ipv6_input_rules_are_kept(env: NatLab) -> None:
+    """natd's accept for PCP over IPv6 sits in Qubes' ip6 custom-input, with its per-source
+    rate; flushed by hand, the keeper puts it back and IPv6 requests are answered again."""
+    env.client.nat_policy_set("work", ["ports=1-65535 action=deny"])
+
+    def nft(*argv: str) -> str:
+        done = env.lab.run("sys-firewall", ["nft", *argv], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def in_place() -> bool:
+        chain = nft("list", "chain", "ip6", "qubes", input_rules.CHAIN)
+        return chain.count("ip6 saddr limit rate over") == 2 and chain.count("accept") == 2
+
+    assert in_place()
+    custom = nft("list", "chain", "ip6", "qubes", "custom-input")
+    assert custom.count(f"jump {input_rules.CHAIN}") == 1, custom
+    nft("flush", "chain", "ip6", "qubes", input_rules.CHAIN)
+    assert wait_for(in_place, 3 * input_rules.FALLBACK_CHECK), "ip6 input rules not put back"
+    reply = pcp_map(env, 6, 8192, 18192, 600)
+    assert reply is not None and reply.result == NOT_AUTHORIZED
