@@ -24,8 +24,9 @@ def build_script(
 ) -> CompiledRules:
     """The transaction that replaces everything this project owns in the qube.
 
-    `interface_addresses` default to the ones the qube has now (read with `ip`), and
-    `target_devices` (where the kernel routes each DNAT target) to the routes it has now.
+    `interface_addresses` default to the ones the qube has now (asked of the kernel over
+    rtnetlink), and `target_devices` (where the kernel routes each DNAT target) to the routes
+    it has now.
     """
     if interface_addresses is None:
         interface_addresses = read_interface_addresses()
