@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from ..model.errors import ValidationError
-from ..model.firewall_revision import BaseRevision, digest, feature_name, rules_text
+from ..model.firewall_revision import BaseRevision, canonical_text, digest, feature_name
 from .admin_client import AdminClient
 from .connection import QubesdError
 
@@ -30,9 +30,9 @@ def update_rules(client: AdminClient, qube: str, edit: Edit) -> list[str]:
     """
     for attempt in range(MAX_ATTEMPTS):
         lines = [line for line in client.firewall_get(qube) if line.strip()]
-        read = rules_text(lines)
+        read = canonical_text(lines)
         new_lines = [line for line in edit(list(lines)) if line.strip()]
-        new_text = rules_text(new_lines)
+        new_text = canonical_text(new_lines)
         guard = feature_name(new_text, secrets.token_hex(4))
         client.set_feature(qube, guard, BaseRevision(digest(read), time.time()).format())
         try:

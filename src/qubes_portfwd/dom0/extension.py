@@ -12,9 +12,12 @@ import qubes.exc
 import qubes.ext
 
 from ..adapters.qubesdb_binding import QubesDbBinding
+from ..controller.errors import AdminError
+from ..controller.firewall_guard import check_guarded_set
 from ..model.db_layout import HANDLED
 from ..model.errors import ValidationError
 from ..model.firewall_revision import FEATURE_PREFIX as GUARD_PREFIX
+from ..model.firewall_revision import canonical_text
 from .feature_checks import check_feature
 from .runtime import Runtime, Settings
 
@@ -23,6 +26,16 @@ log = logging.getLogger(__name__)
 
 class PortfwdValueError(qubes.exc.QubesValueError):
     """A feature of ours refused: the message names the field and the allowed form."""
+
+
+class PortfwdRulesChanged(qubes.exc.QubesException):
+    """A guarded rule-list write read another list than the current one: nothing stored.
+    Front ends read again and retry (`client/guarded_update.py` knows this name)."""
+
+
+def _rules_text(rules: Any) -> str:
+    """A rule list as `admin.vm.firewall.Get` answers it, canonically spelled."""
+    return canonical_text(r.api_rule for r in rules if r.api_rule is not None)
 
 
 class PortfwdExtension(qubes.ext.Extension):
@@ -54,6 +67,19 @@ class PortfwdExtension(qubes.ext.Extension):
             )
         except ValidationError as err:
             raise PortfwdValueError(f"{feature}: {err}") from None
+
+    @qubes.ext.handler("admin-permission:admin.vm.firewall.Set")
+    def on_firewall_set(
+        self, subject: Any, event: str, dest: Any, arg: str, rules: Any, **kwargs: Any
+    ) -> None:
+        """A Set guarded by a front end goes through only over the list that front end read;
+        a Set without a guard (a stock writer's) passes as on stock Qubes."""
+        try:
+            check_guarded_set(
+                dict(dest.features.items()), _rules_text(rules), _rules_text(dest.firewall.rules)
+            )
+        except AdminError as err:
+            raise PortfwdRulesChanged(err.message) from None
 
     @qubes.ext.handler(
         "domain-feature-set:portfwd*",

@@ -7,6 +7,9 @@ read> <time>` just before the Set, and removes it after. The service, seeing a S
 has such features, refuses it unless one of them was written from the current list: a
 concurrent change is detected, not overwritten. Writers that set none (stock tools) keep
 stock behaviour. The nonce keeps two writers that send the same list from sharing a guard.
+Both digests are of the list's canonical text (`canonical_text`): Qubes stores a rule in its
+own spelling (`dstports=443` comes back as `dstports=443-443`), so a guard names the rules,
+not how one writer spelled them.
 """
 
 import hashlib
@@ -15,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ValidationError
+from .rule_text import format_rule, parse_rule
 
 FEATURE_PREFIX = "portfwd-firewall-base."
 # A writer that died between its feature and its Set leaves the feature; older ones are dropped.
@@ -26,6 +30,20 @@ _NAME_DIGEST_LEN = 24
 def rules_text(lines: Iterable[str]) -> str:
     """The Set payload and the Get answer for these rule lines: one line each, newline-ended."""
     return "".join(f"{line}\n" for line in lines if line.strip())
+
+
+def canonical_text(lines: Iterable[str]) -> str:
+    """The rule list as `rules_text`, each line in our one spelling; a line that does not parse
+    stays as written (the Set refuses it anyway)."""
+    spelled = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            spelled.append(format_rule(parse_rule(line)))
+        except ValidationError:
+            spelled.append(line.strip())
+    return rules_text(spelled)
 
 
 def digest(text: str) -> str:

@@ -10,7 +10,7 @@ from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.controller.errors import QubesValueError
 from qubes_portfwd.controller.firewall_guard import check_guarded_set
 from qubes_portfwd.model.errors import ValidationError
-from qubes_portfwd.model.firewall_revision import rules_text
+from qubes_portfwd.model.firewall_revision import canonical_text, rules_text
 from qubes_portfwd.model.rule import FilterRule, ForwardRule, Rule
 from qubes_portfwd.model.rule_text import format_rule, parse_rule
 from qubes_portfwd.planner.expiry import live_rules
@@ -68,8 +68,8 @@ async def firewall_set(service: Controller, request: Request) -> bytes:
     def change(current: tuple[Rule, ...], service: Controller) -> list[Rule]:
         check_guarded_set(
             service.topology[qube].features,
-            rules_text(untrusted_text.splitlines()),
-            current_text(service, current),
+            canonical_text(untrusted_text.splitlines()),
+            canonical_text(current_text(service, current).splitlines()),
         )
         try:
             filters = parse_filters(untrusted_text)
