@@ -34,7 +34,7 @@ bench:
 
 # The GUI's screenshots in docs/screenshots/, taken by the GUI lab tests (offscreen Qt).
 screenshots: install
-	GUI_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/python -m pytest -q tests/gui/test_gui_lab.py
+	GUI_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/python -m pytest -q tests/gui/test_gui_lab.py tests/gui/test_firewall_tab_lab.py
 
 # The dom0 RPM, the template deb and the template RPM in dist/ (Debian 12: needs `rpm`).
 packages: install

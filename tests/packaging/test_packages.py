@@ -209,6 +209,7 @@ def test_the_template_rpm_requires_what_the_agent_runs(built_packages: BuiltPack
     assert {
         "python(abi) = 3.13",
         "python3-qubesdb",
+        "python3-nftables",
         "nftables",
         "conntrack-tools",
         "iproute",
@@ -225,6 +226,7 @@ def test_the_template_deb_depends_on_what_the_agent_runs(built_packages: BuiltPa
     assert {
         "python3 (>= 3.11)",
         "python3-qubesdb",
+        "python3-nftables",
         "nftables",
         "conntrack",
         "iproute2",
