@@ -3,6 +3,8 @@
 `inspect_ruleset` parses `nft -j list ruleset`; `expected_rules` says what the compiler
 leaves in the kernel for given hops, in the same terms, so the two compare with `==`.
 A DNAT counts as live only when its chain holds a `dnat` and a dispatch map sends to it.
+Sets and maps come in the shapes of `lookups.py`; a `net<N>` one holds network addresses
+and is read back as `address/N`, and a rule looking it up must mask the source to N bits.
 """
 
 import ipaddress
@@ -15,15 +17,13 @@ from qubes_portfwd.model.entries import DnatHop, Hop
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.nft.forwards import FORWARD_SET, INPUT_SET, forward_elements, input_elements
 from qubes_portfwd.nft.hairpin import HAIRPIN_MAP
-from qubes_portfwd.nft.lookups import SHAPES, Shape
+from qubes_portfwd.nft.lookups import ANY, Kind, Shape, netmask, shape_named
 from qubes_portfwd.nft.syntax import BASE_TABLE, FAMILIES, NAT_TABLE, IPAddress
 
 _FAMILIES = {"ip": 4, "ip6": 6}
 _ALL_SOURCES = {4: "0.0.0.0/0", 6: "::/0"}
-_DISPATCH_MAPS = frozenset(s.name(b) for b in ("dnat-inbound", "dnat-downstream") for s in SHAPES)
-_HAIRPIN_MAPS = frozenset(s.name(HAIRPIN_MAP) for s in SHAPES)
-# Each accept set's shapes, by name: what they hold and whether the source was left out.
-_SETS = {s.name(base): (base, s) for base in (INPUT_SET, FORWARD_SET) for s in SHAPES}
+_DISPATCH_BASES = ("dnat-inbound", "dnat-downstream")
+_SET_BASES = (INPUT_SET, FORWARD_SET)
 _CHAIN_PREFIXES = {"fwd-": "dnat", "hairpin-": "hairpin"}
 
 
@@ -83,6 +83,8 @@ def inspect_ruleset(untrusted_json: str) -> LiveRules:
     inputs: set[tuple[int, str]] = set()
     forwards: set[tuple[int, str]] = set()
     problems: list[str] = []
+    lookups: dict[tuple[int, str, str], Shape] = {}  # (family, table, name) of our sets/maps
+    masks: list[tuple[int, str, str, tuple[str, ...]]] = []  # a rule's lookup and its masks
     for untrusted_item in untrusted_items:
         if not isinstance(untrusted_item, dict) or len(untrusted_item) != 1:
             continue
@@ -96,19 +98,27 @@ def inspect_ruleset(untrusted_json: str) -> LiveRules:
                 if found is not None:
                     targets[(family, found[0])] = found[1]
             elif kind == "map" and body.get("table") == NAT_TABLE:
-                into = hairpin_dispatched if body.get("name") in _HAIRPIN_MAPS else dispatched
-                if body.get("name") in _DISPATCH_MAPS | _HAIRPIN_MAPS:
+                found_map = _named(family, body.get("name"), (*_DISPATCH_BASES, HAIRPIN_MAP))
+                if found_map is not None:
+                    into = hairpin_dispatched if found_map[0] == HAIRPIN_MAP else dispatched
                     into.update((family, chain) for chain in _goto_targets(body))
-            elif kind == "set" and body.get("table") == BASE_TABLE and body.get("name") in _SETS:
-                base, shape = _SETS[body["name"]]
+                    lookups.setdefault((family, NAT_TABLE, body["name"]), found_map[1])
+            elif kind == "set" and body.get("table") == BASE_TABLE:
+                found_set = _named(family, body.get("name"), _SET_BASES)
+                if found_set is None:
+                    continue
+                base, shape = found_set
+                lookups.setdefault((family, BASE_TABLE, body["name"]), shape)
                 into_set = inputs if base == INPUT_SET else forwards
-                prefix = _ALL_SOURCES[family] + " . " if shape == Shape.ANY else ""
+                prefix = _ALL_SOURCES[family] + " . " if shape == ANY else ""
                 into_set.update(
-                    (family, prefix + _element_text(e, sourced=shape != Shape.ANY))
-                    for e in body.get("elem") or []
+                    (family, prefix + _element_text(e, shape)) for e in body.get("elem") or []
                 )
+            if kind == "rule" and body.get("table") in (NAT_TABLE, BASE_TABLE):
+                masks.extend((family, body["table"], *found) for found in _lookups_in(body))
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             problems.append(f"{kind} {body.get('name') or body.get('chain')}: {err!r}")
+    problems += _mask_problems(lookups, masks)
     dnats = set()
     hairpins = set()
     for (family, chain), to in targets.items():
@@ -143,20 +153,74 @@ def _goto_targets(untrusted_map: dict[str, Any]) -> list[str]:
     return found
 
 
-def _element_text(untrusted_elem: Any, sourced: bool = True) -> str:
+def _named(family: int, untrusted_name: Any, bases: tuple[str, ...]) -> tuple[str, Shape] | None:
+    """(base, shape) of a set or map name of ours."""
+    if not isinstance(untrusted_name, str):
+        return None
+    for base in bases:
+        shape = shape_named(base, untrusted_name, family)
+        if shape is not None:
+            return base, shape
+    return None
+
+
+def _lookups_in(untrusted_rule: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each set or map a rule looks up (`@name`), with the masks in the key it looks up by."""
+    found = []
+    for untrusted_expr in untrusted_rule.get("expr") or []:
+        if not isinstance(untrusted_expr, dict):
+            continue
+        if "match" in untrusted_expr:
+            key, name = untrusted_expr["match"].get("left"), untrusted_expr["match"].get("right")
+        elif "vmap" in untrusted_expr:
+            key, name = untrusted_expr["vmap"].get("key"), untrusted_expr["vmap"].get("data")
+        else:
+            continue
+        if isinstance(name, str) and name.startswith("@"):
+            parts = key.get("concat", [key]) if isinstance(key, dict) else [key]
+            masks = tuple(str(p["&"][1]) for p in parts if isinstance(p, dict) and "&" in p)
+            found.append((name[1:], masks))
+    return found
+
+
+def _mask_problems(
+    lookups: dict[tuple[int, str, str], Shape], masks: list[tuple[int, str, str, tuple[str, ...]]]
+) -> list[str]:
+    """A `net<N>` lookup must mask the source to N bits, others must not mask at all, and
+    every `net<N>` set or map must be looked up (else its elements admit nothing)."""
+    problems = []
+    used = set()
+    for family, table, name, found in masks:
+        shape = lookups.get((family, table, name))
+        if shape is None:
+            continue
+        used.add((family, table, name))
+        wanted = (netmask(family, shape.prefixlen),) if shape.kind == Kind.MASKED else ()
+        if found != wanted:
+            problems.append(f"lookup of {name}: masks {found}, expected {wanted}")
+    for family, table, name in sorted(set(lookups) - used):
+        if lookups[(family, table, name)].kind == Kind.MASKED:
+            problems.append(f"{table} {name} (family {family}) is never looked up")
+    return problems
+
+
+def _element_text(untrusted_elem: Any, shape: Shape) -> str:
     """A set element in the compiler's text: networks with their length, ports `A-B` or `A`.
 
-    `sourced`: the element starts with a source (written as a network by the compiler).
+    The source (first, unless the shape leaves it out) is written as a network; a masked
+    shape's address takes the shape's length (host bits set there are a problem).
     """
     if isinstance(untrusted_elem, dict) and "elem" in untrusted_elem:  # element with options
         untrusted_elem = untrusted_elem["elem"]["val"]
     parts = untrusted_elem["concat"]
-    return " . ".join(
-        _part_text(index, part, len(parts), sourced) for index, part in enumerate(parts)
-    )
+    texts = [_part_text(index, part, len(parts)) for index, part in enumerate(parts)]
+    if shape != ANY:
+        length = f"/{shape.prefixlen}" if shape.kind == Kind.MASKED else ""
+        texts[0] = str(ipaddress.ip_network(texts[0] + length))
+    return " . ".join(texts)
 
 
-def _part_text(index: int, untrusted_part: Any, count: int, sourced: bool) -> str:
+def _part_text(index: int, untrusted_part: Any, count: int) -> str:
     if isinstance(untrusted_part, dict) and "prefix" in untrusted_part:
         prefix = untrusted_part["prefix"]
         return str(ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}"))
@@ -167,7 +231,4 @@ def _part_text(index: int, untrusted_part: Any, count: int, sourced: bool) -> st
         return f"{int(first)}-{int(last)}" if first != last else str(int(first))
     if isinstance(untrusted_part, int):
         return str(untrusted_part)
-    text = str(untrusted_part)
-    if index == 0 and sourced:  # the source is written as a network by the compiler
-        return str(ipaddress.ip_network(text))
-    return text
+    return str(untrusted_part)

@@ -17,6 +17,7 @@ from .forwards import (
     qubes_accepts,
     select_hops,
 )
+from .lookups import MAX_MASKED_LENGTHS
 from .owned import OwnedJumps
 from .ssdp_reply import SsdpReply, ssdp_reply_rules
 from .syntax import FAMILIES, IPAddress
@@ -40,14 +41,21 @@ class CompiledRules:
     skipped: tuple[SkippedHop, ...]
 
 
-def compile_qube(rules: QubeRules, owned: OwnedJumps) -> CompiledRules:
-    """Deterministic: the same rules and owned state give the same script."""
+def compile_qube(
+    rules: QubeRules, owned: OwnedJumps, *, max_masked: int = MAX_MASKED_LENGTHS
+) -> CompiledRules:
+    """Deterministic: the same rules and owned state give the same script.
+
+    `max_masked`: how many source prefix lengths get hash lookups (`lookups.py`; 0 puts
+    every source network in the interval sets, as before).
+    """
     hops, skipped = select_hops(rules.hops, owned.base_families)
     lines = ["#!/usr/sbin/nft -f", "# qubes-portfwd: generated, replaced whole on each apply"]
     lines += delete_jumps(owned)
     for family in FAMILIES:
-        lines += nat_table(family, hops, rules.interface_addresses)
+        lines += nat_table(family, hops, rules.interface_addresses, max_masked)
     for family in sorted(owned.base_families):
-        lines += qubes_accepts(family, hops)
+        owned_sets = [name for f, name in owned.sets if f == family]
+        lines += qubes_accepts(family, hops, owned_sets, max_masked)
     lines += ssdp_reply_rules(rules.ssdp_replies, owned.base_families)
     return CompiledRules("\n".join(lines) + "\n", tuple(skipped))

@@ -3,7 +3,8 @@
 Per-packet cost is independent of the number of forwards: DNAT dispatches through verdict-map
 lookups to the forward's own chain; accepts are set lookups. Each set and map is split by
 element shape (`lookups.py`): hash lookups for single ports from everywhere or from one
-address, an interval lookup only for the rest. Only a qube's `qubes` tables decide accept vs
+address, masked-source hash lookups for single ports from networks, an interval lookup
+only for the rest. Only a qube's `qubes` tables decide accept vs
 drop (DESIGN.md §1).
 """
 
@@ -24,7 +25,16 @@ from .hairpin import (
     hairpin_pieces,
     masquerade_chain,
 )
-from .lookups import SHAPES, Keyed, KeyForm, by_shape, source_expression
+from .lookups import (
+    MAX_MASKED_LENGTHS,
+    Keyed,
+    KeyForm,
+    Kind,
+    Shape,
+    by_shape,
+    shape_named,
+    source_expression,
+)
 from .owned import OwnedJumps
 from .syntax import (
     BASE_TABLE,
@@ -125,15 +135,18 @@ def _dispatch_items(hops: Sequence[DnatHop], internal: bool) -> list[Keyed]:
 
 
 def nat_table(
-    family: int, hops: Sequence[Hop], interfaces: InterfaceAddresses | None = None
+    family: int,
+    hops: Sequence[Hop],
+    interfaces: InterfaceAddresses | None = None,
+    max_masked: int = MAX_MASKED_LENGTHS,
 ) -> list[str]:
     """Our NAT table for one family, deleted and rebuilt whole (hairpin: see `hairpin.py`).
 
     The dispatch key holds the source, so a forward's chain has no set of its own: nft
     loads thousands of per-rule anonymous sets in quadratic time. Port remaps live in one
     shared map for the same reason; keys are unique because clashing hops were left out.
-    Each dispatch map comes in the three shapes of `lookups.py`, so a new connection costs
-    hash lookups, plus an interval lookup over only the forwards with networks or ranges.
+    Each dispatch map comes in the shapes of `lookups.py`, so a new connection costs hash
+    lookups, plus an interval lookup over only the forwards with port ranges.
     """
     ip = table_family(family)
     dnats = [h for h in hops if isinstance(h, DnatHop) and h.family == family]
@@ -152,12 +165,12 @@ def nat_table(
     hairpin_form = hairpin_key_form(family)
     lines = [*recreate_table(family, NAT_TABLE), f"table {ip} {NAT_TABLE} {{"]
     rules: list[str] = []
-    for shape, elements in by_shape(hairpin).items():
+    for shape, elements in by_shape(hairpin, max_masked).items():
         lines += hairpin_form.declaration("map", HAIRPIN_MAP, shape, elements)
         rules.append(f"iifgroup 2 {hairpin_form.selector(shape)} vmap @{shape.name(HAIRPIN_MAP)}")
     for internal, name, key in ((True, "downstream", ""), (False, "inbound", "ifname . ")):
         form = _dispatch_form(family, internal)
-        for shape, elements in by_shape(_dispatch_items(dnats, internal)).items():
+        for shape, elements in by_shape(_dispatch_items(dnats, internal), max_masked).items():
             lines += form.declaration("map", f"dnat-{name}", shape, elements)
             match = "iifgroup 2 " if internal else ""
             rules.append(f"{match}{form.selector(shape)} vmap @{shape.name(f'dnat-{name}')}")
@@ -257,28 +270,43 @@ def delete_jumps(owned: OwnedJumps) -> list[str]:
     ]
 
 
-def qubes_accepts(family: int, hops: Sequence[Hop]) -> list[str]:
-    """Our chains and sets inside `qubes` for one family: declared, emptied, refilled, jumped to."""
+def qubes_accepts(
+    family: int,
+    hops: Sequence[Hop],
+    owned_sets: Iterable[str] = (),
+    max_masked: int = MAX_MASKED_LENGTHS,
+) -> list[str]:
+    """Our chains and sets inside `qubes` for one family: declared, emptied, refilled, jumped to.
+
+    `owned_sets`: the names of this family's sets of ours already in `qubes`; a `net<N>`
+    set no element needs any more is deleted (after the flush of the rules that used it).
+    """
     where = f"{table_family(family)} {BASE_TABLE}"
     kinds = (
         (FORWARD_SET, FORWARD_CHAIN, forward_key_form(family), _forward_items(family, hops)),
         (INPUT_SET, INPUT_CHAIN, input_key_form(family), _input_items(family, hops)),
     )
+    shaped = [
+        (base, chain, form, by_shape(items, max_masked)) for base, chain, form, items in kinds
+    ]
     lines = [f"table {where} {{"]
-    for base, _chain, form, _items in kinds:
-        for shape in SHAPES:
+    for base, _chain, form, elements_by_shape in shaped:
+        for shape in elements_by_shape:
             lines += form.declaration("set", base, shape, ())
     lines += [f"  chain {FORWARD_CHAIN} {{", "  }", f"  chain {INPUT_CHAIN} {{", "  }", "}"]
     lines += [f"flush chain {where} {FORWARD_CHAIN}", f"flush chain {where} {INPUT_CHAIN}"]
-    lines += [f"flush set {where} {shape.name(base)}" for base, *_ in kinds for shape in SHAPES]
+    lines += [f"delete set {where} {name}" for name in _stale_sets(family, shaped, owned_sets)]
+    lines += [
+        f"flush set {where} {shape.name(base)}" for base, *_, found in shaped for shape in found
+    ]
     # Only new flows: invalid ones must still meet Qubes' `ct state invalid drop`.
     conditions = {FORWARD_CHAIN: "ct state new ct status dnat", INPUT_CHAIN: "ct state new"}
-    for base, chain, form, items in kinds:
-        for shape, elements in by_shape(items).items():
+    for base, chain, form, elements_by_shape in shaped:
+        for shape, elements in elements_by_shape.items():
             if elements:
                 name = shape.name(base)
                 lines.append(f"add element {where} {name} {{ {', '.join(elements)} }}")
-        for shape in SHAPES:
+        for shape in elements_by_shape:
             lines.append(
                 f"add rule {where} {chain} {conditions[chain]} "
                 f"{form.selector(shape)} @{shape.name(base)} accept"
@@ -286,3 +314,18 @@ def qubes_accepts(family: int, hops: Sequence[Hop]) -> list[str]:
     for ours, custom in CUSTOM_CHAINS.items():
         lines.append(f'add rule {where} {custom} jump {ours} comment "{OWNER_COMMENT}"')
     return lines
+
+
+def _stale_sets(
+    family: int,
+    shaped: Sequence[tuple[str, str, KeyForm, dict[Shape, list[str]]]],
+    owned_sets: Iterable[str],
+) -> list[str]:
+    """Masked sets of ours left from an earlier apply; names rebuilt, never copied from input."""
+    stale = set()
+    for untrusted_name in owned_sets:
+        for base, _chain, _form, elements_by_shape in shaped:
+            shape = shape_named(base, untrusted_name, family)
+            if shape is not None and shape.kind == Kind.MASKED and shape not in elements_by_shape:
+                stale.add(shape.name(base))
+    return sorted(stale)
