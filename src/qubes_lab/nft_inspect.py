@@ -3,8 +3,8 @@
 `inspect_ruleset` parses `nft -j list ruleset`; `expected_rules` says what the compiler
 leaves in the kernel for given hops, in the same terms, so the two compare with `==`.
 A DNAT counts as live only when its chain holds a `dnat` and a dispatch map sends to it.
-Sets and maps come in the shapes of `lookups.py`; a `net<N>` one holds network addresses
-and is read back as `address/N`, and a rule looking it up must mask the source to N bits.
+Sets and maps come in the shapes of `lookups.py`; a masked one holds network addresses, and
+the mask of the rule that looks it up gives their length (`address/N` when read back).
 """
 
 import ipaddress
@@ -17,7 +17,7 @@ from qubes_portfwd.model.entries import DnatHop, Hop
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.nft.forwards import FORWARD_SET, INPUT_SET, forward_elements, input_elements
 from qubes_portfwd.nft.hairpin import HAIRPIN_MAP
-from qubes_portfwd.nft.lookups import ANY, Kind, Shape, netmask, shape_named
+from qubes_portfwd.nft.lookups import ANY, Kind, Shape, mask_length, masked, shape_named
 from qubes_portfwd.nft.syntax import BASE_TABLE, FAMILIES, NAT_TABLE, IPAddress
 
 _FAMILIES = {"ip": 4, "ip6": 6}
@@ -85,6 +85,7 @@ def inspect_ruleset(untrusted_json: str) -> LiveRules:
     problems: list[str] = []
     lookups: dict[tuple[int, str, str], Shape] = {}  # (family, table, name) of our sets/maps
     masks: list[tuple[int, str, str, tuple[str, ...]]] = []  # a rule's lookup and its masks
+    held: dict[tuple[int, str, str], tuple[str, list[Any]]] = {}  # base and raw elements
     for untrusted_item in untrusted_items:
         if not isinstance(untrusted_item, dict) or len(untrusted_item) != 1:
             continue
@@ -97,28 +98,41 @@ def inspect_ruleset(untrusted_json: str) -> LiveRules:
                 found = _dnat_target(body)
                 if found is not None:
                     targets[(family, found[0])] = found[1]
-            elif kind == "map" and body.get("table") == NAT_TABLE:
-                found_map = _named(family, body.get("name"), (*_DISPATCH_BASES, HAIRPIN_MAP))
-                if found_map is not None:
-                    into = hairpin_dispatched if found_map[0] == HAIRPIN_MAP else dispatched
-                    into.update((family, chain) for chain in _goto_targets(body))
-                    lookups.setdefault((family, NAT_TABLE, body["name"]), found_map[1])
-            elif kind == "set" and body.get("table") == BASE_TABLE:
-                found_set = _named(family, body.get("name"), _SET_BASES)
-                if found_set is None:
-                    continue
-                base, shape = found_set
-                lookups.setdefault((family, BASE_TABLE, body["name"]), shape)
-                into_set = inputs if base == INPUT_SET else forwards
-                prefix = _ALL_SOURCES[family] + " . " if shape == ANY else ""
-                into_set.update(
-                    (family, prefix + _element_text(e, shape)) for e in body.get("elem") or []
-                )
             if kind == "rule" and body.get("table") in (NAT_TABLE, BASE_TABLE):
                 masks.extend((family, body["table"], *found) for found in _lookups_in(body))
+            table, bases = (
+                (NAT_TABLE, (*_DISPATCH_BASES, HAIRPIN_MAP))
+                if kind == "map"
+                else (BASE_TABLE, _SET_BASES)
+            )
+            if kind in ("map", "set") and body.get("table") == table:
+                found_named = _named(body.get("name"), bases)
+                if found_named is not None:
+                    lookups[(family, table, body["name"])] = found_named[1]
+                    held[(family, table, body["name"])] = (found_named[0], body.get("elem") or [])
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             problems.append(f"{kind} {body.get('name') or body.get('chain')}: {err!r}")
-    problems += _mask_problems(lookups, masks)
+    lengths, mask_problems = _mask_lengths(lookups, masks)
+    problems += mask_problems
+    for key, (base, untrusted_elems) in held.items():
+        family, table, name = key
+        shape = lookups[key]
+        if shape.kind == Kind.MASKED:
+            if key not in lengths:  # no rule looks it up: it admits nothing
+                if untrusted_elems:
+                    problems.append(f"{table} {name} holds elements but is never looked up")
+                continue
+            shape = masked(lengths[key], shape.slot)
+        try:
+            if table == NAT_TABLE:
+                into = hairpin_dispatched if base == HAIRPIN_MAP else dispatched
+                into.update((family, chain) for chain in _goto_targets(untrusted_elems))
+                continue
+            into_set = inputs if base == INPUT_SET else forwards
+            prefix = _ALL_SOURCES[family] + " . " if shape == ANY else ""
+            into_set.update((family, prefix + _element_text(e, shape)) for e in untrusted_elems)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            problems.append(f"{table} {name}: {err!r}")
     dnats = set()
     hairpins = set()
     for (family, chain), to in targets.items():
@@ -145,20 +159,20 @@ def _dnat_target(untrusted_rule: dict[str, Any]) -> tuple[str, IPAddress] | None
     return None
 
 
-def _goto_targets(untrusted_map: dict[str, Any]) -> list[str]:
+def _goto_targets(untrusted_elems: list[Any]) -> list[str]:
     found = []
-    for untrusted_elem in untrusted_map.get("elem") or []:
+    for untrusted_elem in untrusted_elems:
         _key, untrusted_verdict = untrusted_elem
         found.append(str(untrusted_verdict["goto"]["target"]))
     return found
 
 
-def _named(family: int, untrusted_name: Any, bases: tuple[str, ...]) -> tuple[str, Shape] | None:
+def _named(untrusted_name: Any, bases: tuple[str, ...]) -> tuple[str, Shape] | None:
     """(base, shape) of a set or map name of ours."""
     if not isinstance(untrusted_name, str):
         return None
     for base in bases:
-        shape = shape_named(base, untrusted_name, family)
+        shape = shape_named(base, untrusted_name)
         if shape is not None:
             return base, shape
     return None
@@ -183,25 +197,32 @@ def _lookups_in(untrusted_rule: dict[str, Any]) -> list[tuple[str, tuple[str, ..
     return found
 
 
-def _mask_problems(
+def _mask_lengths(
     lookups: dict[tuple[int, str, str], Shape], masks: list[tuple[int, str, str, tuple[str, ...]]]
-) -> list[str]:
-    """A `net<N>` lookup must mask the source to N bits, others must not mask at all, and
-    every `net<N>` set or map must be looked up (else its elements admit nothing)."""
+) -> tuple[dict[tuple[int, str, str], int], list[str]]:
+    """Each masked set's prefix length, from the one mask its rules look it up by; problems:
+    a masked lookup without exactly one netmask, any other with one, two lengths for one set."""
+    lengths: dict[tuple[int, str, str], int] = {}
     problems = []
-    used = set()
     for family, table, name, found in masks:
-        shape = lookups.get((family, table, name))
+        key = (family, table, name)
+        shape = lookups.get(key)
         if shape is None:
             continue
-        used.add((family, table, name))
-        wanted = (netmask(family, shape.prefixlen),) if shape.kind == Kind.MASKED else ()
-        if found != wanted:
-            problems.append(f"lookup of {name}: masks {found}, expected {wanted}")
-    for family, table, name in sorted(set(lookups) - used):
-        if lookups[(family, table, name)].kind == Kind.MASKED:
-            problems.append(f"{table} {name} (family {family}) is never looked up")
-    return problems
+        if shape.kind != Kind.MASKED:
+            if found:
+                problems.append(f"lookup of {name}: masks {found}, expected none")
+            continue
+        try:
+            if len(found) != 1:
+                raise ValueError(f"masks {found}, expected one")
+            length = mask_length(family, found[0])
+        except ValueError as err:
+            problems.append(f"lookup of {name}: {err}")
+            continue
+        if lengths.setdefault(key, length) != length:
+            problems.append(f"lookup of {name}: /{length} and /{lengths[key]}")
+    return lengths, problems
 
 
 def _element_text(untrusted_elem: Any, shape: Shape) -> str:

@@ -44,14 +44,14 @@ def test_single_ports_from_everywhere_one_address_or_a_network_dispatch_by_exact
     )
     assert '"eth0" . 192.0.2.7 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in declared
     # A network with one port: its address, looked up by the source masked to its length.
-    assert "map dnat-inbound-net24 {\n    type ifname . ipv4_addr . inet_proto" in declared
+    assert "map dnat-inbound-mask0 {\n    type ifname . ipv4_addr . inet_proto" in declared
     assert '"eth0" . 192.0.2.0 . tcp . 82 : goto fwd-cccccccccccc' in declared
     # A port range stays in the interval map.
     assert '"eth0" . 198.51.100.0/24 . tcp . 83-84 : goto fwd-dddddddddddd' in declared
     assert "iifname . meta l4proto . th dport vmap @dnat-inbound-any" in lines(text)
     assert "iifname . ip saddr . meta l4proto . th dport vmap @dnat-inbound-host" in lines(text)
     assert (
-        "iifname . ip saddr & 255.255.255.0 . meta l4proto . th dport vmap @dnat-inbound-net24"
+        "iifname . ip saddr & 255.255.255.0 . meta l4proto . th dport vmap @dnat-inbound-mask0"
     ) in lines(text)
     # Only the interval forms are interval sets: the others are hash tables.
     assert text.count("flags interval") == 2 * 3 + 2  # dispatch maps per family, accept sets
@@ -61,18 +61,18 @@ def test_single_ports_from_everywhere_one_address_or_a_network_dispatch_by_exact
         "{ 192.0.2.7 . 10.137.0.5 . tcp . 81, 192.0.2.9 . 10.137.0.5 . tcp . 81 }"
     ) in text
     assert (
-        "add element ip qubes portfwd-forward-allowed-net24 { 192.0.2.0 . 10.137.0.5 . tcp . 82 }"
+        "add element ip qubes portfwd-forward-allowed-mask0 { 192.0.2.0 . 10.137.0.5 . tcp . 82 }"
     ) in text
     assert (
         "add rule ip qubes portfwd-forward ct state new ct status dnat ip saddr & 255.255.255.0 "
-        ". ip daddr . meta l4proto . th dport @portfwd-forward-allowed-net24 accept"
+        ". ip daddr . meta l4proto . th dport @portfwd-forward-allowed-mask0 accept"
     ) in text
 
 
 def test_without_masked_lookups_every_network_is_in_the_interval_sets() -> None:
     hop = dnat("cccccccccccc", ports="82-82", srchost="192.0.2.0/24")
     text = compile_qube(QubeRules(hops=(hop,)), V4, max_masked=0).script
-    assert "-net" not in text
+    assert "@portfwd-forward-allowed-mask" not in text and "map dnat-inbound-mask" not in text
     assert '"eth0" . 192.0.2.0/24 . tcp . 82 : goto fwd-cccccccccccc' in text
     assert (
         "add element ip qubes portfwd-forward-allowed { 192.0.2.0/24 . 10.137.0.5 . tcp . 82 }"
@@ -86,42 +86,38 @@ def test_past_the_busiest_prefix_lengths_networks_go_to_the_interval_sets() -> N
     )
     text = compile_qube(QubeRules(hops=hops), V4, max_masked=2).script
     # /24 has two elements; of the one-element lengths the longest (/25) wins the tie.
-    assert "map dnat-inbound-net24" in text and "map dnat-inbound-net25" in text
+    assert "ip saddr & 255.255.255.0 . meta l4proto . th dport vmap @dnat-inbound-mask0" in text
+    assert "ip saddr & 255.255.255.128 . meta l4proto . th dport vmap @dnat-inbound-mask1" in text
+    assert "map dnat-inbound-mask2" not in text
     assert '"eth0" . 10.0.0.0/8 . tcp . 80 : goto fwd-aaaaaaaaaaaa' in text
     assert '"eth0" . 172.16.0.0/12 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in text
-    assert "-net8" not in text and "-net12" not in text
 
 
 def test_ipv6_networks_are_masked_with_an_ipv6_mask() -> None:
     hop = accept("aaaaaaaaaaaa", srchost="2001:db8:1:2::/64", family=6)
     text = script(QubeRules(hops=(hop,)), BOTH)
-    assert "add element ip6 qubes portfwd-input-allowed-net64 { 2001:db8:1:2:: . tcp . 8080 }" in (
+    assert "add element ip6 qubes portfwd-input-allowed-mask0 { 2001:db8:1:2:: . tcp . 8080 }" in (
         text
     )
     assert (
         "ip6 saddr & ffff:ffff:ffff:ffff:: . meta l4proto . th dport "
-        "@portfwd-input-allowed-net64 accept"
+        "@portfwd-input-allowed-mask0 accept"
     ) in text
 
 
-def test_a_masked_set_no_longer_used_is_deleted_after_its_rules() -> None:
-    owned = OwnedJumps(
-        base_families=frozenset({4}),
-        sets=frozenset(
-            {
-                (4, "portfwd-input-allowed-net16"),  # stale: deleted
-                (4, "portfwd-input-allowed-net24"),  # still used: flushed and refilled
-                (4, "portfwd-input-allowed-net33"),  # never ours in ip: left alone
-                (6, "portfwd-input-allowed-net16"),  # the other family: left alone
-                (4, "portfwd-input-allowed-net16; flush ruleset"),  # not a name we make
-            }
-        ),
-    )
-    text = lines(script(QubeRules(hops=(accept("aaaaaaaaaaaa", srchost="10.0.0.0/24"),)), owned))
-    deleted = [line for line in text if line.startswith("delete set")]
-    assert deleted == ["delete set ip qubes portfwd-input-allowed-net16"]
-    assert text.index("flush chain ip qubes portfwd-input") < text.index(deleted[0])
-    assert "flush set ip qubes portfwd-input-allowed-net24" in text
+def test_every_masked_slot_is_declared_and_emptied_but_only_used_ones_are_looked_up() -> None:
+    # An earlier apply may have filled any slot with another length's networks.
+    text = lines(script(QubeRules(hops=(accept("aaaaaaaaaaaa", srchost="10.0.0.0/24"),))))
+    for slot in range(8):
+        for base in ("portfwd-input-allowed", "portfwd-forward-allowed"):
+            assert f"set {base}-mask{slot} {{" in text
+            assert f"flush set ip qubes {base}-mask{slot}" in text
+    looked_up = [line for line in text if line.startswith("add rule") and "-mask" in line]
+    assert looked_up == [
+        "add rule ip qubes portfwd-input ct state new "
+        "ip saddr & 255.255.255.0 . meta l4proto . th dport @portfwd-input-allowed-mask0 accept"
+    ]
+    assert not any(line.startswith("delete set") for line in text)
 
 
 def test_dnat_remaps_ports_one_to_one_through_the_shared_port_map() -> None:
@@ -157,7 +153,7 @@ def test_accept_hops_open_input_only_for_their_sources_and_overlaps_are_merged()
     )
     text = script(QubeRules(hops=hops))
     assert "add element ip qubes portfwd-input-allowed-any { tcp . 8080 }" in text
-    assert "add element ip qubes portfwd-input-allowed-net8 { 10.0.0.0 . tcp . 8081 }" in text
+    assert "add element ip qubes portfwd-input-allowed-mask0 { 10.0.0.0 . tcp . 8081 }" in text
     assert (
         "add rule ip qubes portfwd-input ct state new "
         "ip saddr . meta l4proto . th dport @portfwd-input-allowed accept"
@@ -245,7 +241,7 @@ def test_forwards_sharing_a_target_port_compile_to_a_union_without_clashes() -> 
     # The forward set holds each source once for the shared target port (the /24 covers
     # 192.0.2.2): the kernel refuses overlapping interval elements.
     assert (
-        "add element ip qubes portfwd-forward-allowed-net24 { 192.0.2.0 . 10.137.0.5 . tcp . 8080 }"
+        "add element ip qubes portfwd-forward-allowed-mask0 { 192.0.2.0 . 10.137.0.5 . tcp . 8080 }"
     ) in text
     assert "192.0.2.2 . 10.137.0.5 . tcp . 8080" not in text
     # On the target: one accept per forward, one element per source.
@@ -256,5 +252,5 @@ def test_forwards_sharing_a_target_port_compile_to_a_union_without_clashes() -> 
     )
     text = script(QubeRules(hops=target))
     assert "add element ip qubes portfwd-input-allowed-host { 10.137.0.6 . tcp . 8080 }" in text
-    assert "add element ip qubes portfwd-input-allowed-net24 { 192.0.2.0 . tcp . 8080 }" in text
+    assert "add element ip qubes portfwd-input-allowed-mask0 { 192.0.2.0 . tcp . 8080 }" in text
     assert "192.0.2.2 . tcp . 8080" not in text

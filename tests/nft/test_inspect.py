@@ -74,3 +74,48 @@ def test_a_loaded_ruleset_reads_back_as_its_hops(make_netns: Callable[[], str]) 
     owned = parse_owned_jumps(nft(ns, "-j", "list", "ruleset"))
     nft(ns, "-f", "-", stdin=compile_qube(QubeRules(), owned).script)
     assert inspect_ruleset(nft(ns, "-j", "list", "ruleset")) == LiveRules()
+
+
+def test_a_masked_lookup_with_the_wrong_mask_is_a_problem() -> None:
+    ruleset = {
+        "nftables": [
+            {"set": {"family": "ip", "table": "qubes", "name": "portfwd-input-allowed-mask0",
+                     "elem": [{"concat": ["10.0.0.0", "tcp", 80]}]}},
+            {"rule": {"family": "ip", "table": "qubes", "chain": "portfwd-input", "expr": [
+                {"match": {"op": "==", "left": {"concat": [
+                    {"&": [{"payload": {"protocol": "ip", "field": "saddr"}}, "255.0.255.0"]},
+                    {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}},
+                ]}, "right": "@portfwd-input-allowed-mask0"}}]}},
+        ]
+    }  # fmt: skip
+    live = inspect_ruleset(json.dumps(ruleset))
+    assert live.inputs == frozenset()
+    assert live.problems == (
+        "lookup of portfwd-input-allowed-mask0: 255.0.255.0 is not a netmask of family 4",
+        "qubes portfwd-input-allowed-mask0 holds elements but is never looked up",
+    )
+
+
+@pytest.mark.lab
+def test_prefix_lengths_changing_between_applies_read_back_exactly(
+    make_netns: Callable[[], str],
+) -> None:
+    """Slot 0 holds /24 networks, then /16 ones: nothing of the first apply stays."""
+    ns = make_netns()
+    nft(ns, "-f", "-", stdin=base_ruleset(BaseParams(provides_network=True, ipv6=True)))
+    first = (
+        dnat("aaaaaaaaaaaa", ports="80-80", srchost="192.168.1.0/24,10.1.0.0/16"),
+        accept("bbbbbbbbbbbb", ports="22-22", srchost="192.168.1.0/24,172.16.5.0/24"),
+        accept("cccccccccccc", ports="22-22", srchost="2001:db8:1::/48", family=6),
+    )
+    second = (
+        dnat("aaaaaaaaaaaa", ports="80-80", srchost="10.2.0.0/16"),
+        accept("bbbbbbbbbbbb", ports="23-23", srchost="10.3.0.0/16"),
+    )
+    for hops in (first, second, ()):
+        owned = parse_owned_jumps(nft(ns, "-j", "list", "ruleset"))
+        nft(ns, "-f", "-", stdin=compile_qube(QubeRules(hops=hops), owned).script)
+        live = inspect_ruleset(nft(ns, "-j", "list", "ruleset"))
+        assert live.problems == ()
+        assert live == expected_rules(hops)
+    assert "192.168.1.0" not in nft(ns, "list", "ruleset")

@@ -121,9 +121,11 @@ def test_a_source_outside_srchost_does_not(path: dict[str, str]) -> None:
     ("srchost", "ports", "reached"),
     [
         ("0.0.0.0/0", "80-80", {ALLOWED, OUTSIDER}),  # exact lookup without a source
-        ("192.0.2.2/31", "80-80", {ALLOWED, OUTSIDER}),  # a network: the interval lookup
+        ("192.0.2.2/31", "80-80", {ALLOWED, OUTSIDER}),  # a network: the masked lookup
         ("192.0.2.0/31", "80-80", set()),
-        (f"{ALLOWED}/32", "80-81", {ALLOWED}),  # a range: the interval lookup
+        ("192.0.2.0/31,192.0.2.3/32", "80-80", {OUTSIDER}),  # masked and exact together
+        ("192.0.2.0/30", "80-81", {ALLOWED, OUTSIDER}),  # a range: the interval lookup
+        (f"{ALLOWED}/32", "80-81", {ALLOWED}),
     ],
 )
 def test_every_lookup_shape_admits_exactly_its_sources(

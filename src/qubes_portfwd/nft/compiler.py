@@ -55,7 +55,6 @@ def compile_qube(
     for family in FAMILIES:
         lines += nat_table(family, hops, rules.interface_addresses, max_masked)
     for family in sorted(owned.base_families):
-        owned_sets = [name for f, name in owned.sets if f == family]
-        lines += qubes_accepts(family, hops, owned_sets, max_masked)
+        lines += qubes_accepts(family, hops, max_masked)
     lines += ssdp_reply_rules(rules.ssdp_replies, owned.base_families)
     return CompiledRules("\n".join(lines) + "\n", tuple(skipped))

@@ -26,13 +26,14 @@ from .hairpin import (
     masquerade_chain,
 )
 from .lookups import (
+    FIXED_SHAPES,
+    MASK_SLOTS,
     MAX_MASKED_LENGTHS,
     Keyed,
     KeyForm,
-    Kind,
     Shape,
     by_shape,
-    shape_named,
+    masked,
     source_expression,
 )
 from .owned import OwnedJumps
@@ -271,15 +272,12 @@ def delete_jumps(owned: OwnedJumps) -> list[str]:
 
 
 def qubes_accepts(
-    family: int,
-    hops: Sequence[Hop],
-    owned_sets: Iterable[str] = (),
-    max_masked: int = MAX_MASKED_LENGTHS,
+    family: int, hops: Sequence[Hop], max_masked: int = MAX_MASKED_LENGTHS
 ) -> list[str]:
     """Our chains and sets inside `qubes` for one family: declared, emptied, refilled, jumped to.
 
-    `owned_sets`: the names of this family's sets of ours already in `qubes`; a `net<N>`
-    set no element needs any more is deleted (after the flush of the rules that used it).
+    Every masked slot is declared and flushed whether used or not, so a slot an earlier
+    apply filled never keeps its elements; only the used ones get a rule.
     """
     where = f"{table_family(family)} {BASE_TABLE}"
     kinds = (
@@ -289,16 +287,14 @@ def qubes_accepts(
     shaped = [
         (base, chain, form, by_shape(items, max_masked)) for base, chain, form, items in kinds
     ]
+    declared = [(base, form, shape) for base, _, form, _ in shaped for shape in _declared_shapes()]
     lines = [f"table {where} {{"]
-    for base, _chain, form, elements_by_shape in shaped:
-        for shape in elements_by_shape:
-            lines += form.declaration("set", base, shape, ())
+    lines += [
+        line for base, form, shape in declared for line in form.declaration("set", base, shape, ())
+    ]
     lines += [f"  chain {FORWARD_CHAIN} {{", "  }", f"  chain {INPUT_CHAIN} {{", "  }", "}"]
     lines += [f"flush chain {where} {FORWARD_CHAIN}", f"flush chain {where} {INPUT_CHAIN}"]
-    lines += [f"delete set {where} {name}" for name in _stale_sets(family, shaped, owned_sets)]
-    lines += [
-        f"flush set {where} {shape.name(base)}" for base, *_, found in shaped for shape in found
-    ]
+    lines += [f"flush set {where} {shape.name(base)}" for base, _, shape in declared]
     # Only new flows: invalid ones must still meet Qubes' `ct state invalid drop`.
     conditions = {FORWARD_CHAIN: "ct state new ct status dnat", INPUT_CHAIN: "ct state new"}
     for base, chain, form, elements_by_shape in shaped:
@@ -316,16 +312,6 @@ def qubes_accepts(
     return lines
 
 
-def _stale_sets(
-    family: int,
-    shaped: Sequence[tuple[str, str, KeyForm, dict[Shape, list[str]]]],
-    owned_sets: Iterable[str],
-) -> list[str]:
-    """Masked sets of ours left from an earlier apply; names rebuilt, never copied from input."""
-    stale = set()
-    for untrusted_name in owned_sets:
-        for base, _chain, _form, elements_by_shape in shaped:
-            shape = shape_named(base, untrusted_name, family)
-            if shape is not None and shape.kind == Kind.MASKED and shape not in elements_by_shape:
-                stale.add(shape.name(base))
-    return sorted(stale)
+def _declared_shapes() -> list[Shape]:
+    """The fixed shapes and every masked slot (its length only shows in the rule)."""
+    return [*FIXED_SHAPES, *(masked(0, slot) for slot in range(MASK_SLOTS))]

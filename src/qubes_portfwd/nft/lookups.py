@@ -7,10 +7,13 @@ table, one lookup whatever its size. So every set or map of ours comes in severa
 each with its own rule:
 - `any` (source all addresses, one port): the source is left out of the key;
 - `host` (one source address, one port);
-- `net<N>` (a source network of prefix length N, one port): the key holds the packet's
-  source masked to N bits (`ip saddr & 255.255.255.0`), the element the network's address;
-- `range` (several ports, or a prefix length beyond the busiest `MAX_MASKED_LENGTHS`):
-  the interval form, under the original name.
+- `mask<I>` (a source network, one port): one per prefix length in use, in slots 0-7 by
+  length; the key holds the packet's source masked to that length (`ip saddr &
+  255.255.255.0`, in the rule), the element the network's address. The set's type does not
+  depend on the length, so every slot is declared and flushed on each apply, whatever
+  lengths an earlier apply used: no set of ours is ever left behind with stale elements;
+- `range` (several ports, or a prefix length beyond the `MASK_SLOTS` busiest ones): the
+  interval form, under the original name.
 Each element lands in exactly one shape, and an element matches a packet in its shape's
 lookup exactly when it would in the interval set, so the union of the lookups holds exactly
 what the interval set alone would hold. Keys are disjoint (accept sets: `disjoint.py`;
@@ -32,7 +35,8 @@ from .syntax import addr_type, elements_line, network, ports, table_family
 # Each prefix length costs every new connection one more hash lookup per chain (~0.1 us),
 # while pipapo costs ~0.05 us per element: past the busiest lengths (LANs are /24, /16,
 # /8, /64, /48) the rest are rare enough to stay in the interval set.
-MAX_MASKED_LENGTHS = 8
+MASK_SLOTS = 8
+MAX_MASKED_LENGTHS = MASK_SLOTS
 
 
 class Kind(IntEnum):
@@ -45,18 +49,19 @@ class Kind(IntEnum):
 
 
 _SUFFIXES = {Kind.ANY: "-any", Kind.HOST: "-host", Kind.RANGE: ""}
-_MASKED_NAME = re.compile(r"-net([0-9]{1,3})")
+_MASKED_NAME = re.compile(r"-mask([0-7])")
 
 
 @dataclass(frozen=True, order=True)
 class Shape:
     kind: Kind
     prefixlen: int = 0  # the mask's length, for MASKED only
+    slot: int = 0  # MASKED only: which of the `MASK_SLOTS` sets
 
     def name(self, base: str) -> str:
         """The set's name: the interval shape keeps the base name (older listings, tests)."""
         if self.kind == Kind.MASKED:
-            return f"{base}-net{self.prefixlen}"
+            return f"{base}-mask{self.slot}"
         return base + _SUFFIXES[self.kind]
 
     @property
@@ -70,26 +75,35 @@ RANGE = Shape(Kind.RANGE)
 FIXED_SHAPES = (ANY, HOST, RANGE)  # declared whatever the elements; MASKED ones when used
 
 
-def masked(prefixlen: int) -> Shape:
-    return Shape(Kind.MASKED, prefixlen)
+def masked(prefixlen: int, slot: int = 0) -> Shape:
+    return Shape(Kind.MASKED, prefixlen, slot)
 
 
-def shape_named(base: str, name: str, family: int) -> Shape | None:
-    """The shape whose set of `base` is called `name`, or None when we never make that name."""
+def slot_names(base: str) -> list[str]:
+    """Every masked set's name of `base`, used or not (each apply declares and flushes all)."""
+    return [masked(0, slot).name(base) for slot in range(MASK_SLOTS)]
+
+
+def shape_named(base: str, name: str) -> Shape | None:
+    """The shape of `base`'s set called `name` (a masked one's length is in its rule, not
+    its name: `prefixlen` 0), or None when we never make that name."""
     for shape in FIXED_SHAPES:
         if name == shape.name(base):
             return shape
     if not name.startswith(base):
         return None
     found = _MASKED_NAME.fullmatch(name[len(base) :])
-    if found is None or found.group(1).startswith("0"):
-        return None
-    prefixlen = int(found.group(1))
-    return masked(prefixlen) if 0 < prefixlen < _max_prefixlen(family) else None
+    return None if found is None else masked(0, int(found.group(1)))
 
 
-def _max_prefixlen(family: int) -> int:
-    return 32 if family == 4 else 128
+def mask_length(family: int, untrusted_mask: str) -> int:
+    """The prefix length of a netmask as nft lists it; ValueError if it is not one."""
+    address = ipaddress.ip_address(untrusted_mask)
+    bits, value = address.max_prefixlen, int(address)
+    length = bin(value).count("1")
+    if address.version != family or value != ((1 << length) - 1) << (bits - length):
+        raise ValueError(f"{untrusted_mask} is not a netmask of family {family}")
+    return length
 
 
 def natural_shape(source: Network, port_range: PortRange) -> Shape:
@@ -109,7 +123,7 @@ def netmask(family: int, prefixlen: int) -> str:
 
 
 def source_text(shape: Shape, source: Network) -> str | None:
-    """The source part of a key: none for `any`, a plain address for `host` and `net<N>`."""
+    """The source part of a key: none for `any`, a plain address for `host` and `mask<I>`."""
     if shape == ANY:
         return None
     if shape.interval:
@@ -136,12 +150,14 @@ class Keyed:
 
 def shapes_of(items: Sequence[Keyed], max_masked: int = MAX_MASKED_LENGTHS) -> list[Shape]:
     """Each item's shape: its natural one, or `range` when its prefix length is not among
-    the `max_masked` lengths with the most elements (ties: the longer prefix)."""
+    the `max_masked` lengths with the most elements (ties: the longer prefix); the kept
+    lengths take the slots in the order of their lengths."""
     natural = [natural_shape(item.source, item.ports) for item in items]
     counts = Counter(s.prefixlen for s in natural if s.kind == Kind.MASKED)
-    busiest = sorted(counts, key=lambda n: (-counts[n], -n))[: max(max_masked, 0)]
-    kept = set(busiest)
-    return [RANGE if s.kind == Kind.MASKED and s.prefixlen not in kept else s for s in natural]
+    limit = min(max(max_masked, 0), MASK_SLOTS)
+    busiest = sorted(counts, key=lambda n: (-counts[n], -n))[:limit]
+    slots = {length: masked(length, slot) for slot, length in enumerate(sorted(busiest))}
+    return [slots.get(s.prefixlen, RANGE) if s.kind == Kind.MASKED else s for s in natural]
 
 
 def by_shape(
@@ -149,7 +165,7 @@ def by_shape(
 ) -> dict[Shape, list[str]]:
     """Element texts per shape, shapes in rule order, elements in the items' order.
 
-    The fixed shapes are always there (possibly empty); a `net<N>` only when it has elements.
+    The fixed shapes are always there (possibly empty); a `mask<I>` only when it has elements.
     """
     chosen = shapes_of(items, max_masked)
     found: dict[Shape, list[str]] = {shape: [] for shape in FIXED_SHAPES}

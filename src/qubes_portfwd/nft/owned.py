@@ -11,8 +11,6 @@ from typing import Any
 from ..model.errors import ValidationError
 from .syntax import BASE_TABLE, CUSTOM_CHAINS, OWNER_COMMENT
 
-SET_PREFIX = "portfwd-"  # our sets in `qubes` (forwards.py names them)
-
 _FAMILIES = {"ip": 4, "ip6": 6}
 _CUSTOM = frozenset(CUSTOM_CHAINS.values())
 
@@ -28,12 +26,10 @@ class OwnedJump:
 
 @dataclass(frozen=True)
 class OwnedJumps:
-    """Our jump rules, the families whose `qubes` table has both custom chains, and the
-    names of the sets of ours in `qubes` per family (to delete those no longer used)."""
+    """Our jump rules, and the families whose `qubes` table has both custom chains."""
 
     jumps: tuple[OwnedJump, ...] = ()
     base_families: frozenset[int] = field(default_factory=lambda: frozenset({4}))
-    sets: frozenset[tuple[int, str]] = frozenset()
 
 
 def parse_owned_jumps(untrusted_json: str) -> OwnedJumps:
@@ -46,7 +42,6 @@ def parse_owned_jumps(untrusted_json: str) -> OwnedJumps:
         raise ValidationError("ruleset", "expected a list under 'nftables'")
     custom_chains: dict[int, set[str]] = {4: set(), 6: set()}
     jumps = []
-    sets = set()
     for untrusted_item in untrusted_items:
         if not isinstance(untrusted_item, dict):
             continue
@@ -58,12 +53,8 @@ def parse_owned_jumps(untrusted_json: str) -> OwnedJumps:
             jump = _owned_jump(untrusted_item["rule"])
             if jump is not None:
                 jumps.append(jump)
-        elif "set" in untrusted_item:
-            owned_set = _owned_set(untrusted_item["set"])
-            if owned_set is not None:
-                sets.add(owned_set)
     families = frozenset(f for f, chains in custom_chains.items() if chains == _CUSTOM)
-    return OwnedJumps(tuple(sorted(jumps)), families, frozenset(sets))
+    return OwnedJumps(tuple(sorted(jumps)), families)
 
 
 def _locate(untrusted: Any, name_key: str) -> tuple[int, str] | None:
@@ -85,15 +76,3 @@ def _owned_jump(untrusted_rule: Any) -> OwnedJump | None:
     if type(untrusted_handle) is not int or untrusted_handle <= 0:
         raise ValidationError("handle", "expected a positive integer rule handle")
     return OwnedJump(located[0], located[1], untrusted_handle)
-
-
-def _owned_set(untrusted_set: Any) -> tuple[int, str] | None:
-    """(family, name) of a set named like ours in a `qubes` table; the compiler only ever
-    uses a name it would make itself, so the name is kept as read."""
-    if not isinstance(untrusted_set, dict) or untrusted_set.get("table") != BASE_TABLE:
-        return None
-    family = _FAMILIES.get(untrusted_set.get("family"))  # type: ignore[arg-type]
-    untrusted_name = untrusted_set.get("name")
-    if family is None or not isinstance(untrusted_name, str):
-        return None
-    return (family, untrusted_name) if untrusted_name.startswith(SET_PREFIX) else None
