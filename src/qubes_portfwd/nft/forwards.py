@@ -2,9 +2,9 @@
 
 Per-packet cost is independent of the number of forwards: DNAT dispatches through verdict-map
 lookups to the forward's own chain; accepts are set lookups. Each set and map is split by
-element shape (`lookups.py`): hash lookups for single ports from everywhere or from one
-address, masked-source hash lookups for single ports from networks, an interval lookup
-only for the rest. Only a qube's `qubes` tables decide accept vs
+element shape (`lookups.py`): hash lookups for single ports from everywhere, from one
+address or from a network (keyed on the source masked to its length), an interval lookup
+only for port ranges and rare prefix lengths. Only a qube's `qubes` tables decide accept vs
 drop (DESIGN.md §1).
 """
 
@@ -147,7 +147,8 @@ def nat_table(
     loads thousands of per-rule anonymous sets in quadratic time. Port remaps live in one
     shared map for the same reason; keys are unique because clashing hops were left out.
     Each dispatch map comes in the shapes of `lookups.py`, so a new connection costs hash
-    lookups, plus an interval lookup over only the forwards with port ranges.
+    lookups, plus an interval lookup over only the forwards with port ranges (or rare
+    prefix lengths).
     """
     ip = table_family(family)
     dnats = [h for h in hops if isinstance(h, DnatHop) and h.family == family]
