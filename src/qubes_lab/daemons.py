@@ -4,7 +4,7 @@ DNS responders and the VPN tunnel's ends; each started, stopped and restarted by
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from qubes_lab.qubesd.access import qube_socket_path
@@ -166,6 +166,15 @@ class LabDaemons:
             return False
         tables = netns.run_in(self.netns(qube), ["nft", "list", "tables"])
         return f"table ip {FIREWALL_TABLE}" in tables
+
+    def firewall_change(
+        self, sources: Mapping[str, Sequence[str] | None], change: Callable[[], object]
+    ) -> None:
+        """Run `change` (a firewall Set, say), then wait until each netvm's worker handled
+        `sources` (None: every qube behind it) once more: every address, not only the first."""
+        before = self._handled_counts(sources)
+        change()
+        self._wait_firewall_handled(self.dom0_topology(), sources, before)
 
     def _handled_counts(self, netvms: Iterable[str]) -> dict[str, dict[str, bytes]]:
         counts = {}

@@ -44,13 +44,18 @@ def test_agent_and_worker_each_reapply_and_both_rule_sets_stay(lab: Lab) -> None
         # The drop is work's own rule: the same connection from personal gets through.
         assert connect(lab, "personal", server, BLOCKED_PORT) is not None, step
 
+    def set_work(rules: list[str]) -> None:
+        client.firewall_set("work", rules)
+
     def drop_rules(*extra: str) -> list[str]:
         return [f"action=drop proto=tcp dstports={BLOCKED_PORT}", *extra, "action=accept"]
 
     try:
         with echo_server(lab, "work"), echo_server(lab, "server", BLOCKED_PORT):
             assert not outbound_dropped()
-            client.firewall_set("work", drop_rules())
+            # Every address of work handled (the worker rebuilds its tables at each), so a
+            # later new table can only be somebody else's doing.
+            lab.firewall_change({"sys-firewall": ["work"]}, lambda: set_work(drop_rules()))
             wait_until(outbound_dropped, SETTLE, "the firewall Set reaches Qubes' worker")
             workers = table_handles(lab, "qubes-firewall")
             forward = user.add("work", "tcp", "80:8080", "--external", "--from", "any")
