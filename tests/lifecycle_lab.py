@@ -14,6 +14,7 @@ from lab_process import tcp_server
 from qubes_lab.builder import Lab
 from qubes_lab.tools import module_of
 from qubes_portfwd.client import AdminClient, ForwardState, ForwardStatus, HopState
+from qubes_portfwd.nft.lookups import slot_names
 
 CLI_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 1.0
@@ -99,6 +100,7 @@ class LabUser:
             "portfwd-input-allowed",
             "portfwd-input-allowed-any",
             "portfwd-input-allowed-host",
+            *slot_names("portfwd-input-allowed"),  # networks with one port: masked hash sets
         ):
             done = self.lab.run(
                 qube, ["nft", "list", "set", "ip", "qubes", name], capture_output=True, text=True
