@@ -83,9 +83,9 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     rest = untrusted_key[len(FORWARD_PREFIX) :]
     forward_id, _, untrusted_family = rest.partition("/")
     if not untrusted_key.startswith(FORWARD_PREFIX) or not _ID_RE.match(forward_id):
-        raise ValidationError("key", f"{untrusted_key!r} is not /qubes-portfwd/<12 hex>/<4|6>")
+        raise ValidationError("key", f"{untrusted_key[:80]!r} is not /qubes-portfwd/<12 hex>/<4|6>")
     if untrusted_family not in ("4", "6"):
-        raise ValidationError("key", f"{untrusted_key!r} does not end in /4 or /6")
+        raise ValidationError("key", f"{untrusted_key[:80]!r} does not end in /4 or /6")
     family = int(untrusted_family)
     if "comment=" in untrusted_value:
         raise ValidationError("entry", "comments have no place in an entry")
