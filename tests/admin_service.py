@@ -4,6 +4,7 @@ for the agents (no root): the suite's one, for the service's, the CLIs' and the 
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -231,3 +232,11 @@ class StandInAgent:
                 per_key = {k: self.verdict(qube, k) for k in entries}
                 store.write_status(generation, per_key, None)
                 handled[qube] = generation
+
+
+def simulate_reboot(boot_id_file: Path, boot_id: str) -> None:
+    """The host's boot id changes, in one rename: the service reads it at any moment, and a
+    truncated file would read as an empty id (which /proc never shows)."""
+    staged = boot_id_file.with_name(boot_id_file.name + ".new")
+    staged.write_text(f"{boot_id}\n")
+    os.replace(staged, boot_id_file)

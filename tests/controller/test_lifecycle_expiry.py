@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admin_service import RunningService, StandInAgent, make_service
+from admin_service import RunningService, StandInAgent, make_service, simulate_reboot
 from qubes_portfwd.client.connection import QubesdError
 
 WEB = "action=forward forwardtype=external proto=tcp srcports=80 dstports=8080 srchost=0.0.0.0/0"
@@ -135,7 +135,7 @@ def test_until_reboot_survives_a_restart_and_goes_with_a_new_boot_id(tmp_path: P
         assert len(client.forwards()) == 1
         assert forward_keys(running, "sys-net")
 
-        running.boot_id_file.write_text("11111111-2222-3333-4444-555555555555\n")
+        simulate_reboot(running.boot_id_file, "11111111-2222-3333-4444-555555555555")
         wait_until(lambda: "boot:" not in forward_values(running, "work"), 5.0)
         wait_until(lambda: not any(forward_keys(running, q) for q in HOPS), 5.0)
         wait_until(lambda: client.forwards() == [], 5.0)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from admin_service import BOOT_ID, RunningService, wait_until
+from admin_service import BOOT_ID, RunningService, simulate_reboot, wait_until
 from qubes_portfwd.client import ForwardState, HopState, QubesdError
 from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.rule import forward_id
@@ -284,7 +284,7 @@ def test_reboot_expires_until_reboot_forwards(service: RunningService) -> None:
     client = service.client()
     client.add_forward("work", f"{WEB} expire=boot")
     assert len(client.forwards()) == 1
-    service.boot_id_file.write_text("11111111-2222-3333-4444-555555555555\n")
+    simulate_reboot(service.boot_id_file, "11111111-2222-3333-4444-555555555555")
     # The next reconcile sees the new boot: the forward ends and its feature goes.
     wait_until(lambda: client.forwards() == [])
     wait_until(lambda: f"portfwd.{web_id()}" not in client.list_features("work"))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from admin_service import simulate_reboot
 from lifecycle_lab import LabUser, echo_server, wait_until
 from qubes_lab.builder import Lab
 from qubes_portfwd.model.rule import ExpireAt
@@ -83,7 +84,7 @@ def test_until_reboot_survives_a_service_restart_but_not_a_new_boot_id(user: Lab
     assert user.applied(forward_id, PATH)
     assert user.lan_connects(81)
 
-    user.lab.boot_id_file.write_text(f"{uuid.uuid4()}\n")  # the host rebooted
+    simulate_reboot(user.lab.boot_id_file, str(uuid.uuid4()))  # the host rebooted
     took = wait_until(
         lambda: not on_any_hop(user, forward_id, 8080), APPLY_TIMEOUT, "gone after the reboot"
     )
