@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings
 
 from admin_service import RunningService, make_service
-from lab_fixture import lab_name, module_tag, running_lab
+from lab_fixture import lab_name, module_tag, running_lab, sweep_abandoned_labs
 from qubes_lab.builder import Lab
 
 # Hypothesis' per-example deadline is a timed assertion: on a loaded 2-CPU machine it fails
@@ -18,6 +18,13 @@ settings.register_profile("qubes-portfwd", deadline=None)
 settings.load_profile("qubes-portfwd")
 
 _skipped: list[str] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Labs left by a test run that was killed (no `finally` ran) go before this one starts."""
+    if os.geteuid() == 0:
+        for name in sweep_abandoned_labs():
+            print(f"\nremoved lab {name}, left by a test run that is gone")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
