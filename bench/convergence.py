@@ -30,18 +30,28 @@ FIRST_PORT = 30000
 POLL = 0.05
 CONVERGE_TIMEOUT = 900.0
 SETTLE_S = 3.0  # after convergence, before the rest window: the last status writes land
+# The product's processes, whose wakeups at rest are the verdict; the lab's others (the
+# emulated Qubes worker, DNS, wireguard-go, the provider) are sampled and shown beside them.
+OUR_ROLES = ("admind", "agent:", "natd:", "tunnel-keeper:")
 LATER_S = 30.0  # a second window starts this long after convergence: the last apply's tail is over
 
 
-def spread(count: int, topology: Topology, sources: str) -> dict[str, list[str]]:
-    """`count` external forwards round-robin over every qube that has a path, each its port;
-    each line records that path (`via=`), as the service stores it."""
+def is_ours(role: str) -> bool:
+    """Whether a lab process role is one the product ships (not the lab's stand-ins)."""
+    return role.startswith(OUR_ROLES)
+
+
+def spread(
+    count: int, topology: Topology, sources: str, first_port: int = FIRST_PORT
+) -> dict[str, list[str]]:
+    """`count` external forwards round-robin over every qube that has a path, each its port
+    from `first_port`; each line records that path (`via=`), as the service stores it."""
     targets = sorted(
         q.name for q in topology.qubes.values() if q.netvm is not None and not q.provides_network
     )
     lines: dict[str, list[str]] = {t: [] for t in targets}
     for n in range(count):
-        port = FIRST_PORT + n
+        port = first_port + n
         target = targets[n % len(targets)]
         lines[target].append(
             f"action=forward forwardtype=external proto=tcp srcports={port}-{port} "
@@ -152,10 +162,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
 
     time.sleep(SETTLE_S)  # a fixed settling period before the window, not a condition wait
     edge_agent = max(busy, key=lambda q: (expected[q], q))
-    rest_pids = {
-        "admind": session.pid("admind"),
-        f"agent:{edge_agent}": session.pid(f"agent:{edge_agent}"),
-    }
+    rest_pids = session.running()
     rest = sample_at_rest(rest_pids, settings.rest_seconds)
     # The first window still holds the edge agent's tail of its last apply (its check and
     # `nft monitor` printing that transaction); the later one is the steady state.
@@ -186,6 +193,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         "cold_reapply": cold,
         "rest": {
             "edge_agent": edge_agent,
+            "ours": sorted(name for name in rest_pids if is_ours(name)),
             "window_s": settings.rest_seconds,
             "processes": {name: vars(sample) for name, sample in rest.items()},
             "later_start_s": LATER_S,

@@ -77,6 +77,10 @@ class LabSession:
                 return pid
         raise BenchError(f"no running {role} in lab {self.lab.name}")
 
+    def running(self) -> dict[str, int]:
+        """Every running process the lab lists, by role (admind, agents, natd, workers...)."""
+        return {name: pid for name, pid, running in self.lab.status().processes if running}
+
     def start_server(self, qube: str, port: int) -> None:
         process = self.processes.start(
             [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .processes import descendants
+from .wakeups import task_switches, wakeups_between
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -62,20 +63,27 @@ class RestSample:
     rss_kib: int
     tree_rss_kib: int
     peak_rss_kib: int
+    wakeups: int = 0  # context switches of its threads and descendants over the window
+    wakeups_per_s: float = 0.0
 
 
 def sample_at_rest(pids: dict[str, int], seconds: float) -> dict[str, RestSample]:
-    """CPU over a window of `seconds` and memory at its end, for every named process."""
+    """CPU and wakeups over a window of `seconds`, memory at its end, for every named process."""
+    switches = {name: task_switches(pid) for name, pid in pids.items()}
     before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     time.sleep(seconds)  # the measurement window itself, not a wait for a condition
     elapsed = time.monotonic() - started
-    return {
-        name: RestSample(
-            cpu_percent=100.0 * (tree_cpu_seconds(pid) - before[name]) / elapsed,
+    samples = {}
+    for name, pid in pids.items():
+        cpu = tree_cpu_seconds(pid)
+        woke = wakeups_between(switches[name], task_switches(pid))
+        samples[name] = RestSample(
+            cpu_percent=100.0 * (cpu - before[name]) / elapsed,
             rss_kib=rss_kib(pid),
             tree_rss_kib=tree_rss_kib(pid),
             peak_rss_kib=peak_rss_kib(pid),
+            wakeups=woke,
+            wakeups_per_s=woke / elapsed,
         )
-        for name, pid in pids.items()
-    }
+    return samples
