@@ -1,4 +1,4 @@
-"""Measurement 3: from `AdminClient.add_forward` returning to the first end-to-end connection."""
+"""Measurement 3: from the `AdminClient.add_forward` call to the first end-to-end connection."""
 
 import time
 from typing import Any
@@ -7,7 +7,9 @@ from .lab_session import LabSession
 from .settings import Settings
 from .stats import summarize
 
-TARGET_P50_MS = 100.0
+# Issue 17: from the call (not from its return) to the first connection through the chain.
+TARGET_P50_MS = 30.0
+TARGET_P99_MS = 80.0
 TARGET_QUBE = "work"
 SERVICE_PORT = 8080
 FIRST_EDGE_PORT = 20000
@@ -47,15 +49,18 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         else:
             failures += 1
     after_return = summarize(after_return_s).scaled(1e3) if after_return_s else None
+    total = summarize(total_s).scaled(1e3) if total_s else None
     return {
         "adds": settings.propagation_adds,
         "call_ms": summarize(call_s).scaled(1e3).to_json(),
         "after_return_ms": after_return.to_json() if after_return else None,
-        "call_to_first_connection_ms": summarize(total_s).scaled(1e3).to_json()
-        if total_s
-        else None,
+        "call_to_first_connection_ms": total.to_json() if total else None,
         "attempts_median": sorted(attempts)[len(attempts) // 2] if attempts else None,
         "failures": failures,
         "target_p50_ms": TARGET_P50_MS,
-        "met": after_return is not None and after_return.p50 <= TARGET_P50_MS and not failures,
+        "target_p99_ms": TARGET_P99_MS,
+        "met": total is not None
+        and total.p50 <= TARGET_P50_MS
+        and total.p99 <= TARGET_P99_MS
+        and not failures,
     }
