@@ -19,6 +19,7 @@ from typing import Any
 from qubes_lab.topology_file import load_lab_spec
 
 from . import (
+    add_scaling,
     breakdown,
     convergence,
     machine,
@@ -39,6 +40,7 @@ MEASUREMENTS = (
     "scaling",
     "propagation",
     "nat_latency",
+    "add_scaling",
     "convergence",
     "breakdown",
 )
@@ -78,6 +80,9 @@ def run_lab(results: dict[str, Any], settings: Settings, wanted: set[str]) -> No
             _guarded(results, "propagation", lambda: propagation.measure(session, settings))
         if "nat_latency" in wanted:
             _guarded(results, "nat_latency", lambda: nat_latency.measure(session, settings))
+        if "add_scaling" in wanted:
+            # Before convergence: it leaves the host without forwards, as convergence needs.
+            _guarded(results, "add_scaling", lambda: add_scaling.measure(session, settings))
         if "convergence" in wanted:
             _guarded(results, "convergence", lambda: convergence.measure(session, settings))
     finally:
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if wanted & {"throughput", "scaling"}:
         run_chain(results, settings, wanted)
-    if wanted & {"propagation", "nat_latency", "convergence"}:
+    if wanted & {"propagation", "nat_latency", "add_scaling", "convergence"}:
         run_lab(results, settings, wanted)
     if "breakdown" in wanted:
         run_breakdown(results, settings)

@@ -11,6 +11,8 @@ class Settings:
     connections: int  # per latency cell
     forward_counts: tuple[int, ...]  # rule-count scaling
     propagation_adds: int
+    add_scaling_loads: tuple[int, int]  # forwards on the host for the two add series
+    add_scaling_adds: int  # adds timed at each load
     convergence_forwards: int
     rest_seconds: float  # CPU at rest is averaged over this window
 
@@ -25,6 +27,8 @@ FULL = Settings(
     connections=2000,
     forward_counts=(1, 100, 1000, 10000),
     propagation_adds=100,
+    add_scaling_loads=(10, 1000),
+    add_scaling_adds=100,
     convergence_forwards=10000,
     rest_seconds=10.0,
 )
@@ -36,6 +40,8 @@ QUICK = Settings(
     connections=200,
     forward_counts=(1, 100, 1000),
     propagation_adds=10,
+    add_scaling_loads=(10, 1000),
+    add_scaling_adds=10,
     convergence_forwards=1000,
     rest_seconds=2.0,
 )
