@@ -172,31 +172,86 @@ def breakdown_lines(breakdown: dict[str, Any] | None) -> list[str]:
     ]
 
 
+REST_HEADERS = ["process", "CPU %", "RSS MiB", "with children MiB", "wakeups/s"]
+
+
+def _rest_rows(window: dict[str, Any], ours: Sequence[str] | None) -> list[list[str]]:
+    """One row per sampled process; the lab's own stand-ins (not the product) are marked."""
+    return [
+        [
+            name if ours is None or name in ours else f"{name} (lab)",
+            num(p["cpu_percent"], 2),
+            num(p["rss_kib"] / 1024),
+            num(p["tree_rss_kib"] / 1024),
+            num(p.get("wakeups_per_s"), 1),
+        ]
+        for name, p in window.items()
+    ]
+
+
 def rest_lines(section: dict[str, Any]) -> list[str]:
     rest = section["rest"]
-    rows = [
-        [name, num(p["cpu_percent"], 2), num(p["rss_kib"] / 1024), num(p["tree_rss_kib"] / 1024)]
-        for name, p in rest["processes"].items()
-    ]
+    ours = rest.get("ours")
     lines = [
-        f"5. At rest with {section['forwards']:,} forwards (CPU over {rest['window_s']:g} s)",
-        *render(["process", "CPU %", "RSS MiB", "with children MiB"], rows),
+        f"5. At rest with {section['forwards']:,} forwards (CPU and wakeups over "
+        f"{rest['window_s']:g} s)",
+        *render(REST_HEADERS, _rest_rows(rest["processes"], ours)),
     ]
     if "later" in rest:
-        later = [
-            [
-                name,
-                num(p["cpu_percent"], 2),
-                num(p["rss_kib"] / 1024),
-                num(p["tree_rss_kib"] / 1024),
-            ]
-            for name, p in rest["later"].items()
-        ]
         lines += [
-            f"  the same, {rest['later_start_s']:g} s after convergence:",
-            *render(["process", "CPU %", "RSS MiB", "with children MiB"], later),
+            f"  the same, {rest['later_start_s']:g} s after convergence (the verdict):",
+            *render(REST_HEADERS, _rest_rows(rest["later"], ours)),
         ]
     return lines
+
+
+def add_scaling_lines(section: dict[str, Any]) -> list[str]:
+    rows = []
+    for count, phase in section["phases"].items():
+        total = phase.get("call_to_first_connection_ms")
+        rows.append(
+            [
+                f"{int(count):,}",
+                num(_field(phase["call_ms"], "p50")),
+                num(_field(phase["call_ms"], "p99")),
+                num(_field(total, "p50")),
+                num(_field(total, "p99")),
+                str(phase["failures"]),
+                num(phase["load_applied_s"], 2),
+            ]
+        )
+    headers = ["forwards", "call p50 ms", "p99", "to 1st conn p50", "p99", "failed", "load s"]
+    small, large = section["loads"]
+    return [
+        f"Add latency against the forwards on the host ({section['phases'][str(small)]['adds']}"
+        f" adds on {section['target_qube']} at each load)",
+        *render(headers, rows),
+        f"  add call p50 at {large:,} / at {small:,} = {num(section['ratio_add_p50'], 3)}; "
+        + verdict(section, f"<= x{section['target_ratio']:g}"),
+    ]
+
+
+TARGET_DIGITS = {"x": 3, "processes": 0, "ms": 1, "MB": 1}
+
+
+def targets_lines(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """The table of issue 17's targets, one row per entry of `results["targets"]`."""
+    rows = [
+        [
+            e["name"],
+            num(e["measured"], TARGET_DIGITS.get(e["unit"], 2)),
+            f"{e['compare']} {e['target']:g}",
+            e["unit"],
+            "met" if e["met"] else "MISSED",
+            e.get("detail", ""),
+        ]
+        for e in entries
+    ]
+    met = sum(1 for e in entries if e["met"])
+    return [
+        f"Targets (issue 17): {met} of {len(entries)} met",
+        *render(["target", "measured", "target", "unit", "", "detail"], rows),
+    ]
 
 
 def _section(results: dict[str, Any], key: str, lines: Any) -> list[str]:
@@ -231,6 +286,11 @@ def format_report(results: dict[str, Any]) -> str:
     part = _section(results, "nat_latency", nat_latency_lines)
     if part:
         lines += [*part, ""]
+    part = _section(results, "add_scaling", add_scaling_lines)
+    if part:
+        lines += [*part, ""]
     if "convergence" not in results and breakdown is not None:
-        lines += ["4. Convergence (stages only)", *breakdown_lines(breakdown)]
-    return "\n".join(lines)
+        lines += ["4. Convergence (stages only)", *breakdown_lines(breakdown), ""]
+    if "targets" in results:
+        lines += targets_lines(results["targets"])
+    return "\n".join(lines).rstrip("\n")

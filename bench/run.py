@@ -1,6 +1,7 @@
-"""`python -m bench.run [--quick] [--only NAME,...]`: the five measurements of issue #6.
+"""`python -m bench.run [--quick] [--only NAME,...]`: the measurements of issues #6 and #17.
 
-Prints a table, writes `results.json`, `results.txt` and two PNG plots under bench/results/
+Prints a table ending with issue 17's targets (also `results["targets"]`), writes
+`results.json`, `results.txt` and two PNG plots under bench/results/
 (`--quick`: bench/results/quick/, not committed). Needs root: it makes network namespaces
 (`qpt-bench-<pid>-*`) and a lab (`bn<pid>`), and deletes them again, also on failure.
 """
@@ -27,6 +28,7 @@ from . import (
     plots,
     propagation,
     scaling,
+    targets,
     throughput,
 )
 from .chain import Chain, run
@@ -159,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_lab(results, settings, wanted)
     if "breakdown" in wanted:
         run_breakdown(results, settings)
+    results["targets"] = targets.entries(results)
     written = write_outputs(results, args.out or (RESULTS / "quick" if args.quick else RESULTS))
     print(format_report(results))
     print("written: " + ", ".join(str(p) for p in written))
