@@ -55,7 +55,8 @@ def _adds(session: LabSession, count: int, first_port: int) -> dict[str, Any]:
     failures = 0
     for n in range(count):
         started = time.monotonic()
-        added = client.add_forward(TARGET_QUBE, forward_line(first_port + n, session.lan_network))
+        line = forward_line(first_port + n, session.lan_network, SERVICE_PORT)
+        added = client.add_forward(TARGET_QUBE, line)
         returned = time.monotonic()
         arrival = prober.wait_for(edge, first_port + n, ARRIVAL_TIMEOUT)
         client.remove_forward(TARGET_QUBE, added)

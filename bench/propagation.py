@@ -16,10 +16,10 @@ FIRST_EDGE_PORT = 20000
 ARRIVAL_TIMEOUT = 10.0
 
 
-def forward_line(edge_port: int, sources: str) -> str:
+def forward_line(edge_port: int, sources: str, service_port: int = SERVICE_PORT) -> str:
     return (
         f"action=forward forwardtype=external proto=tcp srcports={edge_port}-{edge_port} "
-        f"dstports={SERVICE_PORT}-{SERVICE_PORT} srchost={sources}"
+        f"dstports={service_port}-{service_port} srchost={sources}"
     )
 
 
