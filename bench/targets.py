@@ -114,7 +114,8 @@ def rest_entries(results: dict[str, Any]) -> list[Entry]:
     if not sampled:
         why = why or "no process sampled at rest"
     woke = {n: p.get("wakeups_per_s", 0.0) for n, p in sampled.items() if p.get("wakeups")}
-    woke_detail = ", ".join(f"{n} {rate:.1f}/s" for n, rate in sorted(woke.items()))
+    by_rate = sorted(woke.items(), key=lambda item: (-item[1], item[0]))  # busiest first
+    woke_detail = ", ".join(f"{n} {rate:.1f}/s" for n, rate in by_rate)
     busiest = max(sampled, key=lambda n: sampled[n]["cpu_percent"]) if sampled else None
     edge = f"agent:{rest.get('edge_agent', 'sys-net')}"
 
