@@ -217,10 +217,10 @@ def add_scaling_lines(section: dict[str, Any]) -> list[str]:
                 num(_field(total, "p50")),
                 num(_field(total, "p99")),
                 str(phase["failures"]),
-                num(phase["load_applied_s"], 2),
+                num(phase["load_s"], 1),
             ]
         )
-    headers = ["forwards", "call p50 ms", "p99", "to 1st conn p50", "p99", "failed", "load s"]
+    headers = ["forwards", "call p50 ms", "p99", "to 1st conn p50", "p99", "failed", "Sets s"]
     small, large = section["loads"]
     return [
         f"Add latency against the forwards on the host ({section['phases'][str(small)]['adds']}"

@@ -25,7 +25,6 @@ from . import (
     convergence,
     machine,
     nat_latency,
-    plots,
     propagation,
     scaling,
     targets,
@@ -47,6 +46,12 @@ MEASUREMENTS = (
     "breakdown",
 )
 EDGE = "sys-net"
+LAB_MEASUREMENTS: dict[str, Any] = {
+    "propagation": propagation,
+    "nat_latency": nat_latency,
+    "convergence": convergence,
+    "add_scaling": add_scaling,
+}
 
 
 def _guarded(results: dict[str, Any], key: str, work: Callable[[], dict[str, Any]]) -> None:
@@ -75,18 +80,23 @@ def run_chain(results: dict[str, Any], settings: Settings, wanted: set[str]) -> 
 
 
 def run_lab(results: dict[str, Any], settings: Settings, wanted: set[str]) -> None:
+    shared = [k for k in ("propagation", "nat_latency", "convergence") if k in wanted]
+    if shared:
+        _in_lab(results, settings, shared)
+    if "add_scaling" in wanted:
+        # A lab of its own, purged after it: convergence must start from no forwards, and
+        # removing add_scaling's 1,000 one by one costs as much as storing them.
+        _in_lab(results, settings, ["add_scaling"])
+
+
+def _in_lab(results: dict[str, Any], settings: Settings, keys: list[str]) -> None:
+    """The measurements `keys`, in order, in one fresh lab that is deleted after them."""
     session = LabSession()
     try:
         session.up()
-        if "propagation" in wanted:
-            _guarded(results, "propagation", lambda: propagation.measure(session, settings))
-        if "nat_latency" in wanted:
-            _guarded(results, "nat_latency", lambda: nat_latency.measure(session, settings))
-        if "add_scaling" in wanted:
-            # Before convergence: it leaves the host without forwards, as convergence needs.
-            _guarded(results, "add_scaling", lambda: add_scaling.measure(session, settings))
-        if "convergence" in wanted:
-            _guarded(results, "convergence", lambda: convergence.measure(session, settings))
+        for key in keys:
+            module = LAB_MEASUREMENTS[key]
+            _guarded(results, key, lambda m=module: m.measure(session, settings))
     finally:
         session.down()
 
@@ -107,6 +117,8 @@ def run_breakdown(results: dict[str, Any], settings: Settings) -> None:
 
 
 def write_outputs(results: dict[str, Any], directory: Path) -> list[Path]:
+    from . import plots  # here: matplotlib (the bench extra) only when plots are written
+
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "results.json", directory / "results.txt"]
     written[0].write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")

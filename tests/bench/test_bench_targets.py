@@ -189,7 +189,8 @@ def test_add_scaling_rows_and_verdict() -> None:
         "call_ms": {"p50": 20.0, "p99": 30.0},
         "call_to_first_connection_ms": {"p50": 25.0, "p99": 40.0},
         "failures": 0,
-        "load_applied_s": 0.5,
+        "load_s": 0.5,
+        "load_applied_s": 0.1,
     }
     section = {
         "loads": [10, 1000],
