@@ -73,9 +73,11 @@ def _adds(session: LabSession, count: int, first_port: int) -> dict[str, Any]:
 
 def _missing(wanted: dict[str, list[str]], stored: dict[str, list[str]]) -> dict[str, list[str]]:
     """The lines of `wanted` not yet in `stored`, per target."""
-    return {
-        t: [line for line in ls if line not in set(stored.get(t, []))] for t, ls in wanted.items()
-    }
+    missing = {}
+    for target, lines in wanted.items():
+        have = set(stored.get(target, []))  # once per target, not once per line
+        missing[target] = [line for line in lines if line not in have]
+    return missing
 
 
 def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
