@@ -167,7 +167,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
     # The first window still holds the edge agent's tail of its last apply (its check and
     # `nft monitor` printing that transaction); the later one is the steady state.
     time.sleep(max(0.0, LATER_S - SETTLE_S - settings.rest_seconds))  # a fixed gap, no condition
-    rest_later = sample_at_rest(rest_pids, settings.rest_seconds)
+    rest_later = sample_at_rest(rest_pids, settings.rest_later_seconds)
 
     restart_started = time.monotonic()
     session.lab.restart_admin()
@@ -197,6 +197,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
             "window_s": settings.rest_seconds,
             "processes": {name: vars(sample) for name, sample in rest.items()},
             "later_start_s": LATER_S,
+            "later_window_s": settings.rest_later_seconds,
             "later": {name: vars(sample) for name, sample in rest_later.items()},
         },
         "target_s": TARGET_S,

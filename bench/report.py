@@ -199,7 +199,8 @@ def rest_lines(section: dict[str, Any]) -> list[str]:
     ]
     if "later" in rest:
         lines += [
-            f"  the same, {rest['later_start_s']:g} s after convergence (the verdict):",
+            f"  the same over {rest.get('later_window_s', rest['window_s']):g} s, "
+            f"{rest['later_start_s']:g} s after convergence (the verdict):",
             *render(REST_HEADERS, _rest_rows(rest["later"], ours)),
         ]
     return lines

@@ -181,6 +181,7 @@ def test_rest_rows_show_wakeups_and_mark_the_labs_processes() -> None:
     assert edge.split()[-1] == "2.0"
     assert any("qubes-firewall:sys-net (lab)" in line for line in lines)
     assert "(the verdict)" in lines[2 + len(section["rest"]["later"]) + 1]
+    assert "the same over 10 s, 30 s after" in lines[2 + len(section["rest"]["later"]) + 1]
 
 
 def test_add_scaling_rows_and_verdict() -> None:
