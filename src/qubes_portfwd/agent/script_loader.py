@@ -1,0 +1,53 @@
+"""Loading compiled scripts: in place when only elements and forwards' chains changed.
+
+The full script stays the reference: the in-place transaction is derived from the last
+script that loaded and the new one (`nft/delta.py`), and is used only while the kernel
+still holds what that load left (our jumps in place, nothing lost since). Any refusal of
+the in-place transaction falls back to the full script.
+"""
+
+import logging
+
+from ..nft.delta import ScriptParts, delta_script, split_script
+from ..nft.owned import OwnedJumps
+from ..nft.syntax import CUSTOM_CHAINS
+from .nft_port import NftPort, NftResult
+
+log = logging.getLogger("qubes_portfwd.agent")
+
+
+class ScriptLoader:
+    def __init__(self, runner: NftPort) -> None:
+        self.runner = runner
+        self._loaded: ScriptParts | None = None
+
+    def forget(self) -> None:
+        """The kernel may no longer hold the last load (rules lost, removed): load whole next."""
+        self._loaded = None
+
+    async def load(self, script: str, owned: OwnedJumps) -> NftResult:
+        """Load `script`'s rules: all of them or, on any error, none."""
+        parts = split_script(script)
+        previous, self._loaded = self._loaded, None
+        if previous is not None and _one_jump_each(owned):
+            delta = delta_script(previous, parts)
+            if delta == "":
+                self._loaded = parts
+                return NftResult(True, "")
+            if delta is not None:
+                result = await self.runner.apply(delta)
+                if result.ok:
+                    self._loaded = parts
+                    return result
+                log.info("the in-place change was refused (%s); loading whole", result.output)
+        result = await self.runner.apply(script)
+        if result.ok:
+            self._loaded = parts
+        return result
+
+
+def _one_jump_each(owned: OwnedJumps) -> bool:
+    """Exactly our jumps of the last load: one in each custom chain of each base family."""
+    found = sorted((jump.family, jump.chain) for jump in owned.jumps)
+    expected = sorted((f, chain) for f in owned.base_families for chain in CUSTOM_CHAINS.values())
+    return found == expected
