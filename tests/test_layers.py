@@ -17,12 +17,13 @@ ALLOWED: dict[str, set[str]] = {
     "ports": {"model"},
     "db": {"model", "ports"},
     "adapters": {"model", "ports", "client"},
-    "agent": {"model", "nft", "ports", "db", "adapters"},
+    "netlink": set(),  # the kernel's notifications (sockets only)
+    "agent": {"model", "nft", "ports", "db", "adapters", "netlink"},
     "controller": {"model", "planner", "store", "ports", "db"},
     "qrexec": {"model", "controller"},  # our dom0 qrexec service, served inside qubesd
     "dom0": {"model", "planner", "store", "ports", "db", "controller", "adapters", "qrexec"},
     "tunnel": {"model", "natpmp", "ports", "db", "adapters"},
-    "natd": {"model", "natpmp", "client", "ports", "adapters"},
+    "natd": {"model", "natpmp", "client", "ports", "adapters", "netlink"},
     "client": {"model"},
     "cli": {"model", "client"},
     "gui": {"model", "client"},

@@ -40,15 +40,18 @@ def test_a_base_table_restore_is_followed_without_an_error_at_every_check(lab: L
 
     _nft(lab, "delete", "table", "ip", "qubes")
     assert wait_for(lambda: MISSING in _since(log, start), LOG_TIMEOUT), _since(log, start)
-    # Let natd's timer check run while the table is gone (twice): the old natd logged an nft
-    # error at each. Nothing is asserted on how long anything takes.
-    time.sleep(2 * input_rules.FALLBACK_CHECK + 1)
+    # Wake natd's check twice while the table is gone (any ruleset change does): the old
+    # natd logged an nft error at each. The pauses only let each burst be its own check.
+    for _ in range(2):
+        _nft(lab, "add", "table", "ip", "qpt-poke")
+        _nft(lab, "delete", "table", "ip", "qpt-poke")
+        time.sleep(2 * input_rules.MAX_SETTLE)
     lab.reload_base_rules(QUBE)  # Qubes' base rules loaded again
     assert wait_for(lambda: PUT_BACK in _since(log, start), LOG_TIMEOUT), _since(log, start)
     assert wait_for(lambda: natd_answers(env), LOG_TIMEOUT), "natd unreachable after the restore"
 
-    # Later checks find everything in place: flushed by hand (no table event), the timer
-    # notices and puts the rules back, and again without an error.
+    # Later checks find everything in place: flushed by hand (no table event), the kernel's
+    # notification wakes natd, which puts the rules back, and again without an error.
     _nft(lab, "flush", "chain", "ip", "qubes", input_rules.CHAIN)
     assert wait_for(lambda: _since(log, start).count(PUT_BACK) == 2, LOG_TIMEOUT)
 

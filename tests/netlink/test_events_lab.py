@@ -1,4 +1,4 @@
-"""Kernel ruleset notifications in a namespace of the test's own: a change wakes, quiet does not."""
+"""Kernel notifications in a namespace of the test's own: a change wakes, quiet does not."""
 
 import subprocess
 import sys
@@ -15,10 +15,10 @@ pytestmark = pytest.mark.lab
 # Runs inside the namespace: subscribes, says so, then reports each wait's outcome.
 WATCHER = """
 import asyncio, sys
-from qubes_portfwd.agent.ruleset_events import RulesetEvents
+from qubes_portfwd.netlink import events as kernel
 
 async def main():
-    with RulesetEvents() as events:
+    with getattr(kernel, sys.argv[2])() as events:
         print("subscribed", flush=True)
         for _ in range(2):
             sys.stdin.readline()
@@ -41,10 +41,20 @@ def _ask(watcher: subprocess.Popen[str]) -> str:
     return watcher.stdout.readline().strip()
 
 
-def test_a_change_wakes_the_watcher_and_quiet_does_not(make_netns: Callable[[], str]) -> None:
+@pytest.mark.parametrize(
+    ("source", "change"),
+    [
+        ("ruleset_events", ["nft", "add", "table", "ip", "qpt-events"]),
+        ("network_events", ["ip", "addr", "add", "192.0.2.9/24", "dev", "lo"]),
+        ("network_events", ["ip", "-6", "route", "add", "2001:db8::/64", "dev", "lo"]),
+    ],
+)
+def test_a_change_wakes_the_watcher_and_quiet_does_not(
+    make_netns: Callable[[], str], source: str, change: list[str]
+) -> None:
     ns = make_netns()
     watcher = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", WATCHER, QUIET_WAIT],
+        ["ip", "netns", "exec", ns, sys.executable, "-c", WATCHER, QUIET_WAIT, source],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -54,7 +64,7 @@ def test_a_change_wakes_the_watcher_and_quiet_does_not(make_netns: Callable[[], 
         assert watcher.stdout.readline().strip() == "subscribed"
         assert _ask(watcher) == "quiet"
         # A change made before the wait is queued, so the next wait returns at once.
-        run(ns, "nft", "add", "table", "ip", "qpt-events")
+        run(ns, *change)
         assert _ask(watcher) == "changed"
         assert watcher.wait(ANSWER_TIMEOUT) == 0
     finally:

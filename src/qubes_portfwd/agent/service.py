@@ -3,15 +3,16 @@
 It re-applies when the entries change, when a failed apply is due for a retry, and when
 a check finds that the rules it owns are no longer as it left them (first withdrawing its
 `applied` report: dom0 must not show rules the kernel lost) or that a Qubes table it lacked
-is back. The check runs when the kernel announces a change to the ruleset (so an idle qube
-costs nothing) and, in case a notification is missed, every few seconds anyway.
+is back, or that the qube's addresses or its routes to DNAT targets changed. Checks run
+when the kernel announces a change (ruleset, addresses, routes): an idle qube sleeps without
+a timer. Only without notifications (no CAP_NET_ADMIN) does it check every few seconds.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..db.qube import QubeChannel
@@ -19,6 +20,7 @@ from ..db.watch import next_watch
 from ..model.db_layout import ERROR, HANDLED, MARKER, STATUS_PREFIX, UPDATED
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
+from ..netlink.events import KernelEvents, network_events, ruleset_events
 from ..nft.owned import parse_owned_jumps
 from ..nft.syntax import CUSTOM_CHAINS
 from ..ports.qube_db import QubeDb
@@ -31,14 +33,14 @@ from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_port import NftPort, NftResult
 from .owned import owned_fingerprint
 from .removal import remove_owned
-from .ruleset_events import RulesetEvents
+from .script_loader import ScriptLoader
 from .status import entry_status, overall_error, repairing
 
 # At most this often after ruleset changes. Until the check, rules lost from the kernel are
 # still reported applied: keep it short (its cost is bounded by CHECK_SHARE below).
 CHECK_INTERVAL = 0.1
-FALLBACK_CHECK_INTERVAL = 5.0  # checked even without a change announced
-FALLBACK_CHECK_SHARE = 0.02  # of the time at rest (10,000 forwards: a 1.5 s check every 75 s)
+FALLBACK_CHECK_INTERVAL = 5.0  # checked on a timer only while notifications are unavailable
+FALLBACK_CHECK_SHARE = 0.02  # of the time then (10,000 forwards: a 1.5 s check every 75 s)
 EVENTS_RESTART = 1.0  # after the notification socket failed
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
@@ -75,6 +77,7 @@ class Agent:
         self.db = db
         self.store = QubeChannel(db)
         self.runner = runner
+        self.loader = ScriptLoader(runner)
         self.check_interval = check_interval
         self._fingerprint: str | None = None
         self._last: ApplyOutcome | None = None
@@ -84,6 +87,8 @@ class Agent:
         self._next_check = 0.0
         self._next_fallback_check = 0.0
         self._ruleset_changed = asyncio.Event()
+        self._network_changed = asyncio.Event()
+        self._unannounced = False  # a notification source is unavailable: check on a timer
         self._record = in_force or InForceRecord(None)
         # What an earlier agent left in force: flows of hops removed meanwhile end on the
         # first apply.
@@ -120,9 +125,10 @@ class Agent:
                 wanted = {h.family for h in parsed.hops} | (
                     {4} if ssdp_replies(settings) else set()
                 )
-                jumped_from = parse_owned_jumps(listing.output).base_families
+                owned = parse_owned_jumps(listing.output)
+                jumped_from = owned.base_families
                 missing_bases = frozenset(wanted - jumped_from)
-                result = await self.runner.apply(compiled.script)
+                result = await self.loader.load(compiled.script, owned)
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
         if error is None:
@@ -180,11 +186,14 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Apply every commit dom0 makes; repair lost rules; retry failures; until `stop`.
 
-        Sleeps on the DB's watch descriptor, the kernel's ruleset notifications and the
-        next check that falls due: no polling.
+        Sleeps on the DB's watch descriptor and the kernel's notifications; a timer only
+        paces checks after a change and retries after a failure: no polling.
         """
         self.store.watch_commits()
-        watcher = asyncio.create_task(self._watch_ruleset(stop))
+        watchers = [
+            asyncio.create_task(self._watch(ruleset_events, self._ruleset_changed, stop)),
+            asyncio.create_task(self._watch(network_events, self._network_changed, stop)),
+        ]
         stopper = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
@@ -207,7 +216,7 @@ class Agent:
                 if fired == MARKER:
                     self._commit_seen = True
         finally:
-            for task in (watcher, stopper):
+            for task in (*watchers, stopper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -216,37 +225,42 @@ class Agent:
         await stop.wait()
         self._wake.set()
 
-    def _until_due(self) -> float:
-        """Seconds until the next check, retry or name lookup falls due."""
+    def _until_due(self) -> float | None:
+        """Seconds until the next check or retry falls due; None: none until an event."""
         last = self._last
         now = time.monotonic()
         if last is None:
             return 0.0
-        if not last.ok:
+        if not last.ok or self._ruleset_changed.is_set() or self._network_changed.is_set():
             return max(0.0, self._next_check - now)
-        due = self._next_fallback_check
-        if self._ruleset_changed.is_set():
-            due = min(due, self._next_check)
-        return max(0.0, max(due, self._next_check) - now)
+        if self._unannounced:
+            return max(0.0, max(self._next_fallback_check, self._next_check) - now)
+        return None
 
-    async def _watch_ruleset(self, stop: asyncio.Event) -> None:
-        """Flag every ruleset change the kernel announces, re-subscribing if reading fails."""
+    async def _watch(
+        self,
+        subscribe: Callable[[], KernelEvents],
+        changed: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        """Flag every change the kernel announces, re-subscribing if reading fails."""
         while not stop.is_set():
             try:
-                events = RulesetEvents()
+                events = subscribe()
             except OSError as err:
-                log.error("no ruleset notifications (%s): checking on the timer only", err)
+                log.error("no kernel notifications (%s): checking on a timer", err)
+                self._unannounced = True
                 return
             try:
                 while True:
                     await events.next_change()
-                    self._ruleset_changed.set()
+                    changed.set()
                     self._wake.set()
             except OSError as err:
-                log.warning("reading ruleset notifications failed (%s); subscribing again", err)
+                log.warning("reading kernel notifications failed (%s); subscribing again", err)
             finally:
                 events.close()
-            self._ruleset_changed.set()
+            changed.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), EVENTS_RESTART)
 
@@ -276,31 +290,38 @@ class Agent:
             outcome = await self.apply_current()
             self._schedule_check(0.0 if outcome.ok else RETRY_INTERVAL)
             return
-        if self._ruleset_changed.is_set() or now >= self._next_fallback_check:
+        timed = self._unannounced and now >= self._next_fallback_check
+        rules_changed = self._ruleset_changed.is_set() or timed
+        network_changed = self._network_changed.is_set() or timed
+        if rules_changed or network_changed:
             self._ruleset_changed.clear()
-            intact = await self.owned_rules_intact()
+            self._network_changed.clear()
+            intact = not rules_changed or await self.owned_rules_intact()
             took = time.monotonic() - now
             if not intact:
                 log.warning("generation %d: owned rules changed; re-applying", last.generation)
                 await self._report_repairing(last)
+                self.loader.forget()
                 await self.apply_current()
-            elif last.missing_bases and await self._base_tables_returned(last):
+            elif rules_changed and last.missing_bases and await self._base_tables_returned(last):
                 # Qubes' table came back alone: nothing of ours changed, but what was left
                 # out for want of it can apply now.
                 log.info("generation %d: Qubes' base table is back; re-applying", last.generation)
                 await self.apply_current()
-            elif await asyncio.to_thread(read_interface_addresses) != last.interface_addresses:
+            elif network_changed and (
+                await asyncio.to_thread(read_interface_addresses) != last.interface_addresses
+            ):
                 # The edge's outside address (DHCP) decides what hairpins.
                 log.info("generation %d: interface addresses changed; re-applying", last.generation)
                 await self.apply_current()
-            elif await self._targets_rerouted(last):
+            elif network_changed and await self._targets_rerouted(last):
                 # A downstream qube came (back): a DNAT to it refused before may apply now.
                 log.info(
                     "generation %d: routes to DNAT targets changed; re-applying", last.generation
                 )
                 await self.apply_current()
             self._schedule_check(took / CHECK_SHARE)
-            # Without a reported change the check is only insurance: keep it a small share.
+            # Without notifications the check is all there is: keep it a small share.
             fallback = max(FALLBACK_CHECK_INTERVAL, took / FALLBACK_CHECK_SHARE)
             self._next_fallback_check = time.monotonic() + fallback
 
@@ -321,6 +342,7 @@ class Agent:
                 await asyncio.wait_for(asyncio.to_thread(self._take_back_report), REPORT_TIMEOUT)
             except Exception as err:  # the qube's DB may be going down with it; remove anyway
                 log.warning("cannot take back the report: %s", err or type(err).__name__)
+        self.loader.forget()
         result = await remove_owned(self.runner)
         self._fingerprint = None
         if result.ok:

@@ -8,9 +8,9 @@ qube flooding the daemon is dropped there and never crowds out the others' reque
 
 Served in each family natd listens in: `ip qubes` always, `ip6 qubes` too where the qube
 has IPv6 (PCP over IPv6). A reload of Qubes' base rules deletes and re-creates the `qubes`
-table; `keep_open` follows that table's creation and deletion (`nft monitor tables`; other
-tables are ignored, so busy rulesets cost it nothing) and, for anything else, checks on a
-slow timer. While the table is missing there is nothing to put back: that is said once.
+table; `keep_open` checks after each burst of ruleset changes the kernel announces (so it
+also notices its chain flushed or a jump deleted), and sleeps without a timer otherwise.
+While the table is missing there is nothing to put back: that is said once.
 """
 
 import asyncio
@@ -18,8 +18,11 @@ import contextlib
 import json
 import logging
 import subprocess
+from collections.abc import Awaitable
 from enum import Enum
 from typing import Any
+
+from ..netlink.events import KernelEvents, ruleset_events
 
 CHAIN = "natd-input"
 JUMP_COMMENT = "qubes-portfwd-natd"
@@ -30,10 +33,9 @@ UDP_PER_SOURCE = "100/second burst 200 packets"
 TCP_PER_SOURCE = "20/second burst 40 packets"
 RULES_IN_CHAIN = 4
 NFT_TIMEOUT = 10.0
-FALLBACK_CHECK = 5.0  # seconds: a check even when `nft monitor` is silent or gone
+FALLBACK_CHECK = 5.0  # seconds between checks while the kernel's notifications are unavailable
 SETTLE = 0.05  # a reload deletes several tables: wait this long for the rest before checking
 MAX_SETTLE = 1.0  # ... but no longer than this in all, however many events follow
-MAX_EVENT_LINE = 4096
 
 log = logging.getLogger("qubes-portfwd-natd")
 
@@ -166,12 +168,6 @@ def close_ports(families: Families = (4,)) -> None:
         _nft(script)
 
 
-def concerns_base_table(untrusted_line: bytes, families: Families = (4,)) -> bool:
-    """Whether an `nft monitor tables` line is about Qubes' `ip qubes` (or `ip6 qubes`)."""
-    tables = [[b"table", _table(f).encode(), b"qubes"] for f in families]
-    return untrusted_line.split()[1:] in tables
-
-
 class RuleWatch:
     """Checks and says what it found; a lasting condition is logged once, not per check."""
 
@@ -214,64 +210,55 @@ class RuleWatch:
 async def keep_open(
     udp_ports: list[int], tcp_ports: list[int], stop: asyncio.Event, families: Families = (4,)
 ) -> None:
-    """Until `stop`: after Qubes' table comes or goes (`nft monitor`), and every FALLBACK_CHECK."""
+    """Until `stop`: checked at start and after each burst of ruleset changes the kernel
+    announces; on a timer only while the notifications are unavailable."""
     watch = RuleWatch(udp_ports, tcp_ports, families)
     while not stop.is_set():
         try:
-            monitor = await asyncio.create_subprocess_exec(
-                "nft",
-                "monitor",
-                "tables",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                limit=MAX_EVENT_LINE,
-            )
+            events = ruleset_events()
         except OSError as err:
-            log.error("cannot start nft monitor: %s; checking on the timer only", err)
-        else:
-            try:
-                await _follow(monitor, watch, stop)
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    monitor.kill()
-                await monitor.wait()
-        await watch.check()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), FALLBACK_CHECK)
-
-
-async def _next_line(monitor: asyncio.subprocess.Process, timeout: float) -> bytes | None:
-    """One event line; b"" when the monitor ended, None when it stayed silent `timeout` s."""
-    assert monitor.stdout is not None
-    try:
-        return await asyncio.wait_for(monitor.stdout.readline(), timeout)
-    except TimeoutError:
-        return None
-    except ValueError:  # a line longer than MAX_EVENT_LINE: not one of ours, skip it
-        return b"?\n"
-
-
-async def _follow(
-    monitor: asyncio.subprocess.Process, watch: RuleWatch, stop: asyncio.Event
-) -> None:
-    """Check after each burst of events about Qubes' table, and FALLBACK_CHECK after the
-    last check however busy the monitor is with other tables."""
-    loop = asyncio.get_running_loop()
-    next_check = loop.time() + FALLBACK_CHECK
-    while not stop.is_set():
-        line = await _next_line(monitor, max(0.0, next_check - loop.time()))
-        if line == b"":
-            return  # the monitor ended; the caller checks and starts another
-        if line is not None and concerns_base_table(line, watch.families):
-            settled = loop.time() + MAX_SETTLE
-            while loop.time() < settled:
-                more = await _next_line(monitor, SETTLE)
-                if more is None:
-                    break
-                if more == b"":
-                    return
-        elif loop.time() < next_check:
+            log.error("no ruleset notifications (%s); checking on the timer only", err)
+            await watch.check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FALLBACK_CHECK)
             continue
-        await watch.check()
-        next_check = loop.time() + FALLBACK_CHECK
+        try:
+            await watch.check()  # what happened before the subscription
+            while not stop.is_set():
+                if not await _until(events.next_change(), stop):
+                    return
+                await _settle(events, stop)
+                await watch.check()
+        except OSError as err:
+            log.warning("reading ruleset notifications failed (%s); subscribing again", err)
+        finally:
+            events.close()
+
+
+async def _until(change: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Whether `change` came before `stop` was set."""
+    changed = asyncio.ensure_future(change)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({changed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (changed, stopped):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if changed.done() and not changed.cancelled():
+        changed.result()  # a read error: the caller subscribes again
+        return True
+    return False
+
+
+async def _settle(events: KernelEvents, stop: asyncio.Event) -> None:
+    """A reload deletes and re-creates several tables: wait until SETTLE passes quietly
+    (MAX_SETTLE at most), so the burst costs one check."""
+    loop = asyncio.get_running_loop()
+    settled = loop.time() + MAX_SETTLE
+    while not stop.is_set() and loop.time() < settled:
+        try:
+            await asyncio.wait_for(events.next_change(), SETTLE)
+        except TimeoutError:
+            return

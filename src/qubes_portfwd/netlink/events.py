@@ -1,37 +1,44 @@
-"""Ruleset changes as the kernel announces them, on nfnetlink's nftables multicast group.
+"""Changes the kernel announces on netlink multicast groups: the ruleset, addresses, routes.
 
-The agent only needs to know *that* the ruleset changed, not what changed. `nft monitor`
-rendered every event as text against its own cache: after a 10,000-forward transaction it
-kept writing about 400 MB/s of text to the agent for minutes (70 % of a CPU at rest). The
-raw notifications cost nothing to drop: nothing is parsed, one wake-up per burst.
+The agent only needs to know *that* something changed, not what. `nft monitor` rendered
+every event as text against its own cache: after a 10,000-forward transaction it kept
+writing about 400 MB/s of text to the agent for minutes (70 % of a CPU at rest). The raw
+notifications cost nothing to drop: nothing is parsed, one wake-up per burst. With them the
+agent needs no timer at rest: a lost notification is itself announced (ENOBUFS).
 """
 
 import asyncio
 import errno
 import socket
+from collections.abc import Sequence
 
-NETLINK_NETFILTER = 12  # linux/netlink.h
+NETLINK_ROUTE = 0  # linux/netlink.h
+NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7  # linux/netfilter/nfnetlink.h
+# linux/rtnetlink.h: addresses and routes of both families (a DHCP renewal at the edge, a
+# downstream qube's vif route coming back).
+RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE = 5, 7
+RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE = 9, 11
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 RECEIVE_BUFFER = 1 << 20  # overflow only costs a check: ENOBUFS is reported as a change
 READ_SIZE = 1 << 16
 
 
-class RulesetEvents:
-    """Subscribed to this network namespace's nftables notifications until closed."""
+class KernelEvents:
+    """Subscribed to `groups` of one netlink protocol in this namespace until closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: int, groups: Sequence[int]) -> None:
         self._sock = socket.socket(
             socket.AF_NETLINK,
             socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
+            protocol,
         )
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             self._sock.bind((0, 0))
-            # Needs CAP_NET_ADMIN in the namespace, like `nft monitor`.
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+            for group in groups:  # nftables' group needs CAP_NET_ADMIN, like `nft monitor`
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
         except OSError:
             self._sock.close()
             raise
@@ -39,7 +46,7 @@ class RulesetEvents:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "RulesetEvents":
+    def __enter__(self) -> "KernelEvents":
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -65,3 +72,14 @@ class RulesetEvents:
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise
+
+
+def ruleset_events() -> KernelEvents:
+    """Every nftables change in this namespace (ours, Qubes' reloads, anyone's)."""
+    return KernelEvents(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
+
+
+def network_events() -> KernelEvents:
+    """Every address and route change in this namespace, both families."""
+    groups = (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE)
+    return KernelEvents(NETLINK_ROUTE, groups)
