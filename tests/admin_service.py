@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qubes_lab import admin_launcher as launcher
 from qubes_lab.entry_store import EntryStore, StoreTimeout
-from qubes_lab.qubesd.__main__ import build_service, parse_args, start_qubes_duties
+from qubes_lab.qubesd.__main__ import build_service, parse_args, start_tasks
 from qubes_lab.qubesd.server import Server
 from qubes_lab.qubesd.topology_json import topology_to_json
 from qubes_portfwd.client import AdminClient
@@ -49,9 +49,16 @@ class ThreadedService:
     """The service's event loop in a background thread, started and stopped synchronously."""
 
     def __init__(
-        self, service: Controller, socket_path: Path, qube_sockets: Iterable[str] = ()
+        self,
+        service: Controller,
+        socket_path: Path,
+        stores_root: Path,
+        boot_id_file: Path,
+        qube_sockets: Iterable[str] = (),
     ) -> None:
         self.service = service
+        self.stores_root = stores_root
+        self.boot_id_file = boot_id_file
         self.server = Server(service, socket_path, request_timeout=2.0, qubes=qube_sockets)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -63,11 +70,8 @@ class ThreadedService:
 
     async def _start(self) -> None:
         await self.server.start()
-        self.tasks = [
-            *await start_qubes_duties(self.service),
-            asyncio.create_task(self.service.reconcile()),
-            asyncio.create_task(self.service.run_reconciler()),
-        ]
+        stop = asyncio.Event()  # never set: `_stop` cancels every task
+        self.tasks = await start_tasks(self.service, self.stores_root, self.boot_id_file, stop)
 
     async def _stop(self) -> None:
         await self.server.close()
@@ -94,7 +98,7 @@ class RunningService:
     qubesdb_dir: Path
     boot_id_file: Path
     agent_timeout: float
-    reconcile_interval: float = 0.5
+    reconcile_interval: float | None = None  # None: woken by the watches only
     process: launcher.AdminProcess | None = None
     _runner: "ThreadedService | None" = None
 
@@ -108,10 +112,13 @@ class RunningService:
             "--qubesdb-dir", str(self.qubesdb_dir),
             "--boot-id-file", str(self.boot_id_file),
             "--agent-timeout", str(self.agent_timeout),
-            "--reconcile-interval", str(self.reconcile_interval),
         ]  # fmt: skip
-        service, socket_path = build_service(parse_args(argv))
-        self._runner = ThreadedService(service, socket_path, qube_sockets)
+        if self.reconcile_interval is not None:
+            argv += ["--reconcile-interval", str(self.reconcile_interval)]
+        service, socket_path, stores_root = build_service(parse_args(argv))
+        self._runner = ThreadedService(
+            service, socket_path, stores_root, self.boot_id_file, qube_sockets
+        )
         self._runner.start()
 
     def start_process(self) -> None:
@@ -170,7 +177,7 @@ def exchange(path: Path, data: bytes, *, half_close: bool = True, timeout: float
 
 
 def make_service(
-    tmp_path: Path, agent_timeout: float, reconcile_interval: float = 0.5
+    tmp_path: Path, agent_timeout: float, reconcile_interval: float | None = None
 ) -> RunningService:
     (tmp_path / "topology.json").write_text(json.dumps(topology_to_json(small_topology())))
     (tmp_path / "boot_id").write_text(BOOT_ID + "\n")

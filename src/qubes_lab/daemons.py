@@ -25,7 +25,6 @@ AGENT_READY_TIMEOUT = 15.0
 DNS_READY_TIMEOUT = 5.0
 WORKER_READY_TIMEOUT = 15.0
 FIREWALL_WORKER = "qubes-firewall"  # the role's kind, as Qubes names the service
-ADMIN_RECONCILE_INTERVAL = 1.0  # seconds between the admin service's re-plans when idle
 
 
 def reattach_command(lab: str) -> str:
@@ -86,7 +85,6 @@ class LabDaemons:
             self.state_dir / state.DOM0_DIR,
             lab=self.name,
             boot_id_file=self.boot_id_file,
-            reconcile_interval=ADMIN_RECONCILE_INTERVAL,
             on_netvm_change=reattach_command(self.name),
             log_path=log,
             # Beside the socket, where the front ends' client looks for it.

@@ -37,15 +37,48 @@ _EVENT = struct.Struct("iIII")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _inotify_fd(directory: Path) -> int:
+def inotify_open() -> int:
+    """A non-blocking inotify descriptor with no watches yet."""
     fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    return fd
+
+
+def watch_directory(fd: int, directory: Path) -> int:
+    """Wake `fd` on every write, creation or rename into `directory`; the watch's number
+    (the same again for a directory already watched)."""
     mask = _IN_MODIFY | _IN_MOVED_TO | _IN_CREATE
-    if _libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+    wd = _libc.inotify_add_watch(fd, os.fsencode(directory), mask)
+    if wd < 0:
         error = ctypes.get_errno()
-        os.close(fd)
         raise OSError(error, f"inotify_add_watch {directory} failed")
+    return int(wd)
+
+
+def read_events(fd: int) -> list[tuple[int, str]]:
+    """What is queued on `fd`, as (watch number, file name) pairs; [] when nothing is."""
+    try:
+        data = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return []
+    events = []
+    position = 0
+    while position + _EVENT.size <= len(data):
+        wd, _mask, _cookie, length = _EVENT.unpack_from(data, position)
+        raw = data[position + _EVENT.size : position + _EVENT.size + length]
+        events.append((wd, raw.rstrip(b"\0").decode(errors="replace")))
+        position += _EVENT.size + length
+    return events
+
+
+def _inotify_fd(directory: Path) -> int:
+    fd = inotify_open()
+    try:
+        watch_directory(fd, directory)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 

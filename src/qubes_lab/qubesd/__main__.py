@@ -28,6 +28,7 @@ from qubes_portfwd.model.topology import Topology
 from . import platform_hook
 from .access import DEFAULT_ADMIN_GROUP
 from .server import Server
+from .store_watch import poke_on_changes
 from .topology_json import topology_from_json
 
 DEFAULT_STATE_DIR = "/var/lib/qubes-portfwd"
@@ -55,7 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "/run/qubes-portfwd/status.json)",
     )
     parser.add_argument("--agent-timeout", type=float, default=5.0, help="seconds per hop level")
-    parser.add_argument("--reconcile-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=None,
+        help="also re-plan on this timer (default: none; the stores and boot id are watched)",
+    )
     parser.add_argument("--request-timeout", type=float, default=10.0)
     parser.add_argument(
         "--admin-group",
@@ -90,7 +96,7 @@ def lab_sources(name: str) -> tuple[Topology, Path]:
     return lab.topology, Path(lab.state_dir)
 
 
-def build_service(args: argparse.Namespace) -> tuple[Controller, Path]:
+def build_service(args: argparse.Namespace) -> tuple[Controller, Path, Path]:
     seed: Topology | None = None
     qubesdb_dir = Path(args.qubesdb_dir) if args.qubesdb_dir else None
     state_dir = Path(args.state_dir) if args.state_dir else None
@@ -126,7 +132,7 @@ def build_service(args: argparse.Namespace) -> tuple[Controller, Path]:
         netvm_hook=hook,
         status_file=Path(args.status_file or socket_path.parent / STATUS_FILE_NAME),
     )
-    return service, socket_path
+    return service, socket_path, stores_root
 
 
 def admin_gid(untrusted_group: str) -> int | None:
@@ -157,7 +163,29 @@ async def start_qubes_duties(service: Controller) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(expire_filter_rules(state, service.lock))]
 
 
-async def serve(service: Controller, socket_path: Path, args: argparse.Namespace) -> None:
+async def start_tasks(
+    service: Controller, stores_root: Path, boot_id_file: Path, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """What runs beside the socket until `stop`: qubesd's own duties, a first publish (a
+    restart must bring every stored forward back), the reconciler and the watches poking it."""
+    return [
+        *await start_qubes_duties(service),
+        asyncio.create_task(service.reconcile()),  # type: ignore[arg-type]
+        asyncio.create_task(service.run_reconciler()),
+        asyncio.create_task(
+            poke_on_changes(
+                service,
+                lambda: [stores_root / qube for qube in sorted(service.topology.qubes)],
+                [boot_id_file],
+                stop,
+            )
+        ),
+    ]
+
+
+async def serve(
+    service: Controller, socket_path: Path, stores_root: Path, args: argparse.Namespace
+) -> None:
     server = Server(
         service,
         socket_path,
@@ -171,12 +199,7 @@ async def serve(service: Controller, socket_path: Path, args: argparse.Namespace
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # Restarting must bring every stored forward back: publish once at start, then keep at it.
-    tasks = [
-        *await start_qubes_duties(service),
-        asyncio.create_task(service.reconcile()),
-        asyncio.create_task(service.run_reconciler()),
-    ]
+    tasks = await start_tasks(service, stores_root, Path(args.boot_id_file), stop)
     try:
         await stop.wait()
     finally:
@@ -195,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    service, socket_path = build_service(args)
-    asyncio.run(serve(service, socket_path, args))
+    service, socket_path, stores_root = build_service(args)
+    asyncio.run(serve(service, socket_path, stores_root, args))
     return 0
 
 

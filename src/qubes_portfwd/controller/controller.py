@@ -27,10 +27,6 @@ from .status_view import forward_statuses
 
 log = logging.getLogger(__name__)
 
-# Even at rest, re-plan this often: a store file replaced twice within one kernel tick at a
-# recycled inode keeps its stat token (see lab/entry_store.py).
-FULL_RECONCILE_INTERVAL = 30.0
-
 RulesChange = Callable[[tuple[Rule, ...], "Controller"], Sequence[Rule]]
 TopologyChange = Callable[[Topology, dict[str, frozenset[str]]], Topology]
 AfterCommit = Callable[[Topology, Topology], Awaitable[None]]
@@ -52,7 +48,7 @@ class Controller:
         publisher: Publisher,
         boot_id: Callable[[], str],
         clock: Callable[[], float] = time.time,
-        reconcile_interval: float = 5.0,
+        reconcile_interval: float | None = None,
         netvm_hook: NetvmHook | None = None,
         status_file: Path | None = None,
     ) -> None:
@@ -60,6 +56,7 @@ class Controller:
         self.publisher = publisher
         self.boot_id = boot_id
         self.clock = clock
+        # None: only events wake the reconciler (`poke`, changes, expiry instants).
         self.reconcile_interval = reconcile_interval
         # What the platform runs after a qube's netvm changed (the lab re-attaches it).
         self.netvm_hook = netvm_hook
@@ -71,9 +68,9 @@ class Controller:
         self.lock = asyncio.Lock()
         # Set on every change, so the reconciler re-reads when the next rule expires.
         self._changed = asyncio.Event()
-        # What the host looked like when a publish last left nothing waiting (see `_quiet`).
+        self._poked = False
+        # What the host looked like when a publish last left nothing waiting.
         self._settled_token: object = None
-        self._next_full = 0.0
 
     @property
     def topology(self) -> Topology:
@@ -150,19 +147,25 @@ class Controller:
         async with self.lock:
             return await self._publish_locked()
 
-    async def _reconcile_if_changed(self) -> None:
-        """The periodic reconcile: skipped (a few stat calls) while nothing it reads changed.
+    def poke(self) -> None:
+        """Something a plan reads may have changed (a store, the boot id): look soon.
 
-        Re-planning 10,000 forwards costs a second of CPU; at rest nothing can differ from
-        the last settled publish unless the boot id, the topology or a store's files changed
-        (an agent's report, a qube's store wiped by a restart). Rule changes and expiry
+        Call on the controller's loop; the platform calls it from its own watches."""
+        self._poked = True
+        self._changed.set()
+
+    async def _reconcile_if_changed(self) -> None:
+        """Re-plan unless nothing it reads changed since the last settled publish.
+
+        Re-planning 10,000 forwards costs a second of CPU; nothing can differ from the last
+        settled publish unless the boot id, the topology or a store's commit, report or
+        public endpoints changed (a few reads of each store). Rule changes and expiry
         instants publish by themselves.
         """
         async with self.lock:
             token = await asyncio.to_thread(self._host_token)
-            if token == self._settled_token and time.monotonic() < self._next_full:
+            if token == self._settled_token:
                 return
-            self._next_full = time.monotonic() + FULL_RECONCILE_INTERVAL
             await self._publish_locked()
 
     async def change_rules(
@@ -209,25 +212,30 @@ class Controller:
                 await self._publish_locked()
 
     async def run_reconciler(self) -> None:
-        """Re-publish when a rule expires, and periodically: agents come back, withheld hops
-        get ready, the host reboots (a new boot id ends until-reboot forwards)."""
-        next_periodic = time.monotonic() + self.reconcile_interval
+        """Re-publish when a rule expires and when poked: agents come back, withheld hops get
+        ready, the host reboots (a new boot id ends until-reboot forwards). With a
+        `reconcile_interval`, also on that timer (for platforms without watches)."""
+        interval = self.reconcile_interval
+        next_periodic = None if interval is None else time.monotonic() + interval
         while True:
             self._changed.clear()  # before reading the rules, so no change slips between
             expiry = next_expiry(self.state.rules, self.clock())
-            wait = next_periodic - time.monotonic()
+            waits = [] if next_periodic is None else [next_periodic - time.monotonic()]
             if expiry is not None:
-                wait = min(wait, expiry - self.clock())
+                waits.append(expiry - self.clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(0.0, wait))
-            if self._changed.is_set():
+                await asyncio.wait_for(
+                    self._changed.wait(), max(0.0, min(waits)) if waits else None
+                )
+            poked, self._poked = self._poked, False
+            if self._changed.is_set() and not poked:
                 continue  # the rules changed: their next expiry may be sooner
-            periodic_due = time.monotonic() >= next_periodic
-            if not periodic_due and (expiry is None or self.clock() < expiry):
-                continue  # the timer fired a hair early
+            periodic_due = next_periodic is not None and time.monotonic() >= next_periodic
             expiry_due = expiry is not None and self.clock() >= expiry
-            if periodic_due:
-                next_periodic = time.monotonic() + self.reconcile_interval
+            if not (poked or periodic_due or expiry_due):
+                continue  # the timer fired a hair early
+            if periodic_due and interval is not None:
+                next_periodic = time.monotonic() + interval
             try:
                 if expiry_due:
                     await self.reconcile()

@@ -15,20 +15,35 @@ MAX_STATUS_BYTES = 256 << 20
 
 
 class StatusWriter:
-    """One writer per service; `sequence` goes on from the document a previous run left."""
+    """One writer per service; `sequence` goes on from the document a previous run left.
+
+    A document saying what the last one written said, still in place, is not written again:
+    the sequence numbers what front ends can see change (a re-plan finding nothing new)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sequence = _last_sequence(path)
+        self._written: object = None
 
     def write(self, boot_id: str, topology: Topology, forwards: Sequence[ForwardStatus]) -> None:
+        content = (boot_id, status_document.qube_paths(topology), tuple(forwards))
+        if (content, _identity(self.path)) == self._written:
+            return
         self.sequence += 1
-        document = status_document.StatusDocument(
-            self.sequence, boot_id, status_document.qube_paths(topology), tuple(forwards)
-        )
+        document = status_document.StatusDocument(self.sequence, *content)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Readable by dom0's tools of the admin group (write_atomically's new-file mode).
         write_atomically(self.path, status_document.dumps(document))
+        self._written = (content, _identity(self.path))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is there now: a document replaced or removed by anyone else is written."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _last_sequence(path: Path) -> int:

@@ -37,7 +37,7 @@ class Settings:
     state_dir: Path
     status_file: Path
     agent_timeout: float
-    reconcile_interval: float
+    reconcile_interval: float | None  # None: re-plan on events only (QubesDB watches, expiry)
     boot_id_file: Path
     nat_socket: Path | None  # qubes.PortfwdNat's socket; None: NAT requests not served
     prompt_socket: Path | None  # dom0's prompt answers asks here; None: not served
@@ -50,7 +50,7 @@ class Settings:
             state_dir,
             Path(status),
             float(os.environ.get("QUBES_PORTFWD_AGENT_TIMEOUT", "5")),
-            float(os.environ.get("QUBES_PORTFWD_RECONCILE_INTERVAL", "5")),
+            _optional_seconds(os.environ.get("QUBES_PORTFWD_RECONCILE_INTERVAL", "")),
             Path(os.environ.get("QUBES_PORTFWD_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
             _optional_path(os.environ.get("QUBES_PORTFWD_NAT_SOCKET", str(NAT_SOCKET))),
             _optional_path(os.environ.get("QUBES_PORTFWD_PROMPT_SOCKET", str(PROMPT_SOCKET))),
@@ -178,6 +178,11 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _optional_seconds(value: str) -> float | None:
+    """A timer setting: seconds, or empty for none (the extension is woken by events)."""
+    return float(value) if value else None
 
 
 def _optional_path(value: str) -> Path | None:

@@ -44,8 +44,8 @@ def hooked_client(
         "--on-netvm-change", command,
         "--on-netvm-change-timeout", str(timeout),
     ]  # fmt: skip
-    service, socket_path = build_service(parse_args(argv))
-    runner = ThreadedService(service, socket_path)
+    service, socket_path, stores_root = build_service(parse_args(argv))
+    runner = ThreadedService(service, socket_path, stores_root, running.boot_id_file)
     runner.start()
     try:
         yield AdminClient(socket_path, timeout=30), calls
