@@ -39,7 +39,7 @@ from .outside import OutsideAddresses, edge_uplink_commands
 from .qubesdb_keys import static_keys
 from .topology_file import LabSpec
 
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 20.0  # SIGKILLed processes end at once; a loaded 2-CPU host has taken over 5 s
 
 
 @dataclass(frozen=True)
