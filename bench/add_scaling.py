@@ -1,11 +1,12 @@
 """Issue 17, target 2: the cost of one add against the forwards already on the host.
 
-The host is loaded with the smaller count of forwards (spread over every target, one feature
-Set each, as convergence stores them), then K adds of a fresh forward on `work` through
+The host is loaded with the smaller count of forwards (spread over every target, stored as
+features while the service is stopped, as convergence stores them; then the service starts
+and every hop applies them), then K adds of a fresh forward on `work` through
 `AdminClient.add_forward`, each removed before the next, timing the call and the call to
 the first end-to-end connection; then the host is loaded to the larger count and the same is
-repeated. It runs in a lab of its own (run.py), purged after it: removing 1,000 forwards one
-by one would cost as much as loading them, and the other measurements keep a clean host.
+repeated. It runs in a lab of its own (run.py), purged after it, so the other measurements
+keep a clean host.
 """
 
 import time
@@ -16,7 +17,7 @@ from .convergence import (
     StoreWatch,
     expected_hops,
     spread,
-    store_forwards,
+    store_offline,
     wait_converged,
 )
 from .lab_session import LabSession
@@ -71,30 +72,16 @@ def _adds(session: LabSession, count: int, first_port: int) -> dict[str, Any]:
     }
 
 
-def _missing(wanted: dict[str, list[str]], stored: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The lines of `wanted` not yet in `stored`, per target."""
-    missing = {}
-    for target, lines in wanted.items():
-        have = set(stored.get(target, []))  # once per target, not once per line
-        missing[target] = [line for line in lines if line not in have]
-    return missing
-
-
 def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
     small, large = settings.add_scaling_loads
-    client = session.client()
     topology = session.lab.topology
     session.start_server(TARGET_QUBE, SERVICE_PORT)
-    stored: dict[str, list[str]] = {}
     phases: dict[str, Any] = {}
     for phase, count in enumerate((small, large)):
         wanted = spread(count, topology, session.lan_network, FIRST_LOAD_PORT)
-        load_started = time.monotonic()
-        for target, lines in _missing(wanted, stored).items():
-            store_forwards(client, target, lines)
-            stored.setdefault(target, []).extend(lines)
-        load_s = time.monotonic() - load_started
-        applied_s = _wait_applied(session, stored)
+        load_s = store_offline(session, wanted)  # the smaller load's forwards are among them
+        session.lab.start_admin()
+        applied_s = _wait_applied(session, wanted)
         first_port = FIRST_ADD_PORT + phase * settings.add_scaling_adds
         phases[str(count)] = {
             "load_s": load_s,

@@ -125,25 +125,15 @@ def propagation_lines(section: dict[str, Any]) -> list[str]:
     ]
 
 
-def _set_call_detail(calls: dict[str, float]) -> str:
-    """The spread of the Sets: each re-plans every forward stored so far."""
-    if not calls.get("count"):
-        return ""
-    return (
-        f" (first {num(calls['first_s'] * 1000)} ms, median {num(calls['median_s'] * 1000)} ms,"
-        f" last {num(calls['last_s'] * 1000)} ms)"
-    )
-
-
 def convergence_lines(section: dict[str, Any], breakdown: dict[str, Any] | None) -> list[str]:
     cold = section["cold_reapply"]
     restart = section["restart"]
     peaks = section["peak_rss_kib"]
     lines = [
         f"4. Convergence of {section['forwards']:,} forwards across the host",
-        f"  feature Sets (one per forward): {num(sum(section['set_call_s'].values()), 2)} s"
-        f"{_set_call_detail(section.get('set_calls', {}))}; "
-        f"all hops applied: {num(section['converge_s'], 2)} s",
+        f"  stored as features while the service was stopped "
+        f"({num(section['stored_offline_s'], 2)} s); service start -> all hops applied: "
+        f"{num(section['converge_s'], 2)} s",
         f"  admin restart, entries kept: answers {num(restart['answers_s'], 2)} s, listing "
         f"complete {num(restart['listing_complete_s'], 2)} s",
         f"  cold re-apply (admin restart, qubes' entries lost): answers "
@@ -154,7 +144,7 @@ def convergence_lines(section: dict[str, Any], breakdown: dict[str, Any] | None)
     timeline = section.get("timeline_s", {})
     if timeline:
         rows = [[q, num(t["published_s"], 2), num(t["applied_s"], 2)] for q, t in timeline.items()]
-        lines += ["  last write per qube (s after the first Set):"]
+        lines += ["  last write per qube (s after the service's start):"]
         lines += render(["qube", "published", "applied"], rows, indent="    ")
     return lines + breakdown_lines(breakdown)
 

@@ -30,11 +30,3 @@ def test_add_scaling_runs_in_a_fresh_lab_after_the_others(
     run.run_lab(results, QUICK, {"convergence", "add_scaling", "propagation"})
     assert events == ["up", "propagation", "convergence", "down", "up", "add_scaling", "down"]
     assert set(results) == {"propagation", "convergence", "add_scaling"}
-
-
-def test_the_larger_load_adds_only_the_forwards_not_stored_yet() -> None:
-    from bench.add_scaling import _missing
-
-    stored = {"work": ["a", "b"], "personal": ["c"]}
-    wanted = {"work": ["a", "b", "d"], "personal": ["c", "e"], "app1": ["f"]}
-    assert _missing(wanted, stored) == {"work": ["d"], "personal": ["e"], "app1": ["f"]}
