@@ -16,7 +16,7 @@ the work natd does through dom0 and the agents is done up front, outside the tim
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,10 @@ SAMPLES_PER_REPEAT = 6
 ARRIVAL_TIMEOUT = 10.0
 NATPMPC_TIMEOUT = "20"
 ALLOW_WORK = ["ports=1024-65535 action=allow"]
+# A sample makes two requests (map, then delete). natd's per-client limit is 8 requests/s
+# after a burst of 32 (controller/nat_limits.py): samples 0.3 s apart stay under it, as a
+# well-behaved client would; faster, every other request is refused once the burst is spent.
+SAMPLE_SPACING = 0.3
 # The admin service's log lines that mark natd's way through dom0 (admin/__main__.py format).
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO (.*)$")
 PUBLISHED = re.compile(r"published \d+ entries to (\S+) ")
@@ -128,6 +132,17 @@ def _sample(
     return Sample(answered, through.at - started, end_to_end, started_at)
 
 
+def _paced(count: int, take: Callable[[int], Sample | None]) -> list[Sample | None]:
+    """`take(n)` for each n, started at least SAMPLE_SPACING apart (both servers alike)."""
+    samples = []
+    next_start = time.monotonic()
+    for n in range(count):
+        time.sleep(max(0.0, next_start - time.monotonic()))  # a fixed pace, not a condition
+        next_start = time.monotonic() + SAMPLE_SPACING
+        samples.append(take(n))
+    return samples
+
+
 def _series(samples: list[Sample | None]) -> dict[str, Any]:
     good = [s for s in samples if s is not None]
     ends = [s.end_to_end for s in good if s.end_to_end is not None]
@@ -169,7 +184,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
     lab.natd_url(GATEWAY_QUBE)
     client.nat_policy_set(CLIENT, ALLOW_WORK)
     try:
-        natd = [_sample(lab, gateway, FIRST_PORT + n, peer, (lan, edge)) for n in range(count)]
+        natd = _paced(count, lambda n: _sample(lab, gateway, FIRST_PORT + n, peer, (lan, edge)))
     finally:
         client.nat_policy_set(CLIENT, [])
     _stop_natd(lab)
@@ -177,7 +192,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         provider_miniupnpd.start_gateway(lab, GATEWAY_QUBE, CLIENT, SERVICE_PORT)
         try:
             first = FIRST_PORT + count
-            mini = [_sample(lab, gateway, first + n, peer, None) for n in range(count)]
+            mini = _paced(count, lambda n: _sample(lab, gateway, first + n, peer, None))
         finally:
             provider_miniupnpd.stop_gateway(lab, GATEWAY_QUBE, CLIENT)
     finally:
