@@ -101,7 +101,7 @@ def test_adding_changing_and_removing_forwards_in_place(edge: str) -> None:
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     st.lists(st.one_of(dnat_hops(), accept_hops()), max_size=5),

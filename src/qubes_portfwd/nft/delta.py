@@ -90,7 +90,7 @@ class _Splitter:
                 self.maps.add(self.block)
         elif len(words) == 3 and words[0] == "chain" and words[1].startswith(_OWN_CHAIN_PREFIXES):
             self.block, self.in_chain = (*self.table, words[1]), True
-            self.chains[self.block] = []
+            self.chains.setdefault(self.block, [])  # a chain written twice holds both bodies
             return
         self.skeleton.append(line)
 
