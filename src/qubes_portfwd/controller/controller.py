@@ -223,10 +223,11 @@ class Controller:
             waits = [] if next_periodic is None else [next_periodic - time.monotonic()]
             if expiry is not None:
                 waits.append(expiry - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait(), max(0.0, min(waits)) if waits else None
-                )
+            if not self._poked:  # a poke during the last reconcile: look again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait(), max(0.0, min(waits)) if waits else None
+                    )
             poked, self._poked = self._poked, False
             if self._changed.is_set() and not poked:
                 continue  # the rules changed: their next expiry may be sooner
