@@ -200,9 +200,15 @@ class StandInAgent:
     run the real agents.
     """
 
-    def __init__(self, stores: dict[str, EntryStore], verdict: Callable[[str, str], str]) -> None:
+    def __init__(
+        self,
+        stores: dict[str, EntryStore],
+        verdict: Callable[[str, str], str],
+        on_removal: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.stores = stores
         self.verdict = verdict
+        self.on_removal = on_removal  # (qube, key) the moment the agent sees the key gone
         self.first_seen: list[tuple[str, str]] = []
         self.removed: list[tuple[str, str]] = []
         self.paused: set[str] = set()  # qubes whose agent is busy: their changes wait
@@ -230,7 +236,10 @@ class StandInAgent:
                 except StoreTimeout:
                     continue
                 _, entries = store.read()
-                self.removed += [(qube, k) for k in sorted(present[qube] - set(entries))]
+                for key in sorted(present[qube] - set(entries)):
+                    self.removed.append((qube, key))
+                    if self.on_removal is not None:
+                        self.on_removal(qube, key)
                 present[qube] = set(entries)
                 for key in sorted(entries):
                     if (qube, key) not in seen:

@@ -152,6 +152,40 @@ def test_an_open_hop_is_retracted_once_a_hop_inside_it_fails(tmp_path: Path) -> 
         running.stop()
 
 
+def test_no_hop_is_shown_applied_once_its_agent_can_see_it_taken_back(tmp_path: Path) -> None:
+    """The document must say a hop is no longer applied before the write that takes it back:
+    the agent removes the rules the moment it sees that write (a retraction for a hop
+    failing inside, or the forward's removal)."""
+    running = make_service(tmp_path, agent_timeout=3.0)
+    running.start()
+    failing: set[str] = set()
+    seen_ahead: list[tuple[str, str]] = []
+    client = running.client()
+
+    def verdict(qube: str, key: str) -> str:
+        return "nft: Error: gone" if qube in failing else "applied"
+
+    def on_removal(qube: str, key: str) -> None:
+        forward_id = key.split("/")[2]
+        shown = {(f.id, h.qube): h.state for f in client.forwards() for h in f.hops}
+        if shown.get((forward_id, qube)) == HopState.APPLIED:
+            seen_ahead.append((qube, key))
+
+    try:
+        stores = {q: running.store(q) for q in QUBES}
+        with StandInAgent(stores, verdict, on_removal) as agent:
+            web = client.add_forward("work", WEB)
+            failing.add("sys-firewall")
+            client.add_forward("personal", WEB.replace("srcports=80-80", "srcports=81-81"))
+            failing.clear()
+            client.remove_forward("work", web)
+            removed = {q for q, key in agent.removed if key.startswith(f"/qubes-portfwd/{web}/")}
+    finally:
+        running.stop()
+    assert removed == {"sys-net", "sys-firewall", "work"}
+    assert seen_ahead == []
+
+
 def test_an_inner_hop_being_repaired_shows_pending_and_keeps_outer_hops(tmp_path: Path) -> None:
     """sys-firewall's agent found its rules gone (a base reload) and withdrew `applied` while
     it puts them back: not shown applied, not failed, and the edge is not retracted for it

@@ -8,7 +8,7 @@ from qubes_lab.entry_store import EntryStore
 from qubes_lab.qube_db import FileQubeDb
 from qubes_lab.qubesd.state import HostState
 from qubes_portfwd.controller.controller import Controller
-from qubes_portfwd.controller.publisher import Publisher, PublishReport
+from qubes_portfwd.controller.publisher import BeforeRetract, Publisher, PublishReport
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.planner import Plan
 
@@ -18,9 +18,11 @@ class CountingPublisher(Publisher):
         super().__init__(lambda qube: FileQubeDb(root / qube), agent_timeout=0.05)
         self.publishes = 0
 
-    def publish(self, plan: Plan, topology: Topology) -> PublishReport:
+    def publish(
+        self, plan: Plan, topology: Topology, before_retract: BeforeRetract | None = None
+    ) -> PublishReport:
         self.publishes += 1
-        return super().publish(plan, topology)
+        return super().publish(plan, topology, before_retract)
 
 
 def test_nothing_changed_means_no_replan_and_any_store_change_means_one(tmp_path: Path) -> None:

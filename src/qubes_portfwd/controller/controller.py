@@ -9,9 +9,11 @@ unpublished at the instant they expire, without waiting for the periodic reconci
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..model.rule import Rule
@@ -115,7 +117,12 @@ class Controller:
         # In a thread: planning 10,000 forwards takes a second the socket must not go deaf for.
         current_plan = await asyncio.to_thread(self.plan, now, boot_id)
         try:
-            report = await asyncio.to_thread(self.publisher.publish, current_plan, self.topology)
+            report = await asyncio.to_thread(
+                self.publisher.publish,
+                current_plan,
+                self.topology,
+                functools.partial(self._write_status_now, current_plan, boot_id),
+            )
         except Exception:  # the change is stored; the next reconcile publishes it again
             log.exception("publishing failed")
             return None
@@ -133,11 +140,20 @@ class Controller:
         a front end whose change returned already finds it there."""
         await asyncio.to_thread(self._write_status_now, current_plan, boot_id)
 
-    def _write_status_now(self, current_plan: Plan, boot_id: str) -> None:
+    def _write_status_now(
+        self,
+        current_plan: Plan,
+        boot_id: str,
+        about_to_publish: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """The document from every store's report; `about_to_publish` (entries by qube, not
+        written yet) counts as written, so no hop they take back is still shown applied."""
         if self.status is None:
             return
         try:
             snapshots = self.publisher.snapshots(sorted(self.topology.qubes))
+            for qube, entries in (about_to_publish or {}).items():
+                snapshots[qube] = dataclasses.replace(snapshots[qube], entries=entries)
             statuses = forward_statuses(current_plan, snapshots)
             self.status.write(boot_id, self.topology, statuses)
         except Exception:  # the next publish writes it again; the change itself is stored

@@ -29,6 +29,8 @@ APPLIED = "applied"
 log = logging.getLogger(__name__)
 
 DbFor = Callable[[str], QubeDb]  # a qube's name -> a handle on its DB (dom0's side)
+# Told the entries some qubes are about to get, before a write takes any entry back.
+BeforeRetract = Callable[[Mapping[str, Mapping[str, str]]], None]
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,12 @@ class Publisher:
     def snapshots(self, qubes: list[str]) -> dict[str, Snapshot]:
         return {q: read_snapshot(self.store_for(q)) for q in qubes}
 
-    def publish(self, plan: Plan, topology: Topology) -> PublishReport:
+    def publish(
+        self, plan: Plan, topology: Topology, before_retract: BeforeRetract | None = None
+    ) -> PublishReport:
+        """Publish `plan`; `before_retract` runs before each level's writes that remove or
+        change an entry a qube has (so what was shown applied can be shown otherwise first:
+        its agent takes the rules out as soon as it sees the write)."""
         report = PublishReport()
         qubes = sorted(topology.qubes)
         snaps = self.snapshots(qubes)
@@ -140,16 +147,18 @@ class Publisher:
         by_level = {d: [q for q in qubes if depth(topology, q) == d] for d in levels}
 
         for level in levels:  # removals: outer (shallow) qubes first
-            written = {}
+            changed = {}
             for q in by_level[level]:
                 kept = {k: v for k, v in snaps[q].entries.items() if k in desired[q]}
                 if kept != snaps[q].entries:
-                    written[q] = self._write(q, kept, report)
-            snaps.update(self._wait(written, report))
+                    changed[q] = kept
+            snaps.update(
+                self._wait(self._write_level(changed, snaps, before_retract, report), report)
+            )
 
         inner = inner_hops(plan)
         for level in reversed(levels):  # additions: inner (deep) qubes first
-            written = {}
+            changed = {}
             for q in by_level[level]:
                 ready = {}
                 for key, value in desired[q].items():
@@ -166,9 +175,27 @@ class Publisher:
                     else:
                         report.withheld.setdefault(q, []).append(key)
                 if ready != snaps[q].entries:
-                    written[q] = self._write(q, ready, report)
-            snaps.update(self._wait(written, report))
+                    changed[q] = ready
+            snaps.update(
+                self._wait(self._write_level(changed, snaps, before_retract, report), report)
+            )
         return report
+
+    def _write_level(
+        self,
+        changed: Mapping[str, dict[str, str]],
+        snaps: Mapping[str, Snapshot],
+        before_retract: BeforeRetract | None,
+        report: PublishReport,
+    ) -> dict[str, int]:
+        retracting = {
+            q: entries
+            for q, entries in changed.items()
+            if any(entries.get(k) != v for k, v in snaps[q].entries.items())
+        }
+        if retracting and before_retract is not None:
+            before_retract(retracting)
+        return {q: self._write(q, entries, report) for q, entries in changed.items()}
 
     def _write(self, qube: str, entries: dict[str, str], report: PublishReport) -> int:
         generation = self.store_for(qube).replace_prefixes(OWNED_PREFIXES, entries)
