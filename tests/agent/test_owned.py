@@ -46,3 +46,25 @@ def test_a_lost_jump_or_flushed_chain_changes_the_fingerprint() -> None:
     assert owned_fingerprint(_ruleset(OWN_TABLE, OWN_RULE)) != whole
     assert owned_fingerprint(_ruleset(OWN_TABLE, JUMP)) != whole
     assert owned_fingerprint(_ruleset(JUMP)) != whole
+
+
+def _listing(*objects: dict) -> str:
+    return json.dumps({"nftables": list(objects)})
+
+
+def test_the_order_objects_were_made_in_does_not_matter_but_rule_order_does() -> None:
+    """In-place loads make chains and elements in another order than a whole load."""
+    table = {"table": {"family": "ip", "name": "qubes-portfwd"}}
+    early = {"chain": {"family": "ip", "table": "qubes-portfwd", "name": "postrouting"}}
+    late = {"chain": {"family": "ip", "table": "qubes-portfwd", "name": "fwd-aaaaaaaaaaaa"}}
+    one = {"rule": {"family": "ip", "table": "qubes-portfwd", "chain": "dispatch", "expr": [1]}}
+    two = {"rule": {"family": "ip", "table": "qubes-portfwd", "chain": "dispatch", "expr": [2]}}
+
+    def elements(*values: str) -> dict:
+        return {"map": {"family": "ip", "table": "qubes-portfwd", "name": "m", "elem": values}}
+
+    made_whole = _listing(table, late, early, elements("a", "b"), one, two)
+    made_in_place = _listing(table, early, late, elements("b", "a"), one, two)
+    assert owned_fingerprint(made_whole) == owned_fingerprint(made_in_place)
+    swapped = _listing(table, early, late, elements("a", "b"), two, one)
+    assert owned_fingerprint(swapped) != owned_fingerprint(made_whole)

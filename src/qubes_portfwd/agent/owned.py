@@ -34,6 +34,12 @@ def _is_owned(kind: str, body: dict[str, Any]) -> bool:
     return kind in ("chain", "set", "map") and str(body.get("name", "")).startswith(OWNED_PREFIXES)
 
 
+def _place(kind: str, body: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Where an object sits: kind, family, table, and its chain (rules) or name."""
+    name = body.get("chain") if kind == "rule" else body.get("name")
+    return kind, str(body.get("family")), str(body.get("table")), str(name)
+
+
 # A volatile key with its number, as `json.dumps` writes it (keys are strings without quotes).
 _VOLATILE = re.compile(r'"(?:' + "|".join(sorted(VOLATILE_KEYS)) + r')": \d+(?:, )?')
 
@@ -51,6 +57,11 @@ def owned_fingerprint(untrusted_ruleset_json: str) -> str:
             continue
         ((kind, body),) = untrusted_object.items()
         if isinstance(body, dict) and _is_owned(kind, body):
-            owned.append({kind: body})
-    text = _VOLATILE.sub("", json.dumps(owned, sort_keys=True))
+            if isinstance(body.get("elem"), list):
+                body = {**body, "elem": sorted(body["elem"], key=repr)}
+            owned.append((_place(kind, body), {kind: body}))
+    # The kernel lists objects in the order they were made, which in-place loads change:
+    # only the rules' order within a chain means anything (a stable sort keeps it).
+    owned.sort(key=lambda item: item[0])
+    text = _VOLATILE.sub("", json.dumps([o for _, o in owned], sort_keys=True))
     return hashlib.sha256(text.encode()).hexdigest()
