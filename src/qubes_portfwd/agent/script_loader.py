@@ -8,7 +8,7 @@ the in-place transaction falls back to the full script.
 
 import logging
 
-from ..nft.delta import ScriptParts, delta_script, split_script
+from ..nft.delta import delta_script, split_script
 from ..nft.owned import OwnedJumps
 from ..nft.syntax import CUSTOM_CHAINS
 from .nft_port import NftPort, NftResult
@@ -19,7 +19,9 @@ log = logging.getLogger("qubes_portfwd.agent")
 class ScriptLoader:
     def __init__(self, runner: NftPort) -> None:
         self.runner = runner
-        self._loaded: ScriptParts | None = None
+        # The text, split again at the next load: its parts take several times its size, and
+        # with 10,000 forwards that was most of the edge agent's memory at rest.
+        self._loaded: str | None = None
 
     def forget(self) -> None:
         """The kernel may no longer hold the last load (rules lost, removed): load whole next."""
@@ -27,22 +29,21 @@ class ScriptLoader:
 
     async def load(self, script: str, owned: OwnedJumps) -> NftResult:
         """Load `script`'s rules: all of them or, on any error, none."""
-        parts = split_script(script)
         previous, self._loaded = self._loaded, None
         if previous is not None and _one_jump_each(owned):
-            delta = delta_script(previous, parts)
+            delta = delta_script(split_script(previous), split_script(script))
             if delta == "":
-                self._loaded = parts
+                self._loaded = script
                 return NftResult(True, "")
             if delta is not None:
                 result = await self.runner.apply(delta)
                 if result.ok:
-                    self._loaded = parts
+                    self._loaded = script
                     return result
                 log.info("the in-place change was refused (%s); loading whole", result.output)
         result = await self.runner.apply(script)
         if result.ok:
-            self._loaded = parts
+            self._loaded = script
         return result
 
 
