@@ -79,18 +79,30 @@ def test_without_masked_lookups_every_network_is_in_the_interval_sets() -> None:
     ) in text
 
 
-def test_past_the_busiest_prefix_lengths_networks_go_to_the_interval_sets() -> None:
+def test_lengths_without_a_slot_go_to_the_interval_sets() -> None:
     hops = (
         dnat("aaaaaaaaaaaa", ports="80-80", srchost="10.0.0.0/8,192.0.2.0/24,198.51.100.0/24"),
         dnat("bbbbbbbbbbbb", ports="81-81", srchost="172.16.0.0/12,203.0.113.0/25"),
     )
     text = compile_qube(QubeRules(hops=hops), V4, max_masked=2).script
-    # /24 has two elements; of the one-element lengths the longest (/25) wins the tie.
+    # The first two IPv4 slots are /24 and /16: the rest goes to the interval sets.
     assert "ip saddr & 255.255.255.0 . meta l4proto . th dport vmap @dnat-inbound-mask0" in text
-    assert "ip saddr & 255.255.255.128 . meta l4proto . th dport vmap @dnat-inbound-mask1" in text
+    assert "ip saddr & 255.255.0.0 . meta l4proto . th dport vmap @dnat-inbound-mask1" in text
     assert "map dnat-inbound-mask2" not in text
+    assert '"eth0" . 192.0.2.0 . tcp . 80 : goto fwd-aaaaaaaaaaaa' in text
     assert '"eth0" . 10.0.0.0/8 . tcp . 80 : goto fwd-aaaaaaaaaaaa' in text
     assert '"eth0" . 172.16.0.0/12 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in text
+    assert '"eth0" . 203.0.113.0/25 . tcp . 81 : goto fwd-bbbbbbbbbbbb' in text
+
+
+def test_every_slot_is_there_whatever_the_forwards() -> None:
+    """The structure never depends on the forwards, so a change can be loaded in place."""
+    empty = compile_qube(QubeRules(), V4).script
+    one = compile_qube(QubeRules(hops=(dnat("aaaaaaaaaaaa", srchost="192.0.2.0/24"),)), V4)
+    for slot, mask in enumerate(("255.255.255.0", "255.255.0.0", "255.0.0.0", "255.240.0.0")):
+        rule = f"ip saddr & {mask} . meta l4proto . th dport vmap @dnat-inbound-mask{slot}"
+        assert rule in empty and rule in one.script
+    assert "ct label 127 masquerade" in empty
 
 
 def test_ipv6_networks_are_masked_with_an_ipv6_mask() -> None:
@@ -105,18 +117,19 @@ def test_ipv6_networks_are_masked_with_an_ipv6_mask() -> None:
     ) in text
 
 
-def test_every_masked_slot_is_declared_and_emptied_but_only_used_ones_are_looked_up() -> None:
-    # An earlier apply may have filled any slot with another length's networks.
+def test_every_masked_slot_is_declared_emptied_and_looked_up() -> None:
     text = lines(script(QubeRules(hops=(accept("aaaaaaaaaaaa", srchost="10.0.0.0/24"),))))
     for slot in range(8):
         for base in ("portfwd-input-allowed", "portfwd-forward-allowed"):
             assert f"set {base}-mask{slot} {{" in text
             assert f"flush set ip qubes {base}-mask{slot}" in text
     looked_up = [line for line in text if line.startswith("add rule") and "-mask" in line]
-    assert looked_up == [
+    assert len(looked_up) == 2 * 8  # each slot of both chains, used or not
+    assert (
         "add rule ip qubes portfwd-input ct state new "
         "ip saddr & 255.255.255.0 . meta l4proto . th dport @portfwd-input-allowed-mask0 accept"
-    ]
+    ) in looked_up
+    assert "add element ip qubes portfwd-input-allowed-mask0 { 10.0.0.0 . tcp . 8080 }" in text
     assert not any(line.startswith("delete set") for line in text)
 
 
@@ -153,7 +166,7 @@ def test_accept_hops_open_input_only_for_their_sources_and_overlaps_are_merged()
     )
     text = script(QubeRules(hops=hops))
     assert "add element ip qubes portfwd-input-allowed-any { tcp . 8080 }" in text
-    assert "add element ip qubes portfwd-input-allowed-mask0 { 10.0.0.0 . tcp . 8081 }" in text
+    assert "add element ip qubes portfwd-input-allowed-mask2 { 10.0.0.0 . tcp . 8081 }" in text
     assert (
         "add rule ip qubes portfwd-input ct state new "
         "ip saddr . meta l4proto . th dport @portfwd-input-allowed accept"

@@ -84,11 +84,19 @@ def test_a_changed_target_refills_the_chain() -> None:
 
 
 def test_a_new_structure_is_loaded_whole() -> None:
-    """A first network source of a new prefix length needs a set and a rule of its own."""
-    before = split_script(script(dnat("000000000001")))
-    network = dnat("000000000002", ports="81-81", srchost="10.1.0.0/16")
-    after = split_script(script(dnat("000000000001"), network))
-    assert delta_script(before, after) is None
+    """Qubes' ip6 table gone: our sets and jumps there go, which elements alone cannot say."""
+    hops = (dnat("000000000001"),)
+    ipv4_only = OwnedJumps(OWNED.jumps, frozenset({4}))
+    fewer = compile_qube(QubeRules(hops=hops, interface_addresses=OUTSIDE), ipv4_only).script
+    assert delta_script(split_script(script(*hops)), split_script(fewer)) is None
+
+
+def test_a_new_source_length_or_the_first_hairpin_changes_elements_only() -> None:
+    before = split_script(script(accept("000000000002")))
+    network = dnat("000000000001", ports="81-81", srchost="10.1.0.0/16")
+    delta = delta_script(before, split_script(script(accept("000000000002"), network)))
+    assert delta is not None
+    assert "add element ip qubes-portfwd dnat-hairpin-mask1 {" in delta
 
 
 def test_a_script_not_of_the_compiler_is_refused() -> None:

@@ -191,15 +191,15 @@ def test_every_shape_admits_what_the_forwards_mean_also_over_an_earlier_apply(
 
 def test_the_model_sees_a_wrong_mask() -> None:
     """The check above can fail: a mask one bit short admits a neighbour network."""
-    hop = dnat("aaaaaaaaaaaa", ports="1-1", srchost="10.0.0.8/29")
+    hop = dnat("aaaaaaaaaaaa", ports="1-1", srchost="10.0.0.16/28")
     script = compiled((hop,), V4, 8, BOTH).script
-    assert "ip saddr & 255.255.255.248 " in script
+    assert "ip saddr & 255.255.255.240 " in script
     broken = parse_script(
-        script.replace("ip saddr & 255.255.255.248 ", "ip saddr & 255.255.255.240 ")
+        script.replace("ip saddr & 255.255.255.240 ", "ip saddr & 255.255.255.224 ")
     )
     outsider = Packet(4, "eth0", False, V4.host(0), V4.outside, "tcp", 1)
     assert expected_dispatch([hop], outsider, V4) is None
-    # 10.0.0.0 masked to /28 is 10.0.0.0, not 10.0.0.8: the broken mask misses the member…
-    member = Packet(4, "eth0", False, V4.host(9), V4.outside, "tcp", 1)
+    # 10.0.0.17 masked to /27 is 10.0.0.0, not 10.0.0.16: the broken mask misses the member…
+    member = Packet(4, "eth0", False, V4.host(17), V4.outside, "tcp", 1)
     assert dispatch(broken, "qubes-portfwd", member) is None
     assert dispatch(parse_script(script), "qubes-portfwd", member) == "goto fwd-aaaaaaaaaaaa"

@@ -167,12 +167,13 @@ def nat_table(
     hairpin_form = hairpin_key_form(family)
     lines = [*recreate_table(family, NAT_TABLE), f"table {ip} {NAT_TABLE} {{"]
     rules: list[str] = []
-    for shape, elements in by_shape(hairpin, max_masked).items():
+    for shape, elements in by_shape(hairpin, family, max_masked).items():
         lines += hairpin_form.declaration("map", HAIRPIN_MAP, shape, elements)
         rules.append(f"iifgroup 2 {hairpin_form.selector(shape)} vmap @{shape.name(HAIRPIN_MAP)}")
     for internal, name, key in ((True, "downstream", ""), (False, "inbound", "ifname . ")):
         form = _dispatch_form(family, internal)
-        for shape, elements in by_shape(_dispatch_items(dnats, internal), max_masked).items():
+        dispatch = by_shape(_dispatch_items(dnats, internal), family, max_masked)
+        for shape, elements in dispatch.items():
             lines += form.declaration("map", f"dnat-{name}", shape, elements)
             match = "iifgroup 2 " if internal else ""
             rules.append(f"{match}{form.selector(shape)} vmap @{shape.name(f'dnat-{name}')}")
@@ -200,8 +201,9 @@ def nat_table(
         lines += [f"  chain {forward_chain(hop.forward_id)} {{", f"    {_dnat_rule(hop)}", "  }"]
     for hop in hairpinned:
         lines += hairpin_chain_lines(hop)
-    if hairpinned:
-        lines += masquerade_chain()
+    # Always there, even with nothing to hairpin: a structure that does not depend on the
+    # forwards lets the agent load changes in place (`delta.py`); it touches labelled flows only.
+    lines += masquerade_chain()
     return [*lines, "}"]
 
 
@@ -286,7 +288,8 @@ def qubes_accepts(
         (INPUT_SET, INPUT_CHAIN, input_key_form(family), _input_items(family, hops)),
     )
     shaped = [
-        (base, chain, form, by_shape(items, max_masked)) for base, chain, form, items in kinds
+        (base, chain, form, by_shape(items, family, max_masked))
+        for base, chain, form, items in kinds
     ]
     declared = [(base, form, shape) for base, _, form, _ in shaped for shape in _declared_shapes()]
     lines = [f"table {where} {{"]

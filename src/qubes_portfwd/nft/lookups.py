@@ -7,13 +7,14 @@ table, one lookup whatever its size. So every set or map of ours comes in severa
 each with its own rule:
 - `any` (source all addresses, one port): the source is left out of the key;
 - `host` (one source address, one port);
-- `mask<I>` (a source network, one port): one per prefix length in use, in slots 0-7 by
-  length; the key holds the packet's source masked to that length (`ip saddr &
-  255.255.255.0`, in the rule), the element the network's address. The set's type does not
-  depend on the length, so every slot is declared and flushed on each apply, whatever
-  lengths an earlier apply used: no set of ours is ever left behind with stale elements;
-- `range` (several ports, or a prefix length beyond the `MASK_SLOTS` busiest ones): the
-  interval form, under the original name.
+- `mask<I>` (a source network, one port): slot I holds one fixed prefix length of the
+  family (`SLOT_LENGTHS`: the lengths LANs use); the key holds the packet's source masked
+  to that length (`ip saddr & 255.255.255.0`, in the rule), the element the network's
+  address. Every slot is declared, with its rule, whether used or not: the structure of
+  what we load never depends on the forwards, so adding or removing one changes set
+  elements only, which the agent loads in place (`delta.py`) instead of whole;
+- `range` (several ports, or a prefix length without a slot): the interval form, under the
+  original name.
 Each element lands in exactly one shape, and an element matches a packet in its shape's
 lookup exactly when it would in the interval set, so the union of the lookups holds exactly
 what the interval set alone would hold. Keys are disjoint (accept sets: `disjoint.py`;
@@ -23,7 +24,6 @@ matches two elements, and the order of the lookups cannot change a verdict.
 
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,9 +32,10 @@ from ..model.hosts import Network
 from ..model.ports import PortRange
 from .syntax import addr_type, elements_line, network, ports, table_family
 
-# Each prefix length costs every new connection one more hash lookup per chain (~0.1 us),
-# while pipapo costs ~0.05 us per element: past the busiest lengths (LANs are /24, /16,
-# /8, /64, /48) the rest are rare enough to stay in the interval set.
+# Each slot costs every new connection one more hash lookup per chain (~0.1 us, empty or
+# not), while pipapo costs ~0.05 us per element: past the lengths LANs use the rest are rare
+# enough to stay in the interval set. Most used first (a smaller `max_masked` keeps those).
+SLOT_LENGTHS = {4: (24, 16, 8, 12, 20, 22, 23, 28), 6: (64, 48, 56, 60, 32, 40, 44, 52)}
 MASK_SLOTS = 8
 MAX_MASKED_LENGTHS = MASK_SLOTS
 
@@ -72,7 +73,7 @@ class Shape:
 ANY = Shape(Kind.ANY)
 HOST = Shape(Kind.HOST)
 RANGE = Shape(Kind.RANGE)
-FIXED_SHAPES = (ANY, HOST, RANGE)  # declared whatever the elements; MASKED ones when used
+FIXED_SHAPES = (ANY, HOST, RANGE)  # declared whatever the elements, as is every slot
 
 
 def masked(prefixlen: int, slot: int = 0) -> Shape:
@@ -148,29 +149,36 @@ class Keyed:
         return key if self.value is None else f"{key} : {self.value}"
 
 
+def slots(family: int, max_masked: int = MAX_MASKED_LENGTHS) -> list[Shape]:
+    """The masked shapes of `family` in use: the first `max_masked` of its slot lengths."""
+    lengths = SLOT_LENGTHS[family][: min(max(max_masked, 0), MASK_SLOTS)]
+    return [masked(length, slot) for slot, length in enumerate(lengths)]
+
+
 def shapes_of(items: Sequence[Keyed], max_masked: int = MAX_MASKED_LENGTHS) -> list[Shape]:
-    """Each item's shape: its natural one, or `range` when its prefix length is not among
-    the `max_masked` lengths with the most elements (ties: the longer prefix); the kept
-    lengths take the slots in the order of their lengths."""
-    natural = [natural_shape(item.source, item.ports) for item in items]
-    counts = Counter(s.prefixlen for s in natural if s.kind == Kind.MASKED)
-    limit = min(max(max_masked, 0), MASK_SLOTS)
-    busiest = sorted(counts, key=lambda n: (-counts[n], -n))[:limit]
-    slots = {length: masked(length, slot) for slot, length in enumerate(sorted(busiest))}
-    return [slots.get(s.prefixlen, RANGE) if s.kind == Kind.MASKED else s for s in natural]
+    """Each item's shape: its natural one, or `range` when its prefix length has no slot."""
+    slotted = {
+        family: {shape.prefixlen: shape for shape in slots(family, max_masked)} for family in (4, 6)
+    }
+    return [
+        slotted[item.source.version].get(shape.prefixlen, RANGE)
+        if shape.kind == Kind.MASKED
+        else shape
+        for item, shape in ((i, natural_shape(i.source, i.ports)) for i in items)
+    ]
 
 
 def by_shape(
-    items: Sequence[Keyed], max_masked: int = MAX_MASKED_LENGTHS
+    items: Sequence[Keyed], family: int, max_masked: int = MAX_MASKED_LENGTHS
 ) -> dict[Shape, list[str]]:
     """Element texts per shape, shapes in rule order, elements in the items' order.
 
-    The fixed shapes are always there (possibly empty); a `mask<I>` only when it has elements.
+    Every shape is there, possibly empty: the fixed ones and each slot in use.
     """
     chosen = shapes_of(items, max_masked)
-    found: dict[Shape, list[str]] = {shape: [] for shape in FIXED_SHAPES}
-    for shape in chosen:
-        found.setdefault(shape, [])
+    found: dict[Shape, list[str]] = {
+        shape: [] for shape in [*FIXED_SHAPES, *slots(family, max_masked)]
+    }
     for item, shape in zip(items, chosen, strict=True):
         found[shape].append(item.text(shape))
     return {shape: found[shape] for shape in sorted(found)}
