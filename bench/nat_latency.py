@@ -27,6 +27,7 @@ from qubes_lab.builder import Lab
 
 from .chain import REPO_ROOT, probe_argv
 from .lab_session import LabSession, Prober
+from .processes import BenchError
 from .report import num, render
 from .settings import Settings
 from .stats import median, ratio, summarize
@@ -40,10 +41,15 @@ SAMPLES_PER_REPEAT = 6
 ARRIVAL_TIMEOUT = 10.0
 NATPMPC_TIMEOUT = "20"
 ALLOW_WORK = ["ports=1024-65535 action=allow"]
-# A sample makes two requests (map, then delete). natd's per-client limit is 8 requests/s
-# after a burst of 32 (controller/nat_limits.py): samples 0.3 s apart stay under it, as a
-# well-behaved client would; faster, every other request is refused once the burst is spent.
-SAMPLE_SPACING = 0.3
+# A sample makes four requests: natpmpc asks the public address before the mapping, and
+# again before the delete. natd's per-client limit is 8 requests/s after a burst of 32
+# (natd/dom0.py): samples 0.6 s apart stay under it, as a well-behaved client would. At
+# 0.3 s, deletes were refused once the burst was spent and their mappings lived on for
+# their 60 s, into the convergence measurement (which then waited for them to expire).
+SAMPLE_SPACING = 0.6
+MAPPED = "Mapped public port "
+DELETE_ATTEMPTS = 10
+DELETE_RETRY = 0.5
 # The admin service's log lines that mark natd's way through dom0 (admin/__main__.py format).
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO (.*)$")
 PUBLISHED = re.compile(r"published \d+ entries to (\S+) ")
@@ -104,11 +110,21 @@ def _natpmpc(lab: Lab, gateway: str, *argv: str) -> str:
     return done.stdout
 
 
+def _delete(lab: Lab, gateway: str, port: int) -> None:
+    """Take the mapping back (lifetime 0), again after a pause if refused: a mapping left
+    behind would live on into the next measurement."""
+    for _ in range(DELETE_ATTEMPTS):
+        answer = _natpmpc(lab, gateway, "-a", str(port), str(SERVICE_PORT), "tcp", "0")
+        if MAPPED in answer:  # a delete's answer maps public port 0
+            return
+        time.sleep(DELETE_RETRY)  # a fixed pause before the next attempt, bounded
+    raise BenchError(f"the mapping of port {port} was not deleted in {DELETE_ATTEMPTS} attempts")
+
+
 def _mapped_port(output: str) -> int | None:
-    marker = "Mapped public port "
-    if marker not in output:
+    if MAPPED not in output:
         return None
-    return int(output.split(marker, 1)[1].split()[0])
+    return int(output.split(MAPPED, 1)[1].split()[0])
 
 
 def _sample(
@@ -125,7 +141,7 @@ def _sample(
         # Inner hops open first, so the LAN path never works before sys-firewall's.
         end = lan[0].wait_for(lan[1], port, ARRIVAL_TIMEOUT) if lan else None
     finally:
-        _natpmpc(lab, gateway, "-a", str(port), str(SERVICE_PORT), "tcp", "0")
+        _delete(lab, gateway, port)
     if not through.ok or (end is not None and not end.ok):
         return None
     end_to_end = None if end is None else end.at - started
