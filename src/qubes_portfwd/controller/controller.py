@@ -170,6 +170,11 @@ class Controller:
         self._poked = True
         self._changed.set()
 
+    def rules_changed(self) -> None:
+        """Rules changed outside `change_rules` (the platform read them anew): the reconciler
+        looks at their next expiry again, without re-planning for it."""
+        self._changed.set()
+
     async def _reconcile_if_changed(self) -> None:
         """Re-plan unless nothing it reads changed since the last settled publish.
 

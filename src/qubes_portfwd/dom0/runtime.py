@@ -121,7 +121,7 @@ class Runtime:
             log.exception("portfwd: reading the qubes failed; the next event reads again")
         self._dirty = True
         # The reconciler sleeps until the next expiry it knew: a new rule may end sooner.
-        self.controller._changed.set()
+        self.controller.rules_changed()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
