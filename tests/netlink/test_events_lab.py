@@ -70,3 +70,55 @@ def test_a_change_wakes_the_watcher_and_quiet_does_not(
     finally:
         watcher.kill()
         watcher.wait(ANSWER_TIMEOUT)
+
+
+# Commits a change of its own through the agent's libnftables thread, then listens.
+OWN_WATCHER = """
+import asyncio, sys
+from qubes_portfwd.agent.nft_library import NftLibrary
+from qubes_portfwd.netlink import events as kernel
+
+async def main():
+    library = NftLibrary()
+    with kernel.others_ruleset_events() as others, kernel.ruleset_events() as every:
+        print("subscribed", flush=True)
+        sys.stdin.readline()
+        result = await library.apply("add table ip qpt-own\\n")
+        assert result.ok, result.output
+        await asyncio.wait_for(every.next_change(), float(sys.argv[1]) * 5)
+        print("every: changed", flush=True)
+        try:
+            await asyncio.wait_for(others.next_change(), float(sys.argv[1]))
+            print("others: changed", flush=True)
+        except TimeoutError:
+            print("others: quiet", flush=True)
+        sys.stdin.readline()
+        await asyncio.wait_for(others.next_change(), float(sys.argv[1]) * 5)
+        print("others: changed", flush=True)
+    library.close()
+
+asyncio.run(main())
+"""
+
+
+def test_the_process_own_transactions_are_not_announced_to_it_and_others_are(
+    make_netns: Callable[[], str],
+) -> None:
+    ns = make_netns()
+    watcher = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", OWN_WATCHER, QUIET_WAIT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == "subscribed"
+        assert _ask(watcher) == "every: changed"  # the kernel did announce it
+        assert watcher.stdout.readline().strip() == "others: quiet"
+        run(ns, "nft", "add", "table", "ip", "qpt-someone-else")
+        assert _ask(watcher) == "others: changed"
+        assert watcher.wait(ANSWER_TIMEOUT) == 0
+    finally:
+        watcher.kill()
+        watcher.wait(ANSWER_TIMEOUT)

@@ -5,7 +5,10 @@ a check finds that the rules it owns are no longer as it left them (first withdr
 `applied` report: dom0 must not show rules the kernel lost) or that a Qubes table it lacked
 is back, or that the qube's addresses or its routes to DNAT targets changed. Checks run
 when the kernel announces a change (ruleset, addresses, routes): an idle qube sleeps without
-a timer. Only without notifications (no CAP_NET_ADMIN) does it check every few seconds.
+a timer. Its own nft transactions are not announced to it (the kernel names each one's
+committer): the fingerprint taken after an apply already holds them, and with 10,000
+forwards a check costs a second of CPU. Only without notifications (no CAP_NET_ADMIN) does
+it check every few seconds.
 """
 
 import asyncio
@@ -20,7 +23,7 @@ from ..db.watch import next_watch
 from ..model.db_layout import ERROR, HANDLED, MARKER, STATUS_PREFIX, UPDATED
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
-from ..netlink.events import KernelEvents, network_events, ruleset_events
+from ..netlink.events import KernelEvents, network_events, others_ruleset_events
 from ..nft.owned import parse_owned_jumps
 from ..nft.syntax import CUSTOM_CHAINS
 from ..ports.qube_db import QubeDb
@@ -191,7 +194,7 @@ class Agent:
         """
         self.store.watch_commits()
         watchers = [
-            asyncio.create_task(self._watch(ruleset_events, self._ruleset_changed, stop)),
+            asyncio.create_task(self._watch(others_ruleset_events, self._ruleset_changed, stop)),
             asyncio.create_task(self._watch(network_events, self._network_changed, stop)),
         ]
         stopper = asyncio.create_task(self._wake_on(stop))

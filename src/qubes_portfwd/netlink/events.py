@@ -1,16 +1,21 @@
 """Changes the kernel announces on netlink multicast groups: the ruleset, addresses, routes.
 
-The agent only needs to know *that* something changed, not what. `nft monitor` rendered
-every event as text against its own cache: after a 10,000-forward transaction it kept
-writing about 400 MB/s of text to the agent for minutes (70 % of a CPU at rest). The raw
-notifications cost nothing to drop: nothing is parsed, one wake-up per burst. With them the
-agent needs no timer at rest: a lost notification is itself announced (ENOBUFS).
+The agent only needs to know *that* something changed, not what, and, for the ruleset,
+whether anyone but itself changed it. `nft monitor` rendered every event as text against
+its own cache: after a 10,000-forward transaction it kept writing about 400 MB/s of text to
+the agent for minutes (70 % of a CPU at rest). The raw notifications cost next to nothing:
+only the message headers and each transaction's closing message are read, one wake-up per
+burst. With them the agent needs no timer at rest: a lost notification is itself announced
+(ENOBUFS).
 """
 
 import asyncio
 import errno
+import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from .transactions import committers_of
 
 NETLINK_ROUTE = 0  # linux/netlink.h
 NETLINK_NETFILTER = 12
@@ -74,9 +79,59 @@ class KernelEvents:
                     raise
 
 
+class OthersRulesetEvents(KernelEvents):
+    """nftables changes committed by any task for which `ours` is false.
+
+    Transactions are told apart by their ending NEWGEN message (`transactions.py`); a lost
+    or unreadable notification counts as someone else's change.
+    """
+
+    def __init__(self, ours: Callable[[int], bool]) -> None:
+        super().__init__(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
+        self._ours = ours
+
+    async def next_change(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batches = []
+            try:
+                batches.append(await loop.sock_recv(self._sock, READ_SIZE))
+                batches += self._take_queued()
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+                self._drain()
+                return
+            # A transaction whose end has not come yet is judged when it comes.
+            committers = [c for batch in batches for c in committers_of(batch)]
+            if any(c is None or not self._ours(c) for c in committers):
+                return
+
+    def _take_queued(self) -> list[bytes]:
+        taken = []
+        while True:
+            try:
+                batch = self._sock.recv(READ_SIZE)
+            except BlockingIOError:
+                return taken
+            if not batch:
+                return taken
+            taken.append(batch)
+
+
 def ruleset_events() -> KernelEvents:
     """Every nftables change in this namespace (ours, Qubes' reloads, anyone's)."""
     return KernelEvents(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
+
+
+def others_ruleset_events(ours: Callable[[int], bool] | None = None) -> KernelEvents:
+    """nftables changes in this namespace not committed by a thread of this process."""
+    return OthersRulesetEvents(ours or this_process_task)
+
+
+def this_process_task(task_id: int) -> bool:
+    """Whether `task_id` (a thread id, as the kernel names a committer) is one of ours."""
+    return task_id > 0 and os.path.exists(f"/proc/self/task/{task_id}")
 
 
 def network_events() -> KernelEvents:

@@ -1,0 +1,53 @@
+"""Reading the committer of each nftables transaction from a batch of notifications."""
+
+import struct
+
+from qubes_portfwd.netlink.transactions import NEWGEN, NFTA_GEN_PROC_PID, committers_of
+
+NEWRULE = (10 << 8) | 6
+NFTA_GEN_ID = 1
+NFTA_GEN_PROC_NAME = 3
+
+
+def attribute(kind: int, payload: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def message(kind: int, attributes: bytes = b"") -> bytes:
+    body = b"\x02\x00\x00\x00" + attributes  # nfgenmsg: family, version, resource id
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def newgen(pid: int, name: bytes = b"nft\0") -> bytes:
+    return message(
+        NEWGEN,
+        attribute(NFTA_GEN_ID, struct.pack(">I", 7))
+        + attribute(NFTA_GEN_PROC_PID, struct.pack(">I", pid))
+        + attribute(NFTA_GEN_PROC_NAME, name),
+    )
+
+
+def test_each_transaction_is_named_by_its_ending_message() -> None:
+    batch = message(NEWRULE) + message(NEWRULE) + newgen(4242) + message(NEWRULE) + newgen(99)
+    assert committers_of(batch) == (4242, 99)
+
+
+def test_messages_without_their_end_name_nobody_yet() -> None:
+    assert committers_of(message(NEWRULE) + message(NEWRULE)) == ()
+    assert committers_of(b"") == ()
+
+
+def test_the_committer_is_found_after_attributes_of_any_length() -> None:
+    assert committers_of(newgen(123456, b"a-longer-task-name\0")) == (123456,)
+
+
+def test_an_end_without_a_committer_or_a_malformed_message_is_unknown() -> None:
+    assert committers_of(message(NEWGEN, attribute(NFTA_GEN_ID, b"\0\0\0\1"))) == (None,)
+    whole = newgen(5)
+    assert committers_of(whole[:-3]) == (None,)  # cut short
+    assert committers_of(whole + b"\x01\x02") == (5, None)  # a header that cannot fit
+    too_long = struct.pack("=IHHII", 4096, NEWGEN, 0, 0, 0)
+    assert committers_of(too_long) == (None,)
+    broken_attribute = message(NEWGEN, struct.pack("=HH", 200, NFTA_GEN_PROC_PID) + b"\0" * 4)
+    assert committers_of(broken_attribute) == (None,)
