@@ -1,8 +1,9 @@
 """Kernel notifications in a namespace of the test's own: a change wakes, quiet does not."""
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -34,6 +35,24 @@ QUIET_WAIT = "1.0"  # how long the watcher listens when nothing should arrive
 ANSWER_TIMEOUT = 15.0
 
 
+@contextlib.contextmanager
+def _watching(ns: str, script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`script` running in `ns`, once it said it subscribed; killed after, whatever happened."""
+    watcher = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", script, QUIET_WAIT, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == "subscribed"
+        yield watcher
+    finally:
+        watcher.kill()
+        watcher.wait(ANSWER_TIMEOUT)
+
+
 def _ask(watcher: subprocess.Popen[str]) -> str:
     assert watcher.stdin is not None and watcher.stdout is not None
     watcher.stdin.write("\n")
@@ -53,23 +72,12 @@ def test_a_change_wakes_the_watcher_and_quiet_does_not(
     make_netns: Callable[[], str], source: str, change: list[str]
 ) -> None:
     ns = make_netns()
-    watcher = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", WATCHER, QUIET_WAIT, source],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert watcher.stdout is not None
-        assert watcher.stdout.readline().strip() == "subscribed"
+    with _watching(ns, WATCHER, source) as watcher:
         assert _ask(watcher) == "quiet"
         # A change made before the wait is queued, so the next wait returns at once.
         run(ns, *change)
         assert _ask(watcher) == "changed"
         assert watcher.wait(ANSWER_TIMEOUT) == 0
-    finally:
-        watcher.kill()
-        watcher.wait(ANSWER_TIMEOUT)
 
 
 # Commits a change of its own through the agent's libnftables thread, then listens.
@@ -105,20 +113,10 @@ def test_the_process_own_transactions_are_not_announced_to_it_and_others_are(
     make_netns: Callable[[], str],
 ) -> None:
     ns = make_netns()
-    watcher = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", OWN_WATCHER, QUIET_WAIT],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _watching(ns, OWN_WATCHER) as watcher:
         assert watcher.stdout is not None
-        assert watcher.stdout.readline().strip() == "subscribed"
         assert _ask(watcher) == "every: changed"  # the kernel did announce it
         assert watcher.stdout.readline().strip() == "others: quiet"
         run(ns, "nft", "add", "table", "ip", "qpt-someone-else")
         assert _ask(watcher) == "others: changed"
         assert watcher.wait(ANSWER_TIMEOUT) == 0
-    finally:
-        watcher.kill()
-        watcher.wait(ANSWER_TIMEOUT)
