@@ -59,24 +59,32 @@ class KernelEvents:
 
     async def next_change(self) -> None:
         """Return once something changed since the last call; what is queued is dropped."""
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.sock_recv(self._sock, READ_SIZE)
-        except OSError as err:
-            if err.errno != errno.ENOBUFS:  # overflowed: changes were lost, which is a change
-                raise
-        self._drain()
+        await self._receive()
 
-    def _drain(self) -> None:
+    async def _receive(self) -> tuple[list[bytes], bool]:
+        """Wait for the next datagram, then take what else is queued: the datagrams, and
+        whether some were lost (ENOBUFS: the queue overflowed)."""
+        loop = asyncio.get_running_loop()
+        taken, lost = [], False
+        try:
+            taken.append(await loop.sock_recv(self._sock, READ_SIZE))
+        except OSError as err:
+            if err.errno != errno.ENOBUFS:
+                raise
+            lost = True
         while True:
             try:
-                if not self._sock.recv(READ_SIZE):
-                    return
+                batch = self._sock.recv(READ_SIZE)
             except BlockingIOError:
-                return
+                return taken, lost
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise
+                lost = True
+                continue
+            if not batch:
+                return taken, lost
+            taken.append(batch)
 
 
 class OthersRulesetEvents(KernelEvents):
@@ -91,32 +99,14 @@ class OthersRulesetEvents(KernelEvents):
         self._ours = ours
 
     async def next_change(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batches = []
-            try:
-                batches.append(await loop.sock_recv(self._sock, READ_SIZE))
-                batches += self._take_queued()
-            except OSError as err:
-                if err.errno != errno.ENOBUFS:
-                    raise
-                self._drain()
+            batches, lost = await self._receive()
+            if lost:  # changes were lost: anyone's, as far as we know
                 return
             # A transaction whose end has not come yet is judged when it comes.
             committers = [c for batch in batches for c in committers_of(batch)]
             if any(c is None or not self._ours(c) for c in committers):
                 return
-
-    def _take_queued(self) -> list[bytes]:
-        taken = []
-        while True:
-            try:
-                batch = self._sock.recv(READ_SIZE)
-            except BlockingIOError:
-                return taken
-            if not batch:
-                return taken
-            taken.append(batch)
 
 
 def ruleset_events() -> KernelEvents:
