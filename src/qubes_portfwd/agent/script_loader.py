@@ -11,6 +11,7 @@ import logging
 from ..nft.delta import delta_script, split_script
 from ..nft.owned import OwnedJumps
 from ..nft.syntax import CUSTOM_CHAINS
+from .gc_pause import collector_paused
 from .nft_port import NftPort, NftResult
 
 log = logging.getLogger("qubes_portfwd.agent")
@@ -31,7 +32,8 @@ class ScriptLoader:
         """Load `script`'s rules: all of them or, on any error, none."""
         previous, self._loaded = self._loaded, None
         if previous is not None and _one_jump_each(owned):
-            delta = delta_script(split_script(previous), split_script(script))
+            with collector_paused():
+                delta = delta_script(split_script(previous), split_script(script))
             if delta == "":
                 self._loaded = script
                 return NftResult(True, "")

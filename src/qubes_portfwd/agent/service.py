@@ -31,6 +31,7 @@ from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_r
 from .conntrack import forget_flows, removed_hops
 from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
+from .gc_pause import collector_paused
 from .in_force import InForceRecord
 from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_port import NftPort, NftResult
@@ -108,7 +109,8 @@ class Agent:
     async def apply(self, generation: int, untrusted_entries: dict[str, str]) -> ApplyOutcome:
         """Compile and load one generation; write its status; never raises for bad input."""
         settings = parse_settings(untrusted_entries)
-        parsed = parse_entries(untrusted_entries)
+        with collector_paused():
+            parsed = parse_entries(untrusted_entries)
         error: str | None = None
         missing_bases: frozenset[int] = frozenset()
         jumped_from: frozenset[int] = frozenset()  # families whose custom chains we jump from
@@ -119,7 +121,8 @@ class Agent:
             error = f"nft list ruleset failed: {listing.output}"
         else:
             try:
-                compiled = build_script(parsed, settings, listing.output, addresses, devices)
+                with collector_paused():
+                    compiled = build_script(parsed, settings, listing.output, addresses, devices)
             except Exception as err:  # a compiler bug must not stop the agent; nothing applied
                 log.exception("generation %d: the compiler failed", generation)
                 error = f"not applied: compiling failed: {err}"
