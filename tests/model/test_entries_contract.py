@@ -116,3 +116,47 @@ def test_malformed_hops_refused(key: str, value: str, field: str, says: str) -> 
         parse_hop(key, value)
     assert caught.value.field == field
     assert says in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("untrusted", "protos"),
+    [
+        ("tcp", ("tcp",)),
+        ("udp", ("udp",)),
+        ("tcp,udp", ("tcp", "udp")),
+        ("udp,tcp", ("udp", "tcp")),
+    ],
+)
+def test_each_protocol_set_reads_in_its_written_order(
+    untrusted: str, protos: tuple[str, ...]
+) -> None:
+    hop = parse_hop(f"/qubes-portfwd/{FID}/4", DNAT.replace("proto=tcp", f"proto={untrusted}"))
+    assert hop.protos == protos
+
+
+@pytest.mark.parametrize("untrusted", ["udp,udp", "tcp,", ",tcp", "tcp,udp,tcp", "TCP"])
+def test_any_other_protocol_list_is_refused(untrusted: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_hop(f"/qubes-portfwd/{FID}/4", DNAT.replace("proto=tcp", f"proto={untrusted}"))
+    assert caught.value.field == "proto"
+    assert caught.value.message == "expected tcp, udp or tcp,udp"
+
+
+def test_hops_share_the_values_of_repeated_texts() -> None:
+    first = parse_hop(f"/qubes-portfwd/{FID}/4", DNAT.replace("8080-8080", "80-80"))
+    second = parse_hop("/qubes-portfwd/ba9876543210/4", DNAT.replace("8080-8080", "80-80"))
+    assert isinstance(first, DnatHop) and isinstance(second, DnatHop)
+    assert first.sources[0] is second.sources[0] and first.to is second.to
+    assert first.toports is first.ports
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"), [("srchost=10.1.1.1/8", "srchost"), ("to=10.137.0.300", "to")]
+)
+def test_a_refused_text_is_refused_again_when_repeated(bad: str, field: str) -> None:
+    name = bad.partition("=")[0]
+    value = " ".join(bad if part.startswith(f"{name}=") else part for part in DNAT.split(" "))
+    for _ in range(2):
+        with pytest.raises(ValidationError) as caught:
+            parse_hop(f"/qubes-portfwd/{FID}/4", value)
+        assert caught.value.field == field

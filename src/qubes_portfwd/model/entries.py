@@ -9,6 +9,7 @@ Qubes' own outbound firewall (`/qubes-firewall/`) is core-admin's and its worker
 Values are untrusted where they are read (the agent): parse_* validate them.
 """
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -26,6 +27,17 @@ DOWNSTREAM = "downstream"  # `in=` of an internal forward: any vif (interface gr
 ENTRY_KEYS = frozenset({"role", "family", "proto", "in", "ports", "to", "toports", "srchost"})
 _ID_RE = re.compile(r"^[0-9a-f]{12}$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Every order of each protocol set, to its (shared) value: nothing else is valid.
+_PROTOS = {
+    "tcp": ("tcp",),
+    "udp": ("udp",),
+    "tcp,udp": ("tcp", "udp"),
+    "udp,tcp": ("udp", "tcp"),
+}
+# A qube's entries repeat a few sources (anywhere, the LAN) and next hops thousands of
+# times: each text is parsed once, and the hops share one value (less memory at rest too).
+# Bounded, so untrusted texts cannot grow it; errors are not cached, so raised every time.
+_PARSED_TEXTS = 1024
 
 
 @dataclass(frozen=True)
@@ -92,16 +104,12 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     options, _ = split_options(untrusted_value, ENTRY_KEYS)
     if options.get("family") != untrusted_family:
         raise ValidationError("family", f"must be {family}, as the key says")
-    untrusted_protos = options.get("proto", "").split(",")
-    if (
-        not untrusted_protos
-        or not set(untrusted_protos) <= {"tcp", "udp"}
-        or len(set(untrusted_protos)) != len(untrusted_protos)
-    ):
+    protos = _PROTOS.get(options.get("proto", ""))
+    if protos is None:
         raise ValidationError("proto", "expected tcp, udp or tcp,udp")
-    protos = tuple(untrusted_protos)
-    ports = parse_port_range("ports", options.get("ports", ""))
-    sources = tuple(parse_cidr("srchost", s) for s in options.get("srchost", "").split(","))
+    untrusted_ports = options.get("ports", "")
+    ports = parse_port_range("ports", untrusted_ports)
+    sources = tuple(_source(s) for s in options.get("srchost", "").split(","))
     if any(s.version != family for s in sources):
         raise ValidationError("srchost", f"every source must be IPv{family}")
     role = options.get("role")
@@ -115,12 +123,28 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     inbound = options.get("in", "")
     if not _IFACE_RE.match(inbound):
         raise ValidationError("in", "expected an interface name or downstream")
-    to = parse_ip(options.get("to", ""))
+    to = _next_hop(options.get("to", ""))
     if to is None:
         raise ValidationError("to", "expected the next hop's address")
     if to.version != family:
         raise ValidationError("to", f"expected an IPv{family} address")
-    toports = parse_port_range("toports", options.get("toports", ""))
+    untrusted_toports = options.get("toports", "")
+    # Most forwards keep their ports: the same text is the same (valid) range, shared.
+    toports = (
+        ports
+        if untrusted_toports == untrusted_ports
+        else parse_port_range("toports", untrusted_toports)
+    )
     if len(toports) != len(ports):
         raise ValidationError("toports", "must have as many ports as ports")
     return DnatHop(forward_id, family, protos, inbound, ports, to, toports, sources)
+
+
+@functools.lru_cache(maxsize=_PARSED_TEXTS)
+def _source(untrusted_source: str) -> Network:
+    return parse_cidr("srchost", untrusted_source)
+
+
+@functools.lru_cache(maxsize=_PARSED_TEXTS)
+def _next_hop(untrusted_address: str) -> IPAddress | None:
+    return parse_ip(untrusted_address)
