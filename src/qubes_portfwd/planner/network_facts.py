@@ -39,3 +39,14 @@ class NetworkFacts:
         if isinstance(found, PathError):
             raise found
         return found
+
+
+NetworkView = tuple[tuple[object, ...], ...]
+
+
+def network_view(topology: Topology) -> NetworkView:
+    """Everything of the topology a plan reads: equal views give the same drafts."""
+    return tuple(
+        (q.name, q.netvm, q.provides_network, q.address4, q.address6, q.is_tunnel, q.uplink)
+        for q in sorted(topology.qubes.values(), key=lambda q: q.name)
+    )

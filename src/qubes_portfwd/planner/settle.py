@@ -19,6 +19,8 @@ from ..model.rule_text import format_rule
 from .drafts import UPSTREAM_INTERFACE, Draft
 from .values import ForwardPlan, ForwardState
 
+Where = tuple[QubeName, str, int, str]  # qube, side, family, proto
+
 
 @dataclass(frozen=True, order=True)
 class Claim:
@@ -34,6 +36,15 @@ class Claim:
     shared: bool = False
 
 
+def accept_claims(forward: ForwardPlan) -> tuple[Claim, ...]:
+    """What an active forward's target accepts, worked out from its plan (no draft needed)."""
+    target = forward.target
+    return tuple(
+        Claim(target, UPSTREAM_INTERFACE, forward.family, proto, forward.rule.dstports, shared=True)
+        for proto in forward.rule.protos
+    )
+
+
 def claims_of(entries: Iterable[tuple[QubeName, Hop]]) -> tuple[Claim, ...]:
     """The hops' claims, outside in (a conflict names the outermost side it meets)."""
     return tuple(
@@ -46,22 +57,22 @@ def claims_of(entries: Iterable[tuple[QubeName, Hop]]) -> tuple[Claim, ...]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Held:
     first: int
     last: int
-    holder: Draft
+    holder: ForwardPlan
 
 
 def _start(held: _Held) -> int:
     return held.first
 
 
-def _where(claim: Claim) -> tuple[QubeName, str, int, str]:
+def _where(claim: Claim) -> Where:
     return (claim.qube, claim.side, claim.family, claim.proto)
 
 
-def _holder_in(held: list[_Held], ports: PortRange) -> tuple[Draft, PortRange] | None:
+def _holder_in(held: list[_Held], ports: PortRange) -> tuple[ForwardPlan, PortRange] | None:
     """Held ranges never overlap, so the only range that can overlap `ports` is the last one
     starting at or before its end: a lookup is a bisection, not a walk."""
     index = bisect_right(held, ports.last, key=_start) - 1
@@ -71,7 +82,7 @@ def _holder_in(held: list[_Held], ports: PortRange) -> tuple[Draft, PortRange] |
     return held[index].holder, overlap
 
 
-def _cover(held: list[_Held], ports: PortRange, holder: Draft) -> None:
+def _cover(held: list[_Held], ports: PortRange, holder: ForwardPlan) -> None:
     """Add the parts of `ports` not held yet (by `holder`): the list stays disjoint."""
     index = max(bisect_right(held, ports.first, key=_start) - 1, 0)
     gaps, start = [], ports.first
@@ -91,63 +102,114 @@ def _cover(held: list[_Held], ports: PortRange, holder: Draft) -> None:
 
 class ClaimBook:
     """The ports taken so far, per qube, side, family and proto: the DNATs' ranges and the
-    accepts' union, each a sorted list of disjoint ranges."""
+    accepts' union, each a sorted list of disjoint ranges.
+
+    `copy()` shares every list; a copy changes a list only after copying it, so a book an
+    earlier plan settled stays as it was (incremental planning starts from it)."""
 
     def __init__(self) -> None:
-        self._dnats: dict[tuple[QubeName, str, int, str], list[_Held]] = {}
-        self._accepts: dict[tuple[QubeName, str, int, str], list[_Held]] = {}
+        self._dnats: dict[Where, list[_Held]] = {}
+        self._accepts: dict[Where, list[_Held]] = {}
+        self._own: set[tuple[bool, Where]] = set()  # lists this book may change in place
 
-    def holder_of(self, claim: Claim) -> tuple[Draft, PortRange] | None:
+    def copy(self) -> "ClaimBook":
+        twin = ClaimBook()
+        twin._dnats, twin._accepts = dict(self._dnats), dict(self._accepts)
+        return twin
+
+    def holder_of(self, claim: Claim) -> tuple[ForwardPlan, PortRange] | None:
         """The forward already holding part of `claim`, with the overlapping ports."""
         found = _holder_in(self._dnats.get(_where(claim), []), claim.ports)
         if found is None and not claim.shared:
             found = _holder_in(self._accepts.get(_where(claim), []), claim.ports)
         return found
 
-    def take(self, claims: Iterable[Claim], holder: Draft) -> None:
+    def take(self, claims: Iterable[Claim], holder: ForwardPlan) -> None:
         for claim in claims:
             if claim.shared:
-                _cover(self._accepts.setdefault(_where(claim), []), claim.ports, holder)
+                _cover(self._writable(True, _where(claim)), claim.ports, holder)
             else:
-                held = self._dnats.setdefault(_where(claim), [])
+                held = self._writable(False, _where(claim))
                 insort(held, _Held(claim.ports.first, claim.ports.last, holder), key=_start)
 
+    def release(self, claims: Iterable[Claim], holder: ForwardPlan) -> None:
+        """Give back the DNAT ranges `holder` took (a shared union is rebuilt instead, see
+        `rebuild_accepts`: other forwards may hold the same ports in it)."""
+        for claim in claims:
+            if claim.shared:
+                continue
+            held = self._writable(False, _where(claim))
+            index = bisect_right(held, claim.ports.first, key=_start) - 1
+            piece = held[index] if index >= 0 else None
+            if piece is None or not _same_forward(piece.holder, holder):
+                raise ValueError(f"{holder.forward_id} holds no {claim}")
+            del held[index]
 
-def settle(drafts_oldest_first: Iterable[Draft]) -> list[tuple[ForwardPlan, Draft]]:
-    """Decide each draft's state; an earlier draft keeps what it claims, later ones lose it."""
-    book = ClaimBook()
-    decided = []
-    for draft in drafts_oldest_first:
-        state, reason, conflict_with = ForwardState.ACTIVE, draft.reason, None
-        if reason is not None:
-            state = ForwardState.INACTIVE
-        else:
-            claims = claims_of(draft.entries)
-            contested = next(
-                ((c, found) for c in claims if (found := book.holder_of(c)) is not None), None
-            )
-            if contested is None:
-                book.take(claims, draft)
-            else:
-                claim, (holder, overlap) = contested
-                state, conflict_with = ForwardState.CONFLICT, holder.forward_id
-                reason = conflict_reason(claim, overlap, holder)
-        plan = ForwardPlan(
-            draft.forward_id,
-            draft.target,
-            draft.position,
-            draft.rule,
-            draft.family,
-            state,
-            reason,
-            draft.hops,
-            conflict_with,
+    def rebuild_accepts(self, where: Where, holders: Iterable[tuple[Claim, ForwardPlan]]) -> None:
+        """The accepts' union at `where` made again from `holders`, oldest first."""
+        held: list[_Held] = []
+        for claim, holder in holders:
+            _cover(held, claim.ports, holder)
+        self._accepts[where] = held
+        self._own.add((True, where))
+
+    def _writable(self, shared: bool, where: Where) -> list[_Held]:
+        lists = self._accepts if shared else self._dnats
+        if (shared, where) not in self._own:
+            lists[where] = list(lists.get(where, ()))
+            self._own.add((shared, where))
+        return lists[where]
+
+
+def _same_forward(one: ForwardPlan, other: ForwardPlan) -> bool:
+    return (one.forward_id, one.target, one.family) == (
+        other.forward_id,
+        other.target,
+        other.family,
+    )
+
+
+def settle(
+    drafts_oldest_first: Iterable[Draft], book: ClaimBook
+) -> list[tuple[ForwardPlan, Draft]]:
+    """Decide each draft's state; an earlier draft keeps what it claims, later ones lose it.
+
+    `book` holds what earlier decisions took (empty for a whole plan) and takes the winners'."""
+    return [(decide(draft, book), draft) for draft in drafts_oldest_first]
+
+
+def decide(draft: Draft, book: ClaimBook) -> ForwardPlan:
+    """One draft against what `book` holds: active (its claims taken), conflict or inactive."""
+    state, reason, conflict_with = ForwardState.ACTIVE, draft.reason, None
+    claims: tuple[Claim, ...] = ()
+    if reason is not None:
+        state = ForwardState.INACTIVE
+    else:
+        claims = claims_of(draft.entries)
+        contested = next(
+            ((c, found) for c in claims if (found := book.holder_of(c)) is not None), None
         )
-        decided.append((plan, draft))
+        if contested is not None:
+            claim, (holder, overlap) = contested
+            state, conflict_with = ForwardState.CONFLICT, holder.forward_id
+            reason = conflict_reason(claim, overlap, holder)
+    decided = ForwardPlan(
+        draft.forward_id,
+        draft.target,
+        draft.position,
+        draft.rule,
+        draft.family,
+        state,
+        reason,
+        draft.hops,
+        conflict_with,
+    )
+    if state == ForwardState.ACTIVE:
+        book.take(claims, decided)
     return decided
 
 
-def conflict_reason(claim: Claim, overlap: PortRange, holder: Draft) -> str:
+def conflict_reason(claim: Claim, overlap: PortRange, holder: ForwardPlan) -> str:
     """Names the forward that keeps the port: its id, target and rule."""
     side = "downstream side" if claim.side == DOWNSTREAM else f"uplink {claim.side}"
     return (
