@@ -1,12 +1,13 @@
 """Disjoint set elements keep exactly the union of what overlapping forwards allow."""
 
 import ipaddress
+import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qubes_portfwd.model.ports import PortRange
-from qubes_portfwd.nft.disjoint import Element, disjoint_elements
+from qubes_portfwd.nft.disjoint import Element, _swept, collapsed, disjoint_elements
 
 # A small world so that overlaps are frequent: 10.0.0.0/29 and ports 1-12.
 networks = st.builds(
@@ -52,3 +53,51 @@ def test_adjacent_ranges_with_the_same_sources_merge() -> None:
         [Element("tcp", any4, PortRange(80, 84)), Element("tcp", any4, PortRange(85, 90))]
     )
     assert result == [Element("tcp", any4, PortRange(80, 90))]
+
+
+def _laid_apart(drawn: list[tuple[ipaddress.IPv4Network, int, int]]) -> list[Element[str]]:
+    """One item after the other, each `gap` ports after the last (0: touching)."""
+    placed, first = [], 1
+    for source, length, gap in drawn:
+        first += gap
+        placed.append(Element("tcp", source, PortRange(first, first + length)))
+        first += length + 1
+    return placed
+
+
+# Items whose port ranges never overlap: each forward its own ports, as at a network qube.
+apart = st.lists(
+    st.tuples(networks, st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=8
+).map(_laid_apart)
+
+
+@given(apart, st.randoms())
+def test_items_apart_give_what_the_sweep_gives(
+    given_items: list[Element[str]], rnd: random.Random
+) -> None:
+    shuffled = list(given_items)
+    rnd.shuffle(shuffled)
+    assert disjoint_elements(shuffled) == _swept("tcp", given_items)
+
+
+def test_neighbours_apart_merge_only_with_the_same_source() -> None:
+    lan = ipaddress.ip_network("192.0.2.0/24")
+    host = ipaddress.ip_network("198.51.100.7/32")
+    result = disjoint_elements(
+        [
+            Element("tcp", lan, PortRange(82, 82)),
+            Element("tcp", lan, PortRange(80, 81)),
+            Element("tcp", host, PortRange(83, 83)),
+            Element("tcp", lan, PortRange(85, 85)),
+        ]
+    )
+    assert result == [
+        Element("tcp", lan, PortRange(80, 82)),
+        Element("tcp", host, PortRange(83, 83)),
+        Element("tcp", lan, PortRange(85, 85)),
+    ]
+
+
+@given(st.lists(networks, min_size=1, max_size=4))
+def test_collapsed_is_collapse_addresses(sources: list[ipaddress.IPv4Network]) -> None:
+    assert collapsed(sources) == tuple(ipaddress.collapse_addresses(sources))

@@ -9,13 +9,12 @@ drop (DESIGN.md §1).
 """
 
 import bisect
-import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..model.entries import DOWNSTREAM, AcceptHop, DnatHop, Hop
-from .disjoint import Element, disjoint_elements
+from .disjoint import Element, collapsed, disjoint_elements
 from .hairpin import (
     HAIRPIN_MAP,
     HAIRPIN_PORTS,
@@ -44,6 +43,7 @@ from .syntax import (
     INPUT_CHAIN,
     NAT_TABLE,
     OWNER_COMMENT,
+    IPAddress,
     addr_type,
     anonymous_set,
     dnat_address,
@@ -126,7 +126,7 @@ def _dispatch_items(hops: Sequence[DnatHop], internal: bool) -> list[Keyed]:
             continue
         where = () if internal else (f'"{hop.inbound}"',)
         for proto in hop.protos:
-            for source in ipaddress.collapse_addresses(hop.sources):  # type: ignore[type-var]
+            for source in collapsed(hop.sources):
                 items.append(
                     Keyed(
                         where, source, (proto,), hop.ports, f"goto {forward_chain(hop.forward_id)}"
@@ -223,13 +223,18 @@ def _dnat_rule(hop: DnatHop) -> str:
 
 
 def _forward_items(family: int, hops: Iterable[Hop]) -> list[Keyed]:
-    items = [
-        Element((str(hop.to), proto), source, hop.toports)
-        for hop in hops
-        if isinstance(hop, DnatHop) and hop.family == family
-        for proto in hop.protos
-        for source in hop.sources
-    ]
+    targets: dict[IPAddress, str] = {}  # a qube has a few next hops: each written once
+    items = []
+    for hop in hops:
+        if isinstance(hop, DnatHop) and hop.family == family:
+            to = targets.get(hop.to)
+            if to is None:
+                to = targets[hop.to] = str(hop.to)
+            items += [
+                Element((to, proto), source, hop.toports)
+                for proto in hop.protos
+                for source in hop.sources
+            ]
     return [Keyed((), e.source, e.key, e.ports) for e in disjoint_elements(items)]
 
 

@@ -22,10 +22,10 @@ a conntrack label (not a mark) because marks are restored into routing decisions
 tools such as wg-quick.
 """
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 
 from ..model.entries import DOWNSTREAM, DnatHop
+from .disjoint import collapsed
 from .lookups import Keyed, KeyForm, source_expression
 from .syntax import IPAddress, addr_type, anonymous_set, dnat_address, table_family
 
@@ -58,6 +58,7 @@ def hairpin_pieces(
 ) -> tuple[list[Keyed], list[str], list[DnatHop]]:
     """Dispatch elements, port-remap elements and the hops that hairpin, for one family."""
     outside = outside_addresses(interfaces, family)
+    texts = {name: [(str(a),) for a in found] for name, found in outside.items()}
     dispatch: list[Keyed] = []
     remaps: list[str] = []
     hairpinned: list[DnatHop] = []
@@ -68,10 +69,10 @@ def hairpin_pieces(
         hairpinned.append(hop)
         shift = hop.ports.offset_to(hop.toports)
         goto = f"goto {hairpin_chain(hop.forward_id)}"
-        for address in addresses:
+        for address, where in zip(addresses, texts[hop.inbound], strict=True):
             for proto in hop.protos:
-                for source in ipaddress.collapse_addresses(hop.sources):  # type: ignore[type-var]
-                    dispatch.append(Keyed((str(address),), source, (proto,), hop.ports, goto))
+                for source in collapsed(hop.sources):
+                    dispatch.append(Keyed(where, source, (proto,), hop.ports, goto))
                 if shift and len(hop.ports) > 1:
                     remaps += [
                         f"{address} . {proto} . {p} : {p + shift}"

@@ -125,9 +125,11 @@ def netmask(family: int, prefixlen: int) -> str:
 
 def source_text(shape: Shape, source: Network) -> str | None:
     """The source part of a key: none for `any`, a plain address for `host` and `mask<I>`."""
-    if shape == ANY:
+    # By kind: comparing whole shapes runs the dataclass' and the enum's Python code.
+    kind = shape.kind
+    if kind == Kind.ANY:
         return None
-    if shape.interval:
+    if kind == Kind.RANGE:
         return network(source)
     return str(source.network_address)
 
@@ -144,8 +146,12 @@ class Keyed:
 
     def text(self, shape: Shape) -> str:
         source = source_text(shape, self.source)
-        parts = [*self.before, *([source] if source is not None else []), *self.after]
-        key = " . ".join([*parts, ports(self.ports)])
+        parts = [*self.before]
+        if source is not None:
+            parts.append(source)
+        parts += self.after
+        parts.append(ports(self.ports))
+        key = " . ".join(parts)
         return key if self.value is None else f"{key} : {self.value}"
 
 
@@ -160,12 +166,20 @@ def shapes_of(items: Sequence[Keyed], max_masked: int = MAX_MASKED_LENGTHS) -> l
     slotted = {
         family: {shape.prefixlen: shape for shape in slots(family, max_masked)} for family in (4, 6)
     }
-    return [
-        slotted[item.source.version].get(shape.prefixlen, RANGE)
-        if shape.kind == Kind.MASKED
-        else shape
-        for item, shape in ((i, natural_shape(i.source, i.ports)) for i in items)
-    ]
+    # `natural_shape` inlined: it makes a Shape for every masked element.
+    chosen: list[Shape] = []
+    for item in items:
+        source, port_range = item.source, item.ports
+        prefixlen = source.prefixlen
+        if port_range.first != port_range.last:
+            chosen.append(RANGE)
+        elif prefixlen == 0:
+            chosen.append(ANY)
+        elif prefixlen == source.max_prefixlen:
+            chosen.append(HOST)
+        else:
+            chosen.append(slotted[source.version].get(prefixlen, RANGE))
+    return chosen
 
 
 def by_shape(
@@ -179,8 +193,13 @@ def by_shape(
     found: dict[Shape, list[str]] = {
         shape: [] for shape in [*FIXED_SHAPES, *slots(family, max_masked)]
     }
+    # A Shape hashes in Python (its enum field): each distinct object is looked up once.
+    texts_of: dict[int, list[str]] = {}
     for item, shape in zip(items, chosen, strict=True):
-        found[shape].append(item.text(shape))
+        texts = texts_of.get(id(shape))
+        if texts is None:
+            texts = texts_of[id(shape)] = found[shape]
+        texts.append(item.text(shape))
     return {shape: found[shape] for shape in sorted(found)}
 
 
