@@ -3,19 +3,20 @@
 import asyncio
 from pathlib import Path
 
-from admin_service import BOOT_ID, small_topology
+from admin_service import BOOT_ID, StandInAgent, small_topology
 from qubes_lab.entry_store import EntryStore
 from qubes_lab.qube_db import FileQubeDb
 from qubes_lab.qubesd.state import HostState
 from qubes_portfwd.controller.controller import Controller
 from qubes_portfwd.controller.publisher import BeforeRetract, Publisher, PublishReport
+from qubes_portfwd.model.rule_text import parse_rule
 from qubes_portfwd.model.topology import Topology
 from qubes_portfwd.planner import Plan
 
 
 class CountingPublisher(Publisher):
-    def __init__(self, root: Path) -> None:
-        super().__init__(lambda qube: FileQubeDb(root / qube), agent_timeout=0.05)
+    def __init__(self, root: Path, agent_timeout: float = 0.05) -> None:
+        super().__init__(lambda qube: FileQubeDb(root / qube), agent_timeout=agent_timeout)
         self.publishes = 0
 
     def publish(
@@ -44,3 +45,27 @@ def test_nothing_changed_means_no_replan_and_any_store_change_means_one(tmp_path
     assert rounds(3) == 1
     boot_id[0] = "another-boot"
     assert rounds(3) == 1
+
+
+def test_a_settled_change_is_not_published_again(tmp_path: Path) -> None:
+    """The agents' reports on the change's own generations are what that publish waited for:
+    only a store change after it makes the next reconcile publish."""
+    publisher = CountingPublisher(tmp_path / "qubesdb", agent_timeout=5.0)
+    state = HostState.open(tmp_path / "state", small_topology())
+    service = Controller(state, publisher, lambda: BOOT_ID)
+    stores = {q: EntryStore(tmp_path / "qubesdb" / q) for q in state.topology.qubes}
+    web = parse_rule(
+        "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "
+        "srchost=192.0.2.0/24"
+    )
+    with StandInAgent(stores, lambda qube, key: "applied"):
+        asyncio.run(service.change_rules("work", lambda current, _: [*current, web]))
+        assert publisher.publishes == 1
+        _, work_entries = stores["work"].read()
+        assert any(key.startswith("/qubes-portfwd/") for key in work_entries)
+        asyncio.run(service._reconcile_if_changed())
+        assert publisher.publishes == 1
+    generation, entries = stores["work"].read()
+    stores["work"].write_status(generation, dict.fromkeys(entries, "applied"), None)  # again
+    asyncio.run(service._reconcile_if_changed())
+    assert publisher.publishes == 2

@@ -124,39 +124,40 @@ class Controller:
                 log.info("dropped expired rules of %s", qube)
 
     def _host_token(self) -> object:
-        """What a re-plan depends on besides the rules: boot id, topology, every store's files.
-
-        Taken before publishing, so whatever changes during the publish (agents' reports
-        included) makes the next periodic reconcile run once more.
-        """
-        qubes = sorted(self.topology.qubes)
-        return (self.boot_id(), self.topology, self.publisher.store_tokens(qubes))
+        """What a re-plan depends on besides the rules: boot id, topology, every store's
+        commit and report (as tokens)."""
+        topology = self.topology
+        qubes = sorted(topology.qubes)
+        return (self.boot_id(), topology, self.publisher.store_tokens(qubes))
 
     async def _publish_locked(self) -> PublishReport | None:
-        token = await asyncio.to_thread(self._host_token)
         self._settled_token = None
-        now, boot_id = self.clock(), self.boot_id()
+        now, boot_id, topology = self.clock(), self.boot_id(), self.topology
         # In a thread: a whole plan of 10,000 forwards takes a second the socket must not go
         # deaf for.
         current_plan = await asyncio.to_thread(self.plan, now, boot_id)
-        try:
-            report = await asyncio.to_thread(
-                self.publisher.publish,
-                current_plan,
-                self.topology,
-                functools.partial(self._write_status_now, current_plan, boot_id),
-            )
-        except Exception:  # the change is stored; the next reconcile publishes it again
-            log.exception("publishing failed")
-            return None
-        else:
-            if report.settled:
-                self._settled_token = token
-            return report
-        finally:
-            # After publishing: the plan already ignores them, and the kernels come first.
-            await self._drop_expired_locked(now, boot_id)
-            await self._write_status(current_plan, boot_id)
+        with self.publisher.remembering():
+            try:
+                report = await asyncio.to_thread(
+                    self.publisher.publish,
+                    current_plan,
+                    topology,
+                    functools.partial(self._write_status_now, current_plan, boot_id),
+                )
+            except Exception:  # the change is stored; the next reconcile publishes it again
+                log.exception("publishing failed")
+                return None
+            else:
+                if report.settled:
+                    # The stores as this publish last read them (its own writes and the
+                    # agents' reports on them included): only a change after that counts.
+                    tokens = tuple(report.tokens.get(q) for q in sorted(topology.qubes))
+                    self._settled_token = (boot_id, topology, tokens)
+                return report
+            finally:
+                # After publishing: the plan already ignores them, and the kernels come first.
+                await self._drop_expired_locked(now, boot_id)
+                await self._write_status(current_plan, boot_id)
 
     async def _write_status(self, current_plan: Plan, boot_id: str) -> None:
         """The status document as of this publish, written before the lock is released, so

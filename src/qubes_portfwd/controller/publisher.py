@@ -11,10 +11,11 @@ outer one open; an outer hop already open stays while the hops inside it are sti
 its kernel lost: nothing passes meanwhile), and is retracted once one of them fails.
 """
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..db.dom0 import Dom0Channel
@@ -41,6 +42,8 @@ class Snapshot:
     entries: Mapping[str, str]
     status: Status
     public: Mapping[str, str] = field(default_factory=dict)  # a tunnel qube's lease keeper
+    # The store's state token, read before the rest: this snapshot is of that state or newer.
+    token: object = None
 
     def in_force(self, key: str) -> bool:
         """Published, and applied (or being put back) in the agent's last report, even if a
@@ -70,6 +73,9 @@ class PublishReport:
     written: dict[str, int] = field(default_factory=dict)
     withheld: dict[str, list[str]] = field(default_factory=dict)
     timed_out: list[str] = field(default_factory=list)
+    # Each store's token as the publish last read it: a store whose token is still this one
+    # has not changed since (the publish's own writes and the reports on them included).
+    tokens: dict[str, object] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -81,12 +87,13 @@ def owned(entries: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in entries.items() if k.startswith(OWNED_PREFIXES)}
 
 
-def read_snapshot(store: Dom0Channel) -> Snapshot:
+def read_snapshot(store: Dom0Channel, token: object = None) -> Snapshot:
+    """`token`: the store's token, read just before (so the snapshot is that state or newer)."""
     # The report first: an agent reports a generation only after it was written, so the
     # entries read next are of that generation or newer, never older than the report.
     status = store.read_status()
     generation, entries = store.read()
-    return Snapshot(generation, owned(entries), status, store.read_public())
+    return Snapshot(generation, owned(entries), status, store.read_public(), token)
 
 
 def depth(topology: Topology, qube: str) -> int:
@@ -117,6 +124,10 @@ class Publisher:
         self.agent_timeout = agent_timeout
         self._channels: dict[str, Dom0Channel] = {}
         self._lock = threading.Lock()
+        # Snapshots kept while `remembering` (one change: the publish, its status documents),
+        # each reused while its store's token is unchanged; none kept at rest (10,000
+        # forwards: tens of MB).
+        self._remembered: dict[str, Snapshot] | None = None
 
     def store_for(self, qube: str) -> Dom0Channel:
         """Our protocol over `qube`'s DB; one handle per qube, kept."""
@@ -131,7 +142,27 @@ class Publisher:
         return tuple(self.store_for(q).state_token() for q in qubes)
 
     def snapshots(self, qubes: list[str]) -> dict[str, Snapshot]:
-        return {q: read_snapshot(self.store_for(q)) for q in qubes}
+        return {q: self._snapshot(q) for q in qubes}
+
+    def _snapshot(self, qube: str) -> Snapshot:
+        store = self.store_for(qube)
+        token = store.state_token()
+        remembered = self._remembered
+        if remembered is None:
+            return read_snapshot(store, token)
+        found = remembered.get(qube)
+        if found is None or found.token != token:
+            found = remembered[qube] = read_snapshot(store, token)
+        return found
+
+    @contextlib.contextmanager
+    def remembering(self) -> Iterator[None]:
+        """Within: a store read again while unchanged is not read again (its token says)."""
+        self._remembered = {}
+        try:
+            yield
+        finally:
+            self._remembered = None
 
     def publish(
         self, plan: Plan, topology: Topology, before_retract: BeforeRetract | None = None
@@ -179,6 +210,7 @@ class Publisher:
             snaps.update(
                 self._wait(self._write_level(changed, snaps, before_retract, report), report)
             )
+        report.tokens = {q: snap.token for q, snap in snaps.items()}
         return report
 
     def _write_level(
