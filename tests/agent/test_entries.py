@@ -37,6 +37,44 @@ def test_a_forward_key_that_is_not_an_id_is_reported() -> None:
     assert parsed.errors[key].startswith("key:")
 
 
+def test_an_entry_written_as_before_is_its_earlier_hop() -> None:
+    earlier = parse_entries({DNAT_KEY: DNAT, ACCEPT_KEY: ACCEPT})
+    again = parse_entries({DNAT_KEY: DNAT, ACCEPT_KEY: ACCEPT}, earlier.hops)
+    assert again == earlier
+    assert all(new is old for new, old in zip(again.hops, earlier.hops, strict=True))
+
+
+def test_changed_or_broken_entries_are_parsed_again_whatever_came_before() -> None:
+    earlier = parse_entries({DNAT_KEY: DNAT, ACCEPT_KEY: ACCEPT})
+    other_key = "/qubes-portfwd/ba0000000000/4"
+    now = {
+        DNAT_KEY: DNAT.replace("8080-8080", "8081-8081"),
+        ACCEPT_KEY: ACCEPT.replace("ports=8080-8080", "ports=0"),
+        other_key: DNAT,
+    }
+    assert parse_entries(now, earlier.hops) == parse_entries(now)
+    # Written differently but meaning the same: parsed, to an equal hop.
+    respelled = {DNAT_KEY: DNAT.replace("srchost=0.0.0.0/0", "srchost=0.0.0.0/00")}
+    assert parse_entries(respelled, earlier.hops) == parse_entries(respelled)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([DNAT_KEY, ACCEPT_KEY, "/qubes-portfwd/ba0000000000/4"]),
+        st.sampled_from([DNAT, ACCEPT, DNAT.replace("proto=tcp", "proto=udp,tcp"), "role=x"]),
+    ),
+    st.dictionaries(
+        st.sampled_from([DNAT_KEY, ACCEPT_KEY, "/qubes-portfwd/ba0000000000/4"]),
+        st.sampled_from([DNAT, ACCEPT, DNAT.replace("proto=tcp", "proto=udp,tcp")]),
+    ),
+)
+def test_earlier_hops_never_change_the_outcome(
+    untrusted_entries: dict[str, str], before: dict[str, str]
+) -> None:
+    earlier = parse_entries(before).hops
+    assert parse_entries(untrusted_entries, earlier) == parse_entries(untrusted_entries)
+
+
 def test_qubes_firewall_entries_are_neither_read_nor_reported() -> None:
     # Qubes' worker owns them: the agent applies and reports its forwards only.
     entries = {

@@ -109,8 +109,9 @@ class Agent:
     async def apply(self, generation: int, untrusted_entries: dict[str, str]) -> ApplyOutcome:
         """Compile and load one generation; write its status; never raises for bad input."""
         settings = parse_settings(untrusted_entries)
+        earlier = self._last.parsed.hops if self._last is not None else ()
         with collector_paused():
-            parsed = parse_entries(untrusted_entries)
+            parsed = parse_entries(untrusted_entries, earlier)
         error: str | None = None
         missing_bases: frozenset[int] = frozenset()
         jumped_from: frozenset[int] = frozenset()  # families whose custom chains we jump from
