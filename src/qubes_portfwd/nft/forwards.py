@@ -43,8 +43,8 @@ from .syntax import (
     INPUT_CHAIN,
     NAT_TABLE,
     OWNER_COMMENT,
-    IPAddress,
     addr_type,
+    address_text,
     anonymous_set,
     dnat_address,
     elements_line,
@@ -211,7 +211,7 @@ def _dnat_rule(hop: DnatHop) -> str:
     ip = table_family(hop.family)
     match = f"meta l4proto {anonymous_set(hop.protos)}"
     if hop.toports == hop.ports:
-        return f"{match} dnat {ip} to {hop.to}"
+        return f"{match} dnat {ip} to {address_text(hop.to)}"
     if len(hop.ports) == 1:
         return f"{match} dnat {ip} to {dnat_address(hop.to)}:{hop.toports.first}"
     # nft has no port-offset NAT: each port is looked up in the shared remap map.
@@ -223,13 +223,10 @@ def _dnat_rule(hop: DnatHop) -> str:
 
 
 def _forward_items(family: int, hops: Iterable[Hop]) -> list[Keyed]:
-    targets: dict[IPAddress, str] = {}  # a qube has a few next hops: each written once
     items = []
     for hop in hops:
         if isinstance(hop, DnatHop) and hop.family == family:
-            to = targets.get(hop.to)
-            if to is None:
-                to = targets[hop.to] = str(hop.to)
+            to = address_text(hop.to)
             items += [
                 Element((to, proto), source, hop.toports)
                 for proto in hop.protos

@@ -27,7 +27,14 @@ from collections.abc import Mapping, Sequence
 from ..model.entries import DOWNSTREAM, DnatHop
 from .disjoint import collapsed
 from .lookups import Keyed, KeyForm, source_expression
-from .syntax import IPAddress, addr_type, anonymous_set, dnat_address, table_family
+from .syntax import (
+    IPAddress,
+    addr_type,
+    address_text,
+    anonymous_set,
+    dnat_address,
+    table_family,
+)
 
 HAIRPIN_LABEL = 127
 HAIRPIN_MAP = "dnat-hairpin"
@@ -58,7 +65,7 @@ def hairpin_pieces(
 ) -> tuple[list[Keyed], list[str], list[DnatHop]]:
     """Dispatch elements, port-remap elements and the hops that hairpin, for one family."""
     outside = outside_addresses(interfaces, family)
-    texts = {name: [(str(a),) for a in found] for name, found in outside.items()}
+    texts = {name: [(address_text(a),) for a in found] for name, found in outside.items()}
     dispatch: list[Keyed] = []
     remaps: list[str] = []
     hairpinned: list[DnatHop] = []
@@ -102,7 +109,7 @@ def hairpin_chain_lines(hop: DnatHop) -> list[str]:
     match = f"meta l4proto {anonymous_set(hop.protos)} ct label set {HAIRPIN_LABEL}"
     target = dnat_address(hop.to)
     if hop.toports == hop.ports:
-        rule = f"{match} dnat {ip} to {hop.to}"
+        rule = f"{match} dnat {ip} to {address_text(hop.to)}"
     elif len(hop.ports) == 1:
         rule = f"{match} dnat {ip} to {target}:{hop.toports.first}"
     else:

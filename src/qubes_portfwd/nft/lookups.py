@@ -30,7 +30,7 @@ from enum import IntEnum
 
 from ..model.hosts import Network
 from ..model.ports import PortRange
-from .syntax import addr_type, elements_line, network, ports, table_family
+from .syntax import addr_type, address_text, elements_line, network, ports, table_family
 
 # Each slot costs every new connection one more hash lookup per chain (~0.1 us, empty or
 # not), while pipapo costs ~0.05 us per element: past the lengths LANs use the rest are rare
@@ -131,7 +131,7 @@ def source_text(shape: Shape, source: Network) -> str | None:
         return None
     if kind == Kind.RANGE:
         return network(source)
-    return str(source.network_address)
+    return address_text(source.network_address)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Small pieces of nft text shared by the base ruleset and the compiler."""
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -43,13 +44,21 @@ def ports(port_range: PortRange) -> str:
     return port_range.short
 
 
+@functools.lru_cache(maxsize=1024)
+def address_text(value: IPAddress | Network) -> str:
+    """`str` of an address or network: a qube's forwards repeat a few sources and next hops
+    thousands of times, and ipaddress writes each one anew (bounded)."""
+    return str(value)
+
+
 def network(net: Network) -> str:
-    return str(net)
+    return address_text(net)
 
 
 def dnat_address(address: IPAddress) -> str:
     """An address before `:port` in `dnat to` (IPv6 needs brackets there)."""
-    return f"[{address}]" if address.version == 6 else str(address)
+    text = address_text(address)
+    return f"[{text}]" if address.version == 6 else text
 
 
 def anonymous_set(items: Iterable[str]) -> str:
