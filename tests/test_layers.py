@@ -18,8 +18,9 @@ ALLOWED: dict[str, set[str]] = {
     "db": {"model", "ports"},
     "adapters": {"model", "ports", "client"},
     "netlink": set(),  # the kernel's notifications (sockets only)
-    "agent": {"model", "nft", "ports", "db", "adapters", "netlink"},
-    "controller": {"model", "planner", "store", "ports", "db"},
+    "heap": set(),  # glibc's malloc_trim (ctypes only)
+    "agent": {"model", "nft", "ports", "db", "adapters", "netlink", "heap"},
+    "controller": {"model", "planner", "store", "ports", "db", "heap"},
     "qrexec": {"model", "controller"},  # our dom0 qrexec service, served inside qubesd
     "dom0": {"model", "planner", "store", "ports", "db", "controller", "adapters", "qrexec"},
     "tunnel": {"model", "natpmp", "ports", "db", "adapters"},

@@ -187,3 +187,18 @@ def test_forward_id_tells_different_forwards_apart(other: str) -> None:
     base = _forward(EXTERNAL + "srchost=::/0")
     assert forward_id("work", base) != forward_id("work", _forward(other))
     assert forward_id("work", base) != forward_id("personal", base)
+
+
+def test_forwards_written_alike_share_their_paths_sources_and_ports() -> None:
+    # 10,000 forwards through the same path from the same network: one value each, not
+    # 10,000 copies (the admin service holds them all).
+    line = (
+        "action=forward forwardtype=external proto=tcp srcports={port} dstports={port} "
+        "srchost=192.168.1.0/24 via=sys-firewall,sys-net"
+    )
+    first, second = (parse_rule(line.format(port=port)) for port in (1000, 1001))
+    assert isinstance(first, ForwardRule) and isinstance(second, ForwardRule)
+    assert first.via is second.via
+    assert first.srchost[0] is second.srchost[0]
+    assert first.srcports is first.dstports
+    assert second.srcports != first.srcports

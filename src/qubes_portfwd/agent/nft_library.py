@@ -6,12 +6,12 @@ It acts on the network namespace the agent runs in, as `nft` would.
 """
 
 import asyncio
-import ctypes
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..heap import release_freed_heap
 from .nft_port import CUSTOM_CHAIN_PATHS, NftResult, merge_chain_listings
 
 MODULE_PACKAGE = "python3-nftables"  # what provides the `nftables` module on a template
@@ -35,16 +35,6 @@ def _module() -> Any:
     return nftables
 
 
-def _heap_trim() -> Callable[[], object]:
-    """glibc's malloc_trim: hands what a large call freed back to the kernel (else a no-op)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
 def _result(rc: int, out: bytes, err: bytes) -> NftResult:
     if rc != 0:
         return NftResult(False, err.decode(errors="replace").strip() or f"libnftables: {rc}")
@@ -64,7 +54,6 @@ class NftLibrary:
 
     def __init__(self) -> None:
         self._nftables = _module()
-        self._trim = _heap_trim()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libnftables")
 
     def close(self) -> None:
@@ -77,7 +66,7 @@ class NftLibrary:
                 return work(context)
             finally:
                 del context  # frees the context and its cache
-                self._trim()
+                release_freed_heap()
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, with_context)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from ..heap import release_freed_heap
 from ..model.rule import Rule
 from ..model.topology import Topology
 from ..planner import Plan, conflicts_for
@@ -158,6 +159,9 @@ class Controller:
                 # After publishing: the plan already ignores them, and the kernels come first.
                 await self._drop_expired_locked(now, boot_id)
                 await self._write_status(current_plan, boot_id)
+                # A whole plan and the store snapshots of 10,000 forwards leave ~5 MB free
+                # but resident.
+                await asyncio.to_thread(release_freed_heap)
 
     async def _write_status(self, current_plan: Plan, boot_id: str) -> None:
         """The status document as of this publish, written before the lock is released, so

@@ -7,7 +7,7 @@ from .errors import ValidationError
 PORT_FORM = "a port 1-65535 or a range N-M with N <= M"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class PortRange:
     first: int
     last: int

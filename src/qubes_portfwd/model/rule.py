@@ -20,7 +20,7 @@ class ForwardType(StrEnum):
     INTERNAL = "internal"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExpireAt:
     """Expires at a UNIX time (seconds), as Qubes' `expire=`."""
 
@@ -34,7 +34,7 @@ class ExpireAt:
         return str(self.timestamp)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UntilReboot:
     """Lasts until the host reboots: bound to the boot id it was made in.
 
@@ -54,7 +54,7 @@ class UntilReboot:
 Expiry = ExpireAt | UntilReboot
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FilterRule:
     """Qubes' outbound rule (`action=accept|drop`), field for field."""
 
@@ -72,7 +72,7 @@ QubeName = str
 Source = Network | QubeName
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ForwardRule:
     """`action=forward`: expose `srcports` on the path's edge (or the netvm) as `dstports`.
 

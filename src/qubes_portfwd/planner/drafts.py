@@ -19,7 +19,7 @@ from .values import HopRole, PlannedHop
 UPSTREAM_INTERFACE = "eth0"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Draft:
     """A forward in one family: its hops, and its entries unless `reason` makes it inactive."""
 
@@ -31,6 +31,11 @@ class Draft:
     hops: tuple[PlannedHop, ...]
     entries: tuple[tuple[QubeName, Hop], ...]
     reason: str | None
+
+    @property
+    def key(self) -> str:
+        """The key its entries have on every qube (one string, not one per entry)."""
+        return self.hops[-1].key
 
 
 def draft_forward(

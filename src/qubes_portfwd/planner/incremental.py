@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ..model.entries import format_hop, hop_key
+from ..model.entries import format_hop
 from ..model.rule import ForwardRule, QubeName, Rule
 from ..model.topology import Topology
 from .drafts import Draft, draft_forward
@@ -235,12 +235,12 @@ class _EntriesChange:
         return self._touched[qube]
 
     def remove(self, draft: Draft) -> None:
-        for qube, hop in draft.entries:
-            del self._of(qube)[hop_key(hop)]
+        for qube, _ in draft.entries:
+            del self._of(qube)[draft.key]
 
     def add(self, draft: Draft) -> None:
         for qube, hop in draft.entries:
-            self._of(qube)[hop_key(hop)] = format_hop(hop)
+            self._of(qube)[draft.key] = format_hop(hop)
 
     def frozen(self) -> Mapping[QubeName, Mapping[str, str]]:
         changed = freeze_entries(self._touched)

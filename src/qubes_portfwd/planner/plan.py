@@ -6,7 +6,7 @@ Pure: no I/O and no clock; `now` and the host's `boot_id` decide which rules hav
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from ..model.entries import format_hop, hop_key
+from ..model.entries import format_hop
 from ..model.rule import Action, FilterRule, ForwardRule, QubeName, Rule, forward_id
 from ..model.topology import Topology
 from .drafts import Draft, draft_forward
@@ -123,7 +123,7 @@ def settled_plan(
     for forward, draft in decided:
         if forward.state == ForwardState.ACTIVE:
             for qube, hop in draft.entries:
-                entries[qube][hop_key(hop)] = format_hop(hop)
+                entries[qube][draft.key] = format_hop(hop)
     forwards = sorted((f for f, _ in decided), key=forward_order)
     return Plan(tuple(forwards), freeze_entries(entries)), book
 

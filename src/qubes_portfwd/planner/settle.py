@@ -22,7 +22,7 @@ from .values import ForwardPlan, ForwardState
 Where = tuple[QubeName, str, int, str]  # qube, side, family, proto
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Claim:
     """Ports listened on at one side of a qube: an uplink interface or `downstream`.
 

@@ -33,7 +33,7 @@ class HopRole(StrEnum):
     TARGET = "target"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedHop:
     """One qube on a forward's path and the entry key the forward has (or would have) there."""
 
@@ -42,7 +42,7 @@ class PlannedHop:
     key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ForwardPlan:
     """The decision for one forward rule in one IP family; `conflict_with` is the winner's id.
 
