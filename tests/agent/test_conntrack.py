@@ -1,6 +1,10 @@
 """Which tracked flows a removed forward leaves to delete (and which another one keeps)."""
 
+import dataclasses
 import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qubes_portfwd.agent.conntrack import (
     Flow,
@@ -65,6 +69,31 @@ def test_removed_and_changed_hops_are_forgotten_kept_ones_not() -> None:
     assert removed_hops([DNAT, ACCEPT], [ACCEPT]) == Removal((DNAT,), (ACCEPT,))
     assert removed_hops([DNAT, ACCEPT], [changed, ACCEPT]) == Removal((DNAT,), (changed, ACCEPT))
     assert removed_hops([DNAT], [DNAT]).hops == ()
+
+
+def test_a_hop_equal_to_one_kept_is_not_removed_whatever_object_it_is() -> None:
+    again = dataclasses.replace(DNAT)
+    assert again == DNAT and again is not DNAT
+    assert removed_hops([DNAT, ACCEPT], [again, ACCEPT]) == Removal((), (again, ACCEPT))
+    assert removed_hops([DNAT, dataclasses.replace(DNAT)], [ACCEPT]).hops == (DNAT,)
+
+
+@given(
+    st.lists(st.integers(0, 5), max_size=6),
+    st.lists(st.integers(0, 5), max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_removed_hops_are_those_equal_to_none_kept(
+    before: list[int], after: list[int], copied: list[bool]
+) -> None:
+    pool = [DNAT, ACCEPT, *(dataclasses.replace(DNAT, forward_id=f"{n:012x}") for n in range(2))]
+    pool += [dataclasses.replace(DNAT, protos=("udp",)), dataclasses.replace(ACCEPT, family=6)]
+    kept = [dataclasses.replace(pool[n]) if copied[n] else pool[n] for n in after]
+    removal = removed_hops([pool[n] for n in before], kept)
+    expected = {pool[n] for n in before} - set(kept)
+    assert set(removal.hops) == expected and len(removal.hops) == len(expected)
+    assert list(removal.hops) == sorted(removal.hops, key=lambda h: (h.forward_id, h.family))
+    assert removal.kept == tuple(kept)
 
 
 def test_the_listing_is_read_as_original_and_reply_tuples() -> None:
