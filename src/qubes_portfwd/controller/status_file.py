@@ -30,15 +30,14 @@ class StatusWriter:
         content = (boot_id, status_document.qube_paths(topology), tuple(forwards))
         # A digest of the content, not the content: 10,000 forwards' statuses kept alive
         # were tens of MB of the service's memory at rest.
-        unnumbered = status_document.StatusDocument(0, *content)
-        digest = hashlib.sha256(status_document.dumps(unnumbered)).digest()
+        unnumbered = status_document.dumps_unnumbered(status_document.StatusDocument(0, *content))
+        digest = hashlib.sha256(unnumbered).digest()
         if (digest, _identity(self.path)) == self._written:
             return
         self.sequence += 1
-        document = status_document.StatusDocument(self.sequence, *content)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Readable by dom0's tools of the admin group (write_atomically's new-file mode).
-        write_atomically(self.path, status_document.dumps(document))
+        write_atomically(self.path, status_document.numbered(unnumbered, self.sequence))
         self._written = (digest, _identity(self.path))
 
 

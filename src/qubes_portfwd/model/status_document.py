@@ -52,9 +52,15 @@ def qube_paths(topology: Topology) -> dict[str, QubePath]:
 
 
 def dumps(document: StatusDocument) -> bytes:
+    return numbered(dumps_unnumbered(document), document.sequence)
+
+
+def dumps_unnumbered(document: StatusDocument) -> bytes:
+    """The document with sequence 0: what it says, whatever its number (`numbered` gives
+    it one without encoding 10,000 forwards again)."""
     value: dict[str, Any] = {
         "version": VERSION,
-        "sequence": document.sequence,
+        "sequence": 0,
         "boot_id": document.boot_id,
         "qubes": {
             name: {
@@ -66,7 +72,21 @@ def dumps(document: StatusDocument) -> bytes:
         },
         "forwards": [to_json_value(s) for s in document.forwards],
     }
-    return json.dumps(value, sort_keys=True).encode()
+    encoded = json.dumps(value, sort_keys=True).encode()
+    if not encoded.endswith(_UNNUMBERED_END):  # keys sorted: sequence and version come last
+        raise AssertionError("the status document's last keys moved")
+    return encoded
+
+
+# Where sorted keys put the number: after "qubes", before "version" (no other object has
+# a "sequence" key, and a string cannot hold an unescaped quote).
+_UNNUMBERED_END = f', "sequence": 0, "version": {VERSION}}}'.encode()
+
+
+def numbered(unnumbered: bytes, sequence: int) -> bytes:
+    """`dumps_unnumbered`'s bytes with `sequence` in place of 0."""
+    end = f', "sequence": {int(sequence)}, "version": {VERSION}}}'.encode()
+    return unnumbered[: -len(_UNNUMBERED_END)] + end
 
 
 def _qube_name(field_name: str, untrusted_value: object) -> str:

@@ -1,0 +1,43 @@
+"""A status document numbered after encoding reads as the one encoded with its number."""
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qubes_portfwd.model import status_document
+from qubes_portfwd.model.forward_status import (
+    ForwardState,
+    ForwardStatus,
+    HopState,
+    HopStatus,
+    PublicEndpoint,
+)
+from qubes_portfwd.model.status_document import QubePath, StatusDocument
+
+TRICKY = ', "sequence": 0, "version": 1}'
+BOOT_ID = "0f0e0d0c-0b0a-0908-0706-050403020100"
+RULE = (
+    "action=forward forwardtype=external proto=tcp srcports=80-80 dstports=8080-8080 "
+    "srchost=0.0.0.0/0"
+)
+
+
+def document(sequence: int, text: str) -> StatusDocument:
+    hops = (
+        HopStatus("sys-net", "edge", HopState.FAILED, text),
+        HopStatus("work", "target", HopState.APPLIED),
+    )
+    public = (PublicEndpoint("tcp", 80, ipaddress.ip_address("192.0.2.1"), 8080),)
+    state = ForwardState.FAILED
+    forward = ForwardStatus("0123456789ab", "work", RULE, 4, state, text, hops, public)
+    qubes = {"work": QubePath("sys-net", ("sys-net",)), "sys-net": QubePath(None, None, text)}
+    return StatusDocument(sequence, BOOT_ID, qubes, (forward,))
+
+
+@given(st.integers(0, 2**53), st.sampled_from(["", TRICKY, 'x"}', "\\", "é"]))
+def test_numbering_the_encoded_document_is_encoding_it_numbered(sequence: int, text: str) -> None:
+    unnumbered = status_document.dumps_unnumbered(document(sequence, text))
+    numbered = status_document.numbered(unnumbered, sequence)
+    assert numbered == status_document.dumps(document(sequence, text))
+    assert status_document.loads(numbered) == document(sequence, text)
