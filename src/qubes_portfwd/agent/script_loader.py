@@ -2,8 +2,9 @@
 
 The full script stays the reference: the in-place transaction is derived from the last
 script that loaded and the new one (`nft/delta.py`), and is used only while the kernel
-still holds what that load left (our jumps in place, nothing lost since). Any refusal of
-the in-place transaction falls back to the full script.
+still holds what that load left (our jumps in place, nothing lost since) and only when it
+is shorter than the new script. Any refusal of the in-place transaction falls back to the
+full script.
 """
 
 import logging
@@ -37,7 +38,10 @@ class ScriptLoader:
             if delta == "":
                 self._loaded = script
                 return NftResult(True, "")
-            if delta is not None:
+            # A change bigger than the new script is cheaper whole: the kernel frees our tables
+            # at once instead of element by element (8,334 forwards to none: 313 ms in place,
+            # 138 ms whole, `nft -f` in a namespace; none to 8,334: 716 against 750 ms).
+            if delta is not None and len(delta) < len(script):
                 result = await self.runner.apply(delta)
                 if result.ok:
                     self._loaded = script
