@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ValidationError
-from .hosts import Network, parse_cidr, parse_ip
+from .hosts import Network, address_text, parse_cidr, parse_ip
 from .ports import PortRange, parse_port_range
 from .rule_text import split_options
 
@@ -81,10 +81,10 @@ def hop_key(hop: Hop) -> str:
 
 def format_hop(hop: Hop) -> str:
     common = f"family={hop.family} proto={','.join(hop.protos)}"
-    sources = ",".join([_text(s) for s in hop.sources])
+    sources = ",".join([address_text(s) for s in hop.sources])
     if isinstance(hop, DnatHop):
         return (
-            f"role=dnat {common} in={hop.inbound} ports={hop.ports.text} to={_text(hop.to)} "
+            f"role=dnat {common} in={hop.inbound} ports={hop.ports.text} to={address_text(hop.to)} "
             f"toports={hop.toports.text} srchost={sources}"
         )
     return f"role=accept {common} ports={hop.ports.text} srchost={sources}"
@@ -138,12 +138,6 @@ def parse_hop(untrusted_key: str, untrusted_value: str) -> Hop:
     if len(toports) != len(ports):
         raise ValidationError("toports", "must have as many ports as ports")
     return DnatHop(forward_id, family, protos, inbound, ports, to, toports, sources)
-
-
-@functools.lru_cache(maxsize=_PARSED_TEXTS)
-def _text(value: Network | IPAddress) -> str:
-    """`str` of a source or next hop, which the agent compares thousands of times an apply."""
-    return str(value)
 
 
 @functools.lru_cache(maxsize=_PARSED_TEXTS)

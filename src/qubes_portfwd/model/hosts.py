@@ -1,5 +1,6 @@
 """Addresses in rules: Qubes' dsthost (dst4/dst6/dsthost) and forward sources."""
 
+import functools
 import ipaddress
 import string
 from dataclasses import dataclass, field
@@ -83,6 +84,14 @@ def parse_dsthost(field_name: str, untrusted_value: str) -> DstHost:
         prefix = address.max_prefixlen
         text = f"{host}/{prefix}"
     return DstHost(text=text, interface=ipaddress.ip_interface(f"{address}/{prefix}"))
+
+
+@functools.lru_cache(maxsize=1024)
+def address_text(value: ipaddress.IPv4Address | ipaddress.IPv6Address | Network) -> str:
+    """`str` of an address or network, from a bounded cache: a qube's forwards repeat a few
+    sources and next hops thousands of times (entries written, compared, compiled), and
+    ipaddress writes each one anew."""
+    return str(value)
 
 
 def parse_cidr(field_name: str, untrusted_value: str) -> Network:

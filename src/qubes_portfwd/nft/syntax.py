@@ -1,10 +1,9 @@
 """Small pieces of nft text shared by the base ruleset and the compiler."""
 
-import functools
 import ipaddress
 from collections.abc import Iterable
 
-from ..model.hosts import Network
+from ..model.hosts import Network, address_text
 from ..model.ports import PortRange
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,13 +41,6 @@ def reject_prohibited(family: int) -> str:
 
 def ports(port_range: PortRange) -> str:
     return port_range.short
-
-
-@functools.lru_cache(maxsize=1024)
-def address_text(value: IPAddress | Network) -> str:
-    """`str` of an address or network: a qube's forwards repeat a few sources and next hops
-    thousands of times, and ipaddress writes each one anew (bounded)."""
-    return str(value)
 
 
 def network(net: Network) -> str:
