@@ -159,7 +159,7 @@ class Controller:
                 # After publishing: the plan already ignores them, and the kernels come first.
                 await self._drop_expired_locked(now, boot_id)
                 await self._write_status(current_plan, boot_id)
-                # A whole plan and the store snapshots of 10,000 forwards leave ~5 MB free
+                # A whole plan and the store snapshots of 10,000 forwards leave ~4 MB free
                 # but resident.
                 await asyncio.to_thread(release_freed_heap)
 

@@ -19,11 +19,30 @@ from ..model.topology import Topology
 from .drafts import Draft, draft_forward
 from .expiry import next_expiry
 from .network_facts import NetworkFacts, NetworkView, network_view
-from .plan import Rank, forward_order, live_forwards, rank_by, rules_of, settled_plan
+from .plan import (
+    Rank,
+    conflict_messages,
+    forward_order,
+    live_forwards,
+    rank_by,
+    rules_of,
+    settled_plan,
+)
 from .settle import Claim, ClaimBook, Where, accept_claims, claims_of, decide
 from .values import ForwardPlan, ForwardState, Plan, freeze_entries
 
 Rules = Mapping[QubeName, Sequence[Rule]]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a plan is made of."""
+
+    rules: Rules
+    topology: Topology
+    now: float
+    boot_id: str
+    order: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,7 @@ def settle_all(
 ) -> Settled:
     """The whole plan (what `plan()` returns), kept for the changes that follow."""
     plan, book = settled_plan(rules, topology, now, boot_id, rank_by(order))
-    return _settled(plan, book, rules, topology, now, boot_id, order)
+    return _settled(plan, book, _Inputs(rules, topology, now, boot_id, order))
 
 
 def replan(
@@ -67,7 +86,8 @@ def replan(
 ) -> Settled | None:
     """`plan(rules, …)` from `settled` when at most one qube's rules changed and the change
     allows it; None when a whole plan is needed."""
-    if not _still_holds(settled, topology, now, boot_id, order):
+    inputs = _Inputs(rules, topology, now, boot_id, order)
+    if not _still_holds(settled, inputs):
         return None
     changed = [q for q in set(rules) | set(settled.rules) if _differ(rules, settled.rules, q)]
     if not changed:
@@ -79,10 +99,10 @@ def replan(
         newest = settled.newest_rank
         return all(order.get(d.forward_id, -1) > newest for d in drafts)
 
-    found = _changed_qube(settled, changed[0], rules_of(rules, changed[0]), topology, now, boot_id)
+    found = _changed_qube(settled, changed[0], rules_of(rules, changed[0]), inputs)
     if found is None or not ranked_last(found.added) or not _ranks_hold(settled, found, order):
         return None
-    return _apply(settled, found, rules, topology, now, boot_id, order)
+    return _apply(settled, found, inputs)
 
 
 def added_conflicts(
@@ -97,21 +117,18 @@ def added_conflicts(
 ) -> list[str] | None:
     """`conflicts_for(qube, new_rules, rules, …)` from `settled` (added forwards rank after
     every other); None when it cannot tell without a whole plan."""
-    if not _still_holds(settled, topology, now, boot_id, order):
+    inputs = _Inputs(rules, topology, now, boot_id, order)
+    if not _still_holds(settled, inputs):
         return None
     if any(_differ(rules, settled.rules, q) for q in set(rules) | set(settled.rules)):
         return None
-    found = _changed_qube(settled, qube, new_rules, topology, now, boot_id)
+    found = _changed_qube(settled, qube, new_rules, inputs)
     if found is None or not _ranks_hold(settled, found, order):
         return None
     # Added forwards rank after every planned one, among themselves as `order` has them.
-    proposed = _apply(settled, found, {**rules, qube: new_rules}, topology, now, boot_id, order)
+    proposed = _apply(settled, found, dataclasses.replace(inputs, rules={**rules, qube: new_rules}))
     added = {(d.forward_id, d.family) for d in found.added}
-    return [
-        f"forward {f.forward_id} (IPv{f.family}) conflicts: {f.reason}"
-        for f in proposed.plan.of_target(qube)
-        if (f.forward_id, f.family) in added and f.state == ForwardState.CONFLICT
-    ]
+    return conflict_messages(proposed.plan, qube, lambda f: (f.forward_id, f.family) in added)
 
 
 @dataclass(frozen=True)
@@ -123,15 +140,14 @@ class _QubeChange:
     facts: NetworkFacts
 
 
-def _still_holds(
-    settled: Settled, topology: Topology, now: float, boot_id: str, order: Mapping[str, int]
-) -> bool:
-    """Whether everything but the rules is as the settled plan saw it."""
+def _still_holds(settled: Settled, inputs: _Inputs) -> bool:
+    """Whether the boot, time and network are as the settled plan saw them (ranks and rules
+    are compared once the change is known)."""
     return (
         settled.all_ranked
-        and boot_id == settled.boot_id
-        and (settled.valid_until is None or now < settled.valid_until)
-        and network_view(topology) == settled.network
+        and inputs.boot_id == settled.boot_id
+        and (settled.valid_until is None or inputs.now < settled.valid_until)
+        and network_view(inputs.topology) == settled.network
     )
 
 
@@ -147,12 +163,7 @@ def _differ(rules: Rules, other: Rules, qube: QubeName) -> bool:
 
 
 def _changed_qube(
-    settled: Settled,
-    qube: QubeName,
-    new_rules: Sequence[Rule],
-    topology: Topology,
-    now: float,
-    boot_id: str,
+    settled: Settled, qube: QubeName, new_rules: Sequence[Rule], inputs: _Inputs
 ) -> _QubeChange | None:
     """`qube`'s forwards kept (maybe moved), removed and added; None when a removal could
     hand a port over or the same forward shows up twice."""
@@ -164,7 +175,7 @@ def _changed_qube(
         old.setdefault(forward.rule, []).append(forward)
     kept: list[ForwardPlan] = []
     new: list[tuple[int, ForwardRule]] = []
-    for position, rule in live_forwards(new_rules, now, boot_id):
+    for position, rule in live_forwards(new_rules, inputs.now, inputs.boot_id):
         plans = old.pop(rule, None)
         if plans is None:
             new.append((position, rule))
@@ -173,7 +184,7 @@ def _changed_qube(
     removed = tuple(f for plans in old.values() for f in plans)
     if settled.conflicted and any(f.active for f in removed):
         return None
-    facts = NetworkFacts(topology)
+    facts = NetworkFacts(inputs.topology)
     added = tuple(d for position, rule in new for d in draft_forward(qube, position, rule, facts))
     planned_ids = {f.forward_id for f in planned}
     if _repeats(added) or any(d.forward_id in planned_ids for d in added):
@@ -185,16 +196,8 @@ def _repeats(forwards: Sequence[ForwardPlan | Draft]) -> bool:
     return len({(f.forward_id, f.family) for f in forwards}) != len(forwards)
 
 
-def _apply(
-    settled: Settled,
-    change: _QubeChange,
-    rules: Rules,
-    topology: Topology,
-    now: float,
-    boot_id: str,
-    order: Mapping[str, int],
-) -> Settled:
-    rank = rank_by(order)
+def _apply(settled: Settled, change: _QubeChange, inputs: _Inputs) -> Settled:
+    rank = rank_by(inputs.order)
     book = settled.book.copy()
     entries = _EntriesChange(settled.plan.entries)
     gone = [f for f in change.removed if f.active]
@@ -215,7 +218,7 @@ def _apply(
     start = bisect_left(forwards, change.qube, key=_target)
     end = bisect_right(forwards, change.qube, key=_target)
     plan = Plan((*forwards[:start], *mine, *forwards[end:]), entries.frozen())
-    return _settled(plan, book, rules, topology, now, boot_id, order)
+    return _settled(plan, book, inputs)
 
 
 def _target(forward: ForwardPlan) -> QubeName:
@@ -268,23 +271,15 @@ def _rebuild_accepts(
         book.rebuild_accepts(where, held)
 
 
-def _settled(
-    plan: Plan,
-    book: ClaimBook,
-    rules: Rules,
-    topology: Topology,
-    now: float,
-    boot_id: str,
-    order: Mapping[str, int],
-) -> Settled:
-    ranks = {f.forward_id: order.get(f.forward_id) for f in plan.forwards}
+def _settled(plan: Plan, book: ClaimBook, inputs: _Inputs) -> Settled:
+    ranks = {f.forward_id: inputs.order.get(f.forward_id) for f in plan.forwards}
     return Settled(
         plan,
         book,
-        {qube: tuple(listed) for qube, listed in rules.items()},
-        network_view(topology),
-        boot_id,
-        next_expiry(rules, now),
+        {qube: tuple(listed) for qube, listed in inputs.rules.items()},
+        network_view(inputs.topology),
+        inputs.boot_id,
+        next_expiry(inputs.rules, inputs.now),
         {fid: rank for fid, rank in ranks.items() if rank is not None},
         None not in ranks.values(),
     )

@@ -72,10 +72,17 @@ def conflicts_for(
         return (int(is_new), *base_rank(draft))
 
     proposed, _ = settled_plan({**rules, qube: new_rules}, topology, now, boot_id, rank)
+    return conflict_messages(proposed, qube, lambda f: f.position in new_positions)
+
+
+def conflict_messages(
+    proposed: Plan, qube: QubeName, is_added: Callable[[ForwardPlan], bool]
+) -> list[str]:
+    """Each added forward of `qube` that lost a port in `proposed`, and to which forward."""
     return [
         f"forward {f.forward_id} (IPv{f.family}) conflicts: {f.reason}"
         for f in proposed.of_target(qube)
-        if f.position in new_positions and f.state == ForwardState.CONFLICT
+        if is_added(f) and f.state == ForwardState.CONFLICT
     ]
 
 
