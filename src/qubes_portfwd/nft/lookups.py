@@ -22,6 +22,7 @@ dispatch maps: clashing DNATs are left out, a forward's sources collapsed), so n
 matches two elements, and the order of the lookups cannot change a verdict.
 """
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -118,6 +119,7 @@ def natural_shape(source: Network, port_range: PortRange) -> Shape:
     return masked(source.prefixlen)
 
 
+@functools.cache  # 162 texts at most; every compile writes each slot's mask several times
 def netmask(family: int, prefixlen: int) -> str:
     zero = "0.0.0.0" if family == 4 else "::"
     return str(ipaddress.ip_network(f"{zero}/{prefixlen}").netmask)
