@@ -2,7 +2,15 @@
 
 import struct
 
-from qubes_portfwd.netlink.transactions import NEWGEN, NFTA_GEN_PROC_PID, committers_of
+from qubes_portfwd.netlink.transactions import (
+    GETGEN,
+    NEWGEN,
+    NFTA_GEN_PROC_PID,
+    committers_of,
+    generation_of,
+    generation_request,
+    generations_between,
+)
 
 NEWRULE = (10 << 8) | 6
 NFTA_GEN_ID = 1
@@ -51,3 +59,29 @@ def test_an_end_without_a_committer_or_a_malformed_message_is_unknown() -> None:
     assert committers_of(too_long) == (None,)
     broken_attribute = message(NEWGEN, struct.pack("=HH", 200, NFTA_GEN_PROC_PID) + b"\0" * 4)
     assert committers_of(broken_attribute) == (None,)
+
+
+def test_the_generation_request_is_a_bare_getgen() -> None:
+    request = generation_request(7)
+    length, kind, flags, sequence, port = struct.unpack_from("=IHHII", request)
+    assert (length, kind, flags, sequence, port) == (len(request), GETGEN, 1, 7, 0)
+    assert request[16:] == b"\0\0\0\0"
+
+
+def test_the_generation_is_read_from_the_reply() -> None:
+    assert generation_of(newgen(4242)) == 7
+    trailing_error = struct.pack("=IHHII", 20, 2, 0, 0, 0) + b"\0" * 4
+    assert generation_of(newgen(1) + trailing_error) == 7
+
+
+def test_a_reply_that_is_not_a_generation_gives_none() -> None:
+    assert generation_of(b"") is None
+    assert generation_of(message(NEWRULE, attribute(NFTA_GEN_ID, b"\0\0\0\1"))) is None
+    assert generation_of(message(NEWGEN)) is None  # no generation attribute
+    assert generation_of(newgen(1)[:-8]) is None  # cut short: longer than what came
+
+
+def test_transactions_between_generations_count_across_the_wrap() -> None:
+    assert generations_between(5, 5) == 0
+    assert generations_between(5, 7) == 2
+    assert generations_between(2**32 - 1, 1) == 2

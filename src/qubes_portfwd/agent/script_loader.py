@@ -24,6 +24,7 @@ class ScriptLoader:
         # The text, split again at the next load: its parts take several times its size, and
         # with 10,000 forwards that was most of the edge agent's memory at rest.
         self._loaded: str | None = None
+        self.commits = 0  # transactions committed so far: each advances the ruleset generation
 
     def forget(self) -> None:
         """The kernel may no longer hold the last load (rules lost, removed): load whole next."""
@@ -44,11 +45,13 @@ class ScriptLoader:
             if delta is not None and len(delta) < len(script):
                 result = await self.runner.apply(delta)
                 if result.ok:
+                    self.commits += 1
                     self._loaded = script
                     return result
                 log.info("the in-place change was refused (%s); loading whole", result.output)
         result = await self.runner.apply(script)
         if result.ok:
+            self.commits += 1
             self._loaded = script
         return result
 

@@ -5,17 +5,17 @@ a check finds that the rules it owns are no longer as it left them (first withdr
 `applied` report: dom0 must not show rules the kernel lost) or that a Qubes table it lacked
 is back, or that the qube's addresses or its routes to DNAT targets changed. Checks run
 when the kernel announces a change (ruleset, addresses, routes): an idle qube sleeps without
-a timer. Its own nft transactions are not announced to it (the kernel names each one's
-committer): the fingerprint taken after an apply already holds them, and with 10,000
-forwards a check costs a second of CPU. Only without notifications (no CAP_NET_ADMIN) does
-it check every few seconds.
+a timer. Its own nft transactions are not announced to it (`kernel_watch.py`): the
+fingerprint taken after an apply already holds them, and with 10,000 forwards a check costs
+a second of CPU. Only without notifications (no CAP_NET_ADMIN) does it check every few
+seconds.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..db.qube import QubeChannel
@@ -23,7 +23,6 @@ from ..db.watch import next_watch
 from ..model.db_layout import ERROR, HANDLED, MARKER, STATUS_PREFIX, UPDATED
 from ..model.entries import Hop, hop_key
 from ..model.errors import ValidationError
-from ..netlink.events import KernelEvents, network_events, others_ruleset_events
 from ..nft.owned import parse_owned_jumps
 from ..nft.syntax import CUSTOM_CHAINS
 from ..ports.qube_db import QubeDb
@@ -33,6 +32,7 @@ from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
 from .gc_pause import collector_paused
 from .in_force import InForceRecord
+from .kernel_watch import KernelWatch
 from .local_addresses import InterfaceAddresses, read_interface_addresses
 from .nft_port import NftPort, NftResult
 from .owned import owned_fingerprint
@@ -45,7 +45,6 @@ from .status import entry_status, overall_error, repairing
 CHECK_INTERVAL = 0.1
 FALLBACK_CHECK_INTERVAL = 5.0  # checked on a timer only while notifications are unavailable
 FALLBACK_CHECK_SHARE = 0.02  # of the time then (10,000 forwards: a 1.5 s check every 75 s)
-EVENTS_RESTART = 1.0  # after the notification socket failed
 CHECK_SHARE = 0.2  # at most this share of time goes to the check on a very large ruleset
 RETRY_INTERVAL = 1.0  # after a failed apply (e.g. base rules not loaded yet)
 REPORT_TIMEOUT = 5.0  # taking back the report on stop; the rules go in any case
@@ -90,9 +89,7 @@ class Agent:
         self._read_retry_at = 0.0
         self._next_check = 0.0
         self._next_fallback_check = 0.0
-        self._ruleset_changed = asyncio.Event()
-        self._network_changed = asyncio.Event()
-        self._unannounced = False  # a notification source is unavailable: check on a timer
+        self.kernel = KernelWatch(self._wake)
         self._record = in_force or InForceRecord(None)
         # What an earlier agent left in force: flows of hops removed meanwhile end on the
         # first apply.
@@ -135,7 +132,7 @@ class Agent:
                 owned = parse_owned_jumps(listing.output)
                 jumped_from = owned.base_families
                 missing_bases = frozenset(wanted - jumped_from)
-                result = await self.loader.load(compiled.script, owned)
+                result = await self.kernel.load_unheard(self.loader, compiled.script, owned)
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
         if error is None:
@@ -197,10 +194,7 @@ class Agent:
         paces checks after a change and retries after a failure: no polling.
         """
         self.store.watch_commits()
-        watchers = [
-            asyncio.create_task(self._watch(others_ruleset_events, self._ruleset_changed, stop)),
-            asyncio.create_task(self._watch(network_events, self._network_changed, stop)),
-        ]
+        watchers = self.kernel.watch(stop)
         stopper = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
@@ -238,38 +232,12 @@ class Agent:
         now = time.monotonic()
         if last is None:
             return 0.0
-        if not last.ok or self._ruleset_changed.is_set() or self._network_changed.is_set():
+        kernel = self.kernel
+        if not last.ok or kernel.ruleset_changed.is_set() or kernel.network_changed.is_set():
             return max(0.0, self._next_check - now)
-        if self._unannounced:
+        if self.kernel.unannounced:
             return max(0.0, max(self._next_fallback_check, self._next_check) - now)
         return None
-
-    async def _watch(
-        self,
-        subscribe: Callable[[], KernelEvents],
-        changed: asyncio.Event,
-        stop: asyncio.Event,
-    ) -> None:
-        """Flag every change the kernel announces, re-subscribing if reading fails."""
-        while not stop.is_set():
-            try:
-                events = subscribe()
-            except OSError as err:
-                log.error("no kernel notifications (%s): checking on a timer", err)
-                self._unannounced = True
-                return
-            try:
-                while True:
-                    await events.next_change()
-                    changed.set()
-                    self._wake.set()
-            except OSError as err:
-                log.warning("reading kernel notifications failed (%s); subscribing again", err)
-            finally:
-                events.close()
-            changed.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), EVENTS_RESTART)
 
     async def step(self) -> None:
         """One turn of the loop: a new generation first, else a retry or a due check."""
@@ -297,12 +265,12 @@ class Agent:
             outcome = await self.apply_current()
             self._schedule_check(0.0 if outcome.ok else RETRY_INTERVAL)
             return
-        timed = self._unannounced and now >= self._next_fallback_check
-        rules_changed = self._ruleset_changed.is_set() or timed
-        network_changed = self._network_changed.is_set() or timed
+        timed = self.kernel.unannounced and now >= self._next_fallback_check
+        rules_changed = self.kernel.ruleset_changed.is_set() or timed
+        network_changed = self.kernel.network_changed.is_set() or timed
         if rules_changed or network_changed:
-            self._ruleset_changed.clear()
-            self._network_changed.clear()
+            self.kernel.ruleset_changed.clear()
+            self.kernel.network_changed.clear()
             intact = not rules_changed or await self.owned_rules_intact()
             took = time.monotonic() - now
             if not intact:

@@ -26,6 +26,7 @@ RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE = 5, 7
 RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE = 9, 11
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
 RECEIVE_BUFFER = 1 << 20  # overflow only costs a check: ENOBUFS is reported as a change
 READ_SIZE = 1 << 16
 
@@ -39,17 +40,27 @@ class KernelEvents:
             socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
             protocol,
         )
+        self._groups = tuple(groups)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             self._sock.bind((0, 0))
-            for group in groups:  # nftables' group needs CAP_NET_ADMIN, like `nft monitor`
-                self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+            self.join()
         except OSError:
             self._sock.close()
             raise
 
     def close(self) -> None:
         self._sock.close()
+
+    def join(self) -> None:
+        """Hear the groups (again); OSError if the kernel refuses."""
+        for group in self._groups:  # nftables' group needs CAP_NET_ADMIN, like `nft monitor`
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+
+    def leave(self) -> None:
+        """Hear nothing more until `join`; what is queued stays to be read."""
+        for group in self._groups:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group)
 
     def __enter__(self) -> "KernelEvents":
         return self
