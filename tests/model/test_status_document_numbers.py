@@ -1,6 +1,8 @@
 """A status document numbered after encoding reads as the one encoded with its number."""
 
+import dataclasses
 import ipaddress
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from qubes_portfwd.model.forward_status import (
     HopState,
     HopStatus,
     PublicEndpoint,
+    to_json_value,
 )
 from qubes_portfwd.model.status_document import QubePath, StatusDocument
 
@@ -41,3 +44,32 @@ def test_numbering_the_encoded_document_is_encoding_it_numbered(sequence: int, t
     numbered = status_document.numbered(unnumbered, sequence)
     assert numbered == status_document.dumps(document(sequence, text))
     assert status_document.loads(numbered) == document(sequence, text)
+
+
+def whole_encoding(document: StatusDocument) -> bytes:
+    """The document encoded in one json.dumps, as it was before forwards were kept encoded."""
+    value = {
+        "version": status_document.VERSION,
+        "sequence": 0,
+        "boot_id": document.boot_id,
+        "qubes": {
+            name: {
+                "netvm": q.netvm,
+                "path": None if q.path is None else list(q.path),
+                "path_error": q.path_error,
+            }
+            for name, q in sorted(document.qubes.items())
+        },
+        "forwards": [to_json_value(s) for s in document.forwards],
+    }
+    return json.dumps(value, sort_keys=True).encode()
+
+
+@given(st.integers(0, 3), st.sampled_from(["", TRICKY, 'x"}', "\\", "é", "forwards"]))
+def test_joining_forward_texts_is_encoding_the_document_whole(count: int, text: str) -> None:
+    one = document(0, text)
+    many = dataclasses.replace(one, forwards=one.forwards * count)
+    texts = [status_document.forward_text(s) for s in many.forwards]
+    joined = status_document.unnumbered_of_texts(many.boot_id, many.qubes, texts)
+    assert joined == whole_encoding(many)
+    assert status_document.dumps_unnumbered(many) == whole_encoding(many)

@@ -27,7 +27,7 @@ from .errors import QubesValueError
 from .nat_state import NatState
 from .publisher import Publisher, PublishReport, Snapshot
 from .status_file import StatusWriter
-from .status_view import forward_statuses
+from .status_view import StatusTexts
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class Controller:
         # The last plan with what it was made from: a change of one qube's forwards re-plans
         # only them (a whole plan of 10,000 forwards takes ~0.8 s, of 1,000 ~0.14 s).
         self._settled: Settled | None = None
+        # Each forward's text in the status document, kept: a change re-encodes only its own.
+        self.status_texts = StatusTexts()
         if self.status is not None:
             boot_id = self.boot_id()
             # Front ends read it from the first call on, long before the first publish ends.
@@ -182,8 +184,8 @@ class Controller:
             snapshots = self.publisher.snapshots(sorted(self.topology.qubes))
             for qube, entries in (about_to_publish or {}).items():
                 snapshots[qube] = dataclasses.replace(snapshots[qube], entries=entries)
-            statuses = forward_statuses(current_plan, snapshots)
-            self.status.write(boot_id, self.topology, statuses)
+            texts = self.status_texts.texts(current_plan, snapshots)
+            self.status.write_texts(boot_id, self.topology, texts)
         except Exception:  # the next publish writes it again; the change itself is stored
             log.exception("writing the status document failed")
 

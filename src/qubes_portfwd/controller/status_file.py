@@ -27,10 +27,14 @@ class StatusWriter:
         self._written: tuple[bytes, tuple[int, int] | None] | None = None
 
     def write(self, boot_id: str, topology: Topology, forwards: Sequence[ForwardStatus]) -> None:
-        content = (boot_id, status_document.qube_paths(topology), tuple(forwards))
+        self.write_texts(boot_id, topology, [status_document.forward_text(f) for f in forwards])
+
+    def write_texts(self, boot_id: str, topology: Topology, forward_texts: Sequence[bytes]) -> None:
+        """`write` of forwards already encoded (`status_document.forward_text`)."""
+        qubes = status_document.qube_paths(topology)
+        unnumbered = status_document.unnumbered_of_texts(boot_id, qubes, forward_texts)
         # A digest of the content, not the content: 10,000 forwards' statuses kept alive
         # were tens of MB of the service's memory at rest.
-        unnumbered = status_document.dumps_unnumbered(status_document.StatusDocument(0, *content))
         digest = hashlib.sha256(unnumbered).digest()
         if (digest, _identity(self.path)) == self._written:
             return

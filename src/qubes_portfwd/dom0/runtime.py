@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from ..controller.controller import Controller, boot_id_reader
 from ..controller.publisher import Publisher
 from ..controller.status_file import StatusWriter
-from ..controller.status_view import forward_statuses
 from ..qrexec.nat_service import NAT_SOCKET, serve_nat_requests
 from .app_host import AppHost
 from .prompt_socket import PROMPT_SOCKET, serve_prompt_requests
@@ -142,9 +141,9 @@ class Runtime:
         try:
             current = controller.plan()
             snapshots = controller.publisher.snapshots(sorted(controller.topology.qubes))
-            statuses = forward_statuses(current, snapshots)
+            texts = controller.status_texts.texts(current, snapshots)
             topology = controller.topology
-            controller.status.write(controller.boot_id(), topology, statuses)
+            controller.status.write_texts(controller.boot_id(), topology, texts)
             self._status_topology = topology
         except Exception:  # the first publish writes it again
             log.exception("portfwd: writing the first status document failed")

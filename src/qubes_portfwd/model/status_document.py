@@ -58,21 +58,44 @@ def dumps(document: StatusDocument) -> bytes:
 def dumps_unnumbered(document: StatusDocument) -> bytes:
     """The document with sequence 0: what it says, whatever its number (`numbered` gives
     it one without encoding 10,000 forwards again)."""
-    value: dict[str, Any] = {
-        "version": VERSION,
-        "sequence": 0,
-        "boot_id": document.boot_id,
+    texts = [forward_text(s) for s in document.forwards]
+    return unnumbered_of_texts(document.boot_id, document.qubes, texts)
+
+
+def forward_text(status: ForwardStatus) -> bytes:
+    """One forward as the document's `forwards` list holds it (JSON, keys sorted)."""
+    return json.dumps(to_json_value(status), sort_keys=True).encode()
+
+
+def unnumbered_of_texts(
+    boot_id: str, qubes: Mapping[str, QubePath], forward_texts: Sequence[bytes]
+) -> bytes:
+    """`dumps_unnumbered` of a document whose forwards are already encoded (`forward_text`):
+    byte for byte what encoding it whole gives, so a writer may keep each forward's text and
+    encode again only the forwards that changed."""
+    head: dict[str, Any] = {"boot_id": boot_id}
+    tail: dict[str, Any] = {
         "qubes": {
             name: {
                 "netvm": q.netvm,
                 "path": None if q.path is None else list(q.path),
                 "path_error": q.path_error,
             }
-            for name, q in sorted(document.qubes.items())
+            for name, q in sorted(qubes.items())
         },
-        "forwards": [to_json_value(s) for s in document.forwards],
+        "sequence": 0,
+        "version": VERSION,
     }
-    encoded = json.dumps(value, sort_keys=True).encode()
+    # Sorted keys: boot_id, forwards, qubes, sequence, version; json's separators ", ", ": ".
+    encoded = b"".join(
+        (
+            json.dumps(head, sort_keys=True).encode()[:-1],
+            b', "forwards": [',
+            b", ".join(forward_texts),
+            b"], ",
+            json.dumps(tail, sort_keys=True).encode()[1:],
+        )
+    )
     if not encoded.endswith(_UNNUMBERED_END):  # keys sorted: sequence and version come last
         raise AssertionError("the status document's last keys moved")
     return encoded
