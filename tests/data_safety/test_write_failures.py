@@ -70,3 +70,16 @@ def test_a_zombie_writers_temp_file_goes_too(tmp_path: Path) -> None:
         assert not leftover.exists()
     finally:
         child.wait(timeout=30)
+
+
+def test_a_write_that_need_not_last_replaces_the_file_unsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "status.json"
+    path.write_bytes(b"old")
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    write_atomically(path, b"new", durable=False)
+    assert path.read_bytes() == b"new" and temp_files(path) == [] and synced == []
+    write_atomically(path, b"newer")
+    assert path.read_bytes() == b"newer" and len(synced) == 2  # the file, then its directory

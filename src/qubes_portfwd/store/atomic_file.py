@@ -25,12 +25,15 @@ def read_limited(path: Path, limit: int) -> bytes:
     return data
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace `path` so that after a crash it holds either the old or the new bytes.
 
     The data is written to a temporary file in the same directory, synced, renamed over
     `path`, and the directory is synced so the rename itself survives a crash. Temporary
     files that a killed writer left behind are removed first; a failed write removes its own.
+
+    Not `durable`: no sync (readers still see the old or the new file whole), for a file its
+    writer makes again after a restart anyway.
     """
     directory = path.parent
     remove_stale_temps(path)
@@ -46,13 +49,15 @@ def write_atomically(path: Path, data: bytes) -> None:
             temp.write(data)
             temp.flush()
             os.fchmod(temp.fileno(), mode)
-            os.fsync(temp.fileno())
+            if durable:
+                os.fsync(temp.fileno())
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    _fsync_directory(directory)
+    if durable:
+        _fsync_directory(directory)
 
 
 def write_json_atomically(path: Path, document: object) -> None:
