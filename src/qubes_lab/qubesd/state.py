@@ -47,6 +47,10 @@ class HostState:
     explicit: dict[str, frozenset[str]]
     rules: dict[str, tuple[Rule, ...]]
     order: dict[str, int] = field(default_factory=dict)
+    # Each qube's forward ids with the rules they are of: only a changed qube's are hashed again.
+    _ids: dict[str, tuple[Sequence[Rule], list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def open(cls, state_dir: Path, initial: Topology | None) -> "HostState":
@@ -150,7 +154,7 @@ class HostState:
         forwards = [r for r in kept if isinstance(r, ForwardRule)]
         old_filters = [r for r in self.rules_of(qube) if isinstance(r, FilterRule)]
         rules_after = {**self.rules, qube: kept}
-        self._write_order(_ranked(self.order, rules_after, prune=False))
+        self._write_order(_ranked(self.order, self._ids_of(rules_after), prune=False))
         topology = self._forward_features(qube, forwards)
         forwards_changed = topology != self.topology
         if forwards_changed:
@@ -167,7 +171,7 @@ class HostState:
             save_firewall(path, filters, now, boot_id)
         self.rules[qube] = kept
         with contextlib.suppress(OSError):  # only forgotten ranks stay; the next commit prunes
-            self._write_order(_ranked(self.order, self.rules, prune=True))
+            self._write_order(_ranked(self.order, self._ids_of(self.rules), prune=True))
 
     def _forward_features(self, qube: str, forwards: Sequence[ForwardRule]) -> Topology:
         """The topology with `qube`'s `portfwd.*` features holding exactly `forwards`."""
@@ -180,8 +184,18 @@ class HostState:
             return self.topology
         return self.topology.replace_qube(self.topology[qube].with_changes(features=features))
 
+    def _ids_of(self, rules: Mapping[str, Sequence[Rule]]) -> list[str]:
+        """Every forward id of `rules`, the qubes in name order."""
+        found: list[str] = []
+        for qube, qube_rules in sorted(rules.items()):
+            known = self._ids.get(qube)
+            if known is None or known[0] is not qube_rules:
+                known = self._ids[qube] = (qube_rules, forward_ids(qube, qube_rules))
+            found.extend(known[1])
+        return found
+
     def _update_order(self) -> None:
-        self._write_order(_ranked(self.order, self.rules, prune=True))
+        self._write_order(_ranked(self.order, self._ids_of(self.rules), prune=True))
 
     def _write_order(self, order: dict[str, int]) -> None:
         if order != self.order or not (self.state_dir / ORDER_FILE).exists():
@@ -189,13 +203,12 @@ class HostState:
             self.order = order
 
 
-def _ranked(
-    order: Mapping[str, int], rules: Mapping[str, Sequence[Rule]], *, prune: bool
-) -> dict[str, int]:
-    """New forwards rank after every existing one; with `prune`, forgotten ones leave."""
-    present = [fid for q, qube_rules in sorted(rules.items()) for fid in forward_ids(q, qube_rules)]
+def _ranked(order: Mapping[str, int], present: Sequence[str], *, prune: bool) -> dict[str, int]:
+    """New forwards (of `present`, every forward id) rank after every existing one; with
+    `prune`, forgotten ones leave."""
     next_rank = max(order.values(), default=-1) + 1
-    ranked = {fid: rank for fid, rank in order.items() if not prune or fid in present}
+    alive = set(present)
+    ranked = {fid: rank for fid, rank in order.items() if not prune or fid in alive}
     for fid in present:
         if fid not in ranked:
             ranked[fid] = next_rank
