@@ -10,6 +10,7 @@ it is rewritten (temp + rename) under the lock; handles notice the new inode and
 dependency worth adding), so waiting costs nothing until a writer appends.
 """
 
+import bisect
 import contextlib
 import ctypes
 import ctypes.util
@@ -111,6 +112,9 @@ class FileQubeDb:
         self._log = self.path / LOG_FILE
         self._mutex = threading.RLock()
         self._state: dict[str, bytes] = {}
+        # The keys of `_state` in order, as QubesDB keeps its entries: a prefix read or remove
+        # finds its keys by bisection, not by looking at every key of a store of thousands.
+        self._keys: list[str] = []
         self._inode: int | None = None
         self._offset = 0
         self._live = 0
@@ -141,7 +145,7 @@ class FileQubeDb:
                 if inode != self._inode:
                     # First sight of the log, or it was rewritten: what differs fires.
                     previous = self._state
-                    self._state, self._offset, self._live = {}, 0, 0
+                    self._state, self._keys, self._offset, self._live = {}, [], 0, 0
                     self._inode = inode
                     self._replay(log.read(), fire=False)
                     changed = set(previous) ^ set(self._state)
@@ -155,7 +159,7 @@ class FileQubeDb:
             if self._inode is not None:
                 for key in self._state:
                     self._fire(key)
-            self._state, self._inode, self._offset, self._live = {}, None, 0, 0
+            self._state, self._keys, self._inode, self._offset, self._live = {}, [], None, 0, 0
 
     def _replay(self, data: bytes, fire: bool) -> None:
         position = 0
@@ -173,17 +177,30 @@ class FileQubeDb:
                 old = self._state.get(path)
                 self._live += len(path) + len(value) - (0 if old is None else len(path) + len(old))
                 self._state[path] = value
+                if old is None:
+                    bisect.insort(self._keys, path)
                 position = end + 1 + length + 1
             else:
                 if path.endswith("/"):
-                    for key in [k for k in self._state if k.startswith(path)]:
+                    first, past = self._span(path)
+                    for key in self._keys[first:past]:
                         self._live -= len(key) + len(self._state.pop(key))
+                    del self._keys[first:past]
                 elif path in self._state:
                     self._live -= len(path) + len(self._state.pop(path))
+                    del self._keys[bisect.bisect_left(self._keys, path)]
                 position = end + 1
             if fire:
                 self._fire(path)
         self._offset += position
+
+    def _span(self, prefix: str) -> tuple[int, int]:
+        """Where the keys starting with `prefix` are in `_keys`."""
+        keys = self._keys
+        first = end = bisect.bisect_left(keys, prefix)
+        while end < len(keys) and keys[end].startswith(prefix):
+            end += 1
+        return first, end
 
     def _fire(self, path: str) -> None:
         if any(_fires(watch, path) for watch in self._watches):
@@ -199,12 +216,14 @@ class FileQubeDb:
     def multiread(self, prefix: str) -> dict[str, bytes]:
         with self._mutex:
             self._sync()
-            return {k: v for k, v in sorted(self._state.items()) if k.startswith(prefix)}
+            first, end = self._span(prefix)
+            return {k: self._state[k] for k in self._keys[first:end]}
 
     def list(self, prefix: str) -> list[str]:
         with self._mutex:
             self._sync()
-            return sorted(k for k in self._state if k.startswith(prefix))
+            first, end = self._span(prefix)
+            return self._keys[first:end]
 
     def write(self, path: str, value: bytes) -> None:
         _check_path(path)
