@@ -1,8 +1,22 @@
-"""The owned-rules fingerprint notices lost rules and nothing else."""
+"""The owned-rules fingerprint notices lost rules and nothing else; a notified change is
+weighed by what it touched."""
 
 import json
 
-from qubes_portfwd.agent.owned import owned_fingerprint
+import pytest
+
+from qubes_portfwd.agent.owned import HOOKS, OURS, UNRELATED, change_weight, owned_fingerprint
+from qubes_portfwd.netlink.transactions import (
+    NFT_MSG_DELCHAIN,
+    NFT_MSG_DELRULE,
+    NFT_MSG_DELSETELEM,
+    NFT_MSG_DELTABLE,
+    NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSETELEM,
+    NFT_MSG_NEWTABLE,
+    ObjectChange,
+)
 
 
 def _ruleset(*objects: dict) -> str:
@@ -68,3 +82,34 @@ def test_the_order_objects_were_made_in_does_not_matter_but_rule_order_does() ->
     assert owned_fingerprint(made_whole) == owned_fingerprint(made_in_place)
     swapped = _listing(table, early, late, elements("a", "b"), two, one)
     assert owned_fingerprint(swapped) != owned_fingerprint(made_whole)
+
+
+@pytest.mark.parametrize(
+    ("message", "table", "name", "weight"),
+    [
+        # Ours: our table, and our chains, sets and their elements inside Qubes' table.
+        (NFT_MSG_NEWSETELEM, "qubes-portfwd", "dnat-any", OURS),
+        (NFT_MSG_DELTABLE, "qubes-portfwd", "qubes-portfwd", OURS),
+        (NFT_MSG_DELCHAIN, "qubes", "portfwd-input", OURS),
+        (NFT_MSG_DELRULE, "qubes", "fwd-0123456789ab-4", OURS),
+        (NFT_MSG_DELSETELEM, "qubes", "portfwd-accept-any", OURS),
+        # Qubes' table itself and the chains holding our jumps: look at the jumps.
+        (NFT_MSG_DELTABLE, "qubes", "qubes", HOOKS),
+        (NFT_MSG_NEWTABLE, "qubes", "qubes", HOOKS),
+        (NFT_MSG_NEWCHAIN, "qubes", "custom-input", HOOKS),
+        (NFT_MSG_DELRULE, "qubes", "custom-forward", HOOKS),
+        # A rule added beside our jump, Qubes' own sets and chains, others' tables: nothing.
+        (NFT_MSG_NEWRULE, "qubes", "custom-input", UNRELATED),
+        (NFT_MSG_NEWSETELEM, "qubes", "downstream", UNRELATED),
+        (NFT_MSG_DELRULE, "qubes", "forward", UNRELATED),
+        (NFT_MSG_DELTABLE, "qubes-firewall", "qubes-firewall", UNRELATED),
+        (NFT_MSG_NEWRULE, "qubes-firewall", "qbs-10-137-0-5", UNRELATED),
+        # What cannot be named counts as ours.
+        (NFT_MSG_NEWRULE, None, None, OURS),
+        (NFT_MSG_NEWRULE, "qubes", None, OURS),
+    ],
+)
+def test_someone_elses_change_is_weighed_by_what_it_touched(
+    message: int, table: str | None, name: str | None, weight: int
+) -> None:
+    assert change_weight(ObjectChange(message, 2, table, name)) == weight

@@ -36,14 +36,22 @@ FORWARD_ID = DNAT_KEY.split("/")[2]
 GATE_WAIT_STEPS = 600  # of 0.05 s: a held call gives up waiting after 30 s
 
 # The lab's agent (qubes_lab.roots.agent) with its nftables port wrapped: the call named
-# $NFT_GATE_ON (`apply`, or `list_ruleset_json`: the listing the agent fingerprints) waits
-# while $NFT_GATE exists, after touching $NFT_ENTERED; other calls go through at once.
+# $NFT_GATE_ON (`apply` before the load, `applied` after it) waits while $NFT_GATE exists,
+# after touching $NFT_ENTERED; other calls go through at once. With $NO_RULESET_EVENTS the
+# kernel refuses the agent its ruleset notifications (as without CAP_NET_ADMIN).
 GATED_AGENT = """
 import asyncio, os, sys
 from pathlib import Path
 from qubes_lab.qube_db import FileQubeDb
+from qubes_portfwd.agent import kernel_watch
 from qubes_portfwd.agent.main import parser, run
 from qubes_portfwd.agent.nft_library import NftLibrary
+
+def refused(*args, **kwargs):
+    raise PermissionError(1, "Operation not permitted")
+
+if os.environ.get("NO_RULESET_EVENTS"):
+    kernel_watch.others_ruleset_events = refused
 
 class GatedNft:
     def __init__(self):
@@ -61,10 +69,11 @@ class GatedNft:
 
     async def apply(self, script):
         await self._gate("apply")
-        return await self.nft.apply(script)
+        result = await self.nft.apply(script)
+        await self._gate("applied")
+        return result
 
     async def list_ruleset_json(self):
-        await self._gate("list_ruleset_json")
         return await self.nft.list_ruleset_json()
 
     async def list_custom_chains_json(self):
@@ -78,10 +87,16 @@ sys.exit(run(arguments.parse_args(), lambda args: FileQubeDb(args.store), GatedN
 
 @contextmanager
 def gated_agent(
-    namespace: str, store: EntryStore, tmp_path: Path, gate_on: str = "apply", closed: bool = False
+    namespace: str,
+    store: EntryStore,
+    tmp_path: Path,
+    gate_on: str = "apply",
+    closed: bool = False,
+    ruleset_events: bool = True,
 ) -> Iterator[tuple[Path, Path]]:
     """The agent running with a gate on its nftables call `gate_on`, closed from the start
-    if `closed`; yields (gate, entered) file paths."""
+    if `closed`, told of ruleset changes unless not `ruleset_events`; yields (gate, entered)
+    file paths."""
     gate, entered = tmp_path / "gate", tmp_path / "entered"
     env = {
         **os.environ,
@@ -89,6 +104,8 @@ def gated_agent(
         "NFT_ENTERED": str(entered),
         "NFT_GATE_ON": gate_on,
     }
+    if not ruleset_events:
+        env["NO_RULESET_EVENTS"] = "1"
     if closed:
         gate.touch()
     argv = [
@@ -176,28 +193,42 @@ def test_a_forward_left_out_for_want_of_qubes_table_applies_once_it_is_back(
         )
 
 
-def test_rules_lost_before_the_agent_took_its_reference_are_still_repaired(
+def test_rules_lost_while_the_agent_was_not_listening_are_still_repaired(
     netns: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """The reference listing comes after the report: whatever removed our jumps in between
-    must not become what the later checks call intact."""
+    """The agent does not listen to the ruleset while it loads: whatever removed our table
+    right after its load must still be noticed (the ruleset generation says), not taken
+    for the load's own change."""
     store = EntryStore(tmp_path / "sys-firewall")
     generation = store.set_many({**STATIC, DNAT_KEY: DNAT})
-    with gated_agent(netns, store, tmp_path, gate_on="list_ruleset_json", closed=True) as (
-        gate,
-        entered,
-    ):
-        assert store.wait_for_handled(generation, DEADLINE).per_key[DNAT_KEY] == "applied"
-        poll(entered.exists, "the agent taking its reference listing (held)")
-        nft(netns, "delete", "table", "ip", "qubes")
+    with gated_agent(netns, store, tmp_path, gate_on="applied", closed=True) as (gate, entered):
+        poll(entered.exists, "the agent's load done, the agent not listening yet (held)")
+        assert forward_in_kernel(netns)
+        nft(netns, "delete", "table", "ip", "qubes-portfwd")
         gate.unlink()
         poll(
-            lambda: "base table ip qubes is missing" in store.read_status().per_key[DNAT_KEY],
-            "the forward reported left out",
+            lambda: (
+                store.read_status().per_key.get(DNAT_KEY) == "applied"
+                and forward_in_kernel(netns)
+                and owned_jumps(netns) == 2
+            ),
+            "the forward back and reported applied",
         )
-        nft(netns, "-f", "-", stdin=qubes_table_alone())
+        assert store.read_status().handled == generation
+
+
+def test_without_ruleset_notifications_lost_rules_are_found_by_the_timed_check(
+    netns: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = EntryStore(tmp_path / "sys-firewall")
+    generation = store.set_many({**STATIC, DNAT_KEY: DNAT})
+    with gated_agent(netns, store, tmp_path, ruleset_events=False):  # never held here
+        assert store.wait_for_handled(generation, DEADLINE).per_key[DNAT_KEY] == "applied"
+        nft(netns, "delete", "table", "ip", "qubes-portfwd")
+        # Within the fallback interval (5 s) the check compares fingerprints and repairs.
         poll(
-            lambda: store.read_status().per_key[DNAT_KEY] == "applied" and owned_jumps(netns) == 2,
-            "the forward applied again",
+            lambda: store.read_status().per_key[DNAT_KEY] == "applied" and forward_in_kernel(netns),
+            "the forward back and reported applied",
         )

@@ -120,3 +120,38 @@ def test_the_process_own_transactions_are_not_announced_to_it_and_others_are(
         run(ns, "nft", "add", "table", "ip", "qpt-someone-else")
         assert _ask(watcher) == "others: changed"
         assert watcher.wait(ANSWER_TIMEOUT) == 0
+
+
+# Weighs each change by its table's name; reports each wait's outcome with its weight.
+WEIGHED_WATCHER = """
+import asyncio, sys
+from qubes_portfwd.netlink import events as kernel
+
+WEIGHTS = {"qpt-light": 0, "qpt-heavy": 2}
+
+async def main():
+    with kernel.others_ruleset_events(weigh=lambda c: WEIGHTS.get(c.table, 1)) as events:
+        print("subscribed", flush=True)
+        for _ in range(2):
+            sys.stdin.readline()
+            try:
+                weight = await asyncio.wait_for(events.next_change(), float(sys.argv[1]))
+                print(f"changed {weight}", flush=True)
+            except TimeoutError:
+                print("quiet", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_transaction_wakes_with_its_heaviest_change_and_weightless_ones_do_not(
+    make_netns: Callable[[], str],
+) -> None:
+    ns = make_netns()
+    with _watching(ns, WEIGHED_WATCHER) as watcher:
+        run(ns, "nft", "add", "table", "ip", "qpt-light")
+        assert _ask(watcher) == "quiet"
+        script = "add table ip qpt-other\nadd table ip qpt-heavy\nadd chain ip qpt-light c\n"
+        run(ns, "nft", "-f", "-", stdin=script)
+        assert _ask(watcher) == "changed 2"
+        assert watcher.wait(ANSWER_TIMEOUT) == 0

@@ -5,11 +5,20 @@ import struct
 from qubes_portfwd.netlink.transactions import (
     GETGEN,
     NEWGEN,
+    NFT_MSG_DELRULE,
+    NFT_MSG_DELTABLE,
+    NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSETELEM,
     NFTA_GEN_PROC_PID,
+    UNREADABLE,
+    ObjectChange,
+    TransactionEnd,
     committers_of,
     generation_of,
     generation_request,
     generations_between,
+    read_notifications,
 )
 
 NEWRULE = (10 << 8) | 6
@@ -85,3 +94,45 @@ def test_transactions_between_generations_count_across_the_wrap() -> None:
     assert generations_between(5, 5) == 0
     assert generations_between(5, 7) == 2
     assert generations_between(2**32 - 1, 1) == 2
+
+
+def string(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def named(kind: int, table: str, name_attribute: int, name: str, family: int = 2) -> bytes:
+    attributes = attribute(1, string(table))
+    if name_attribute != 1:
+        attributes += attribute(name_attribute, string(name))
+    body = bytes([family, 0, 0, 0]) + attributes
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_each_message_names_its_table_and_object() -> None:
+    nft = 10 << 8
+    batch = (
+        named(nft | NFT_MSG_DELTABLE, "qubes", 1, "qubes")
+        + named(nft | NFT_MSG_NEWCHAIN, "qubes", 3, "custom-input", family=10)
+        + named(nft | NFT_MSG_DELRULE, "qubes", 2, "custom-forward")
+        + named(nft | NFT_MSG_NEWSETELEM, "qubes-portfwd", 2, "dnat-any")
+        + newgen(77)
+    )
+    assert read_notifications(batch) == [
+        ObjectChange(NFT_MSG_DELTABLE, 2, "qubes", "qubes"),
+        ObjectChange(NFT_MSG_NEWCHAIN, 10, "qubes", "custom-input"),
+        ObjectChange(NFT_MSG_DELRULE, 2, "qubes", "custom-forward"),
+        ObjectChange(NFT_MSG_NEWSETELEM, 2, "qubes-portfwd", "dnat-any"),
+        TransactionEnd(77),
+    ]
+
+
+def test_what_cannot_be_named_reads_as_unnamed() -> None:
+    other_subsystem = named((11 << 8) | NFT_MSG_NEWRULE, "qubes", 2, "custom-input")
+    unknown_type = named((10 << 8) | 99, "qubes", 2, "custom-input")
+    no_name = message(NEWRULE, attribute(1, string("qubes")))
+    assert read_notifications(other_subsystem + unknown_type + no_name) == [
+        ObjectChange(NFT_MSG_NEWRULE, 2, None, None),
+        ObjectChange(99, 2, None, None),
+        ObjectChange(NFT_MSG_NEWRULE, 2, "qubes", None),
+    ]
+    assert read_notifications(newgen(5)[:-3]) == [UNREADABLE, TransactionEnd(None)]

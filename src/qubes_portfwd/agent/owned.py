@@ -1,9 +1,12 @@
-"""A fingerprint of what the agent owns in the ruleset, to notice when it was lost.
+"""What the agent owns in the ruleset, to notice when someone else changed it.
 
-After each apply the agent records the fingerprint; a periodic check compares it with the
-live ruleset, so a restart of Qubes' base rules, a flushed chain or a deleted table is
-repaired without any change from dom0. Handles and counters are left out: they change
-without anyone touching the rules.
+The kernel's notifications name each changed object: `change_weight` tells a change to the
+agent's own objects from one to the Qubes tables and chains it hooks into, and from anything
+else. So a restart of Qubes' base rules, a flushed chain or a deleted table is repaired
+without any change from dom0 and without listing the ruleset. Without notifications, the
+agent records a fingerprint of what it owns after each apply and a periodic check compares
+it with the live ruleset (handles and counters left out: they change without anyone
+touching the rules).
 """
 
 import hashlib
@@ -11,13 +14,36 @@ import json
 import re
 from typing import Any
 
-from ..nft.syntax import BASE_TABLE, NAT_TABLE, OWNER_COMMENT
+from ..netlink.transactions import NFT_MSG_NEWRULE, TABLE_MESSAGES, ObjectChange
+from ..nft.syntax import BASE_TABLE, CUSTOM_CHAINS, NAT_TABLE, OWNER_COMMENT
 
 # Never Qubes' `qubes-firewall`: its worker rewrites it, which is no loss of ours.
 OWNED_TABLES = frozenset({NAT_TABLE})
 # Inside Qubes' own `qubes` table, what the compiler adds carries one of these prefixes.
 OWNED_PREFIXES = ("portfwd-", "fwd-")
 VOLATILE_KEYS = frozenset({"handle", "packets", "bytes"})
+HOOK_CHAINS = frozenset(CUSTOM_CHAINS.values())  # Qubes' chains that hold our jumps
+# How much someone else's change concerns the agent: not at all; Qubes' table or the chains
+# holding our jumps (look whether the jumps are still there, or whether a table that was
+# missing came back); our own objects (repair).
+UNRELATED, HOOKS, OURS = 0, 1, 2
+
+
+def change_weight(change: ObjectChange) -> int:
+    """What one notified change means to the agent; an unnamed object counts as ours."""
+    table, name = change.table, change.name
+    if table is None or name is None:
+        return OURS
+    if table in OWNED_TABLES or (table == BASE_TABLE and name.startswith(OWNED_PREFIXES)):
+        return OURS
+    if table != BASE_TABLE:
+        return UNRELATED
+    if change.message in TABLE_MESSAGES:
+        return HOOKS
+    if name in HOOK_CHAINS:
+        # A rule added beside our jump leaves it as it was; anything else may have taken it.
+        return UNRELATED if change.message == NFT_MSG_NEWRULE else HOOKS
+    return UNRELATED
 
 
 def _is_owned(kind: str, body: dict[str, Any]) -> bool:

@@ -5,10 +5,12 @@ a check finds that the rules it owns are no longer as it left them (first withdr
 `applied` report: dom0 must not show rules the kernel lost) or that a Qubes table it lacked
 is back, or that the qube's addresses or its routes to DNAT targets changed. Checks run
 when the kernel announces a change (ruleset, addresses, routes): an idle qube sleeps without
-a timer. Its own nft transactions are not announced to it (`kernel_watch.py`): the
-fingerprint taken after an apply already holds them, and with 10,000 forwards a check costs
-a second of CPU. Only without notifications (no CAP_NET_ADMIN) does it check every few
-seconds.
+a timer. Its own nft transactions are not announced to it, and others' are weighed by what
+they touched (`kernel_watch.py`): a change to our objects is repaired, one to the Qubes
+chains holding our jumps costs a listing of those chains, anything else nothing; the
+ruleset is never listed whole (10,000 forwards: over a second of CPU). Only without
+notifications (no CAP_NET_ADMIN) does it check every few seconds, against a fingerprint of
+what it owns taken after each apply.
 """
 
 import asyncio
@@ -64,6 +66,7 @@ class ApplyOutcome:
     reported_error: str | None = None
     # IP families left out because Qubes' `qubes` table (or its custom chains) was missing.
     missing_bases: frozenset[int] = frozenset()
+    jumped_from: frozenset[int] = frozenset()  # families whose custom chains hold our jumps
 
 
 class Agent:
@@ -145,9 +148,9 @@ class Agent:
         per_key = entry_status(untrusted_entries, parsed, error)
         reported_error = overall_error(error, settings.problems)
         await asyncio.to_thread(self.store.write_status, generation, per_key, reported_error)
-        if error is None:
+        if error is None and self.kernel.unannounced:
             # After the report: with 10,000 forwards this listing takes over a second, and
-            # only the later repair checks need it.
+            # only the later checks on a timer need it.
             self._fingerprint = await self._reference_fingerprint(jumped_from)
         rejected = sum(1 for key in per_key if key in parsed.errors)
         log.info(
@@ -167,14 +170,19 @@ class Agent:
             per_key,
             reported_error,
             missing_bases,
+            jumped_from,
         )
         return self._last
 
     async def _reference_fingerprint(self, jumped_from: frozenset[int]) -> str | None:
-        """What later checks compare with; None (so the next check repairs) when something
-        removed part of what this apply put in Qubes' tables before the listing was taken."""
+        """What later checks compare with; None (so the next check repairs) unless the
+        listing shows the ruleset as this apply's load left it (nobody committed since)."""
+        if not self.kernel.unchanged_since_load():
+            return None
         listing: NftResult = await self.runner.list_ruleset_json()
-        if not listing.ok or not _holds_our_jumps(listing.output, jumped_from):
+        if not listing.ok or not self.kernel.unchanged_since_load():
+            return None
+        if not _holds_our_jumps(listing.output, jumped_from):
             return None
         return owned_fingerprint(listing.output)
 
@@ -182,10 +190,20 @@ class Agent:
         listing: NftResult = await self.runner.list_ruleset_json()
         return owned_fingerprint(listing.output) if listing.ok else None
 
-    async def owned_rules_intact(self) -> bool:
-        """Whether what the last successful apply left is still in the ruleset."""
-        current = await self._current_fingerprint()
-        return current is not None and current == self._fingerprint
+    async def owned_rules_intact(self, last: ApplyOutcome, owned_changed: bool) -> bool:
+        """Whether what the last successful apply left is still in the ruleset.
+
+        With the kernel's notifications: unless they said someone changed our objects,
+        whether our jumps are all still in Qubes' chains (a listing of those alone). Without
+        them: a fingerprint of all we own against the one taken after the apply.
+        """
+        if self.kernel.unannounced:
+            current = await self._current_fingerprint()
+            return current is not None and current == self._fingerprint
+        if owned_changed:
+            return False
+        listing = await self.runner.list_custom_chains_json()
+        return listing.ok and _holds_our_jumps(listing.output, last.jumped_from)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply every commit dom0 makes; repair lost rules; retry failures; until `stop`.
@@ -269,9 +287,11 @@ class Agent:
         rules_changed = self.kernel.ruleset_changed.is_set() or timed
         network_changed = self.kernel.network_changed.is_set() or timed
         if rules_changed or network_changed:
+            owned_changed = self.kernel.owned_changed
             self.kernel.ruleset_changed.clear()
+            self.kernel.owned_changed = False
             self.kernel.network_changed.clear()
-            intact = not rules_changed or await self.owned_rules_intact()
+            intact = not rules_changed or await self.owned_rules_intact(last, owned_changed)
             took = time.monotonic() - now
             if not intact:
                 log.warning("generation %d: owned rules changed; re-applying", last.generation)

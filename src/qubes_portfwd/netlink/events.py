@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
-from .transactions import committers_of
+from .transactions import ObjectChange, TransactionEnd, read_notifications
 
 NETLINK_ROUTE = 0  # linux/netlink.h
 NETLINK_NETFILTER = 12
@@ -29,6 +29,7 @@ NETLINK_ADD_MEMBERSHIP = 1
 NETLINK_DROP_MEMBERSHIP = 2
 RECEIVE_BUFFER = 1 << 20  # overflow only costs a check: ENOBUFS is reported as a change
 READ_SIZE = 1 << 16
+LOST = 1 << 30  # the weight of notifications lost (ENOBUFS): heavier than any change
 
 
 class KernelEvents:
@@ -68,9 +69,11 @@ class KernelEvents:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    async def next_change(self) -> None:
-        """Return once something changed since the last call; what is queued is dropped."""
-        await self._receive()
+    async def next_change(self) -> int:
+        """Once something changed since the last call (what is queued is dropped): 1, or
+        LOST if notifications were lost."""
+        _, lost = await self._receive()
+        return LOST if lost else 1
 
     async def _receive(self) -> tuple[list[bytes], bool]:
         """Wait for the next datagram, then take what else is queued: the datagrams, and
@@ -99,25 +102,44 @@ class KernelEvents:
 
 
 class OthersRulesetEvents(KernelEvents):
-    """nftables changes committed by any task for which `ours` is false.
+    """nftables changes committed by any task for which `ours` is false, weighed.
 
-    Transactions are told apart by their ending NEWGEN message (`transactions.py`); a lost
-    or unreadable notification counts as someone else's change.
+    Transactions are told apart by their ending NEWGEN message (`transactions.py`); each
+    weighs what its heaviest message does by `weigh` (every message 1 by default), and one
+    of weight 0 wakes nobody. A lost notification weighs LOST; an unreadable committer
+    counts as someone else.
     """
 
-    def __init__(self, ours: Callable[[int], bool]) -> None:
+    def __init__(
+        self, ours: Callable[[int], bool], weigh: Callable[[ObjectChange], int] | None = None
+    ) -> None:
         super().__init__(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
         self._ours = ours
+        self._weigh = weigh or _every_change
+        self._pending = 0  # the transaction under way: its end has not come yet
 
-    async def next_change(self) -> None:
+    async def next_change(self) -> int:
+        """The heaviest weight of others' transactions ended since the last call, once > 0."""
         while True:
             batches, lost = await self._receive()
-            if lost:  # changes were lost: anyone's, as far as we know
-                return
-            # A transaction whose end has not come yet is judged when it comes.
-            committers = [c for batch in batches for c in committers_of(batch)]
-            if any(c is None or not self._ours(c) for c in committers):
-                return
+            if lost:  # changes were lost: anyone's, of anything, as far as we know
+                self._pending = 0
+                return LOST
+            heaviest = 0
+            for batch in batches:
+                for item in read_notifications(batch):
+                    if isinstance(item, TransactionEnd):
+                        if item.committer is None or not self._ours(item.committer):
+                            heaviest = max(heaviest, self._pending)
+                        self._pending = 0
+                    else:
+                        self._pending = max(self._pending, self._weigh(item))
+            if heaviest:
+                return heaviest
+
+
+def _every_change(_: ObjectChange) -> int:
+    return 1
 
 
 def ruleset_events() -> KernelEvents:
@@ -125,9 +147,11 @@ def ruleset_events() -> KernelEvents:
     return KernelEvents(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
 
 
-def others_ruleset_events(ours: Callable[[int], bool] | None = None) -> KernelEvents:
+def others_ruleset_events(
+    ours: Callable[[int], bool] | None = None, weigh: Callable[[ObjectChange], int] | None = None
+) -> OthersRulesetEvents:
     """nftables changes in this namespace not committed by a thread of this process."""
-    return OthersRulesetEvents(ours or this_process_task)
+    return OthersRulesetEvents(ours or this_process_task, weigh)
 
 
 def this_process_task(task_id: int) -> bool:
