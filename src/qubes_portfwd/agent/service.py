@@ -30,6 +30,7 @@ from ..nft.syntax import CUSTOM_CHAINS
 from ..ports.qube_db import QubeDb
 from .compile import TargetDevices, build_script, dnat_targets, left_out, ssdp_replies
 from .conntrack import forget_flows, removed_hops
+from .custom_chains import CustomChains
 from .downstream_targets import route_devices
 from .entries import ParsedEntries, parse_entries, parse_settings
 from .gc_pause import collector_paused
@@ -84,6 +85,7 @@ class Agent:
         self.store = QubeChannel(db)
         self.runner = runner
         self.loader = ScriptLoader(runner)
+        self.chains = CustomChains(runner)
         self.check_interval = check_interval
         self._fingerprint: str | None = None
         self._last: ApplyOutcome | None = None
@@ -117,7 +119,7 @@ class Agent:
         jumped_from: frozenset[int] = frozenset()  # families whose custom chains we jump from
         addresses = await asyncio.to_thread(read_interface_addresses)
         devices = await asyncio.to_thread(route_devices, dnat_targets(parsed))
-        listing = await self.runner.list_custom_chains_json()
+        listing = await self.chains.listing()
         if not listing.ok:
             error = f"nft list ruleset failed: {listing.output}"
         else:
@@ -138,16 +140,20 @@ class Agent:
                 result = await self.kernel.load_unheard(self.loader, compiled.script, owned)
                 if not result.ok:
                     error = f"not applied: nft -f failed: {result.output}"
+        recorded = self._in_force
         if error is None:
             in_force = tuple(h for h in parsed.hops if hop_key(h) not in parsed.errors)
             await forget_flows(removed_hops(self._in_force, in_force), settings.addresses)
-            if in_force != self._in_force:
-                # After the flows are gone: a crash in between only repeats the cleanup.
-                await asyncio.to_thread(self._record.save, in_force)
             self._in_force = in_force
         per_key = entry_status(untrusted_entries, parsed, error)
         reported_error = overall_error(error, settings.problems)
         await asyncio.to_thread(self.store.write_status, generation, per_key, reported_error)
+        if self._in_force != recorded:
+            # After the report (10,000 hops: ~30 ms) and after the flows are gone: a crash in
+            # between leaves the older record, whose extra hops only repeat the cleanup.
+            await asyncio.to_thread(self._record.save, self._in_force)
+        if error is None:
+            await self.chains.list_ahead()
         if error is None and self.kernel.unannounced:
             # After the report: with 10,000 forwards this listing takes over a second, and
             # only the later checks on a timer need it.
