@@ -1,13 +1,16 @@
-"""A status document numbered after encoding reads as the one encoded with its number."""
+"""A status document numbered after encoding reads as the one encoded with its number; read
+without its forwards, it is the rest of it."""
 
 import dataclasses
 import ipaddress
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qubes_portfwd.model import status_document
+from qubes_portfwd.model.errors import ValidationError
 from qubes_portfwd.model.forward_status import (
     ForwardState,
     ForwardStatus,
@@ -73,3 +76,17 @@ def test_joining_forward_texts_is_encoding_the_document_whole(count: int, text: 
     joined = status_document.unnumbered_of_texts(many.boot_id, many.qubes, texts)
     assert joined == whole_encoding(many)
     assert status_document.dumps_unnumbered(many) == whole_encoding(many)
+
+
+@given(st.integers(0, 2**53), st.sampled_from(["", TRICKY, "é"]))
+def test_the_document_read_without_its_forwards_is_the_rest_of_it(sequence: int, text: str) -> None:
+    whole = document(sequence, text)
+    head = status_document.loads(status_document.dumps(whole), with_forwards=False)
+    assert head == dataclasses.replace(whole, forwards=())
+    # What is not read is not judged, but the rest still is.
+    broken = json.loads(status_document.dumps(whole))
+    broken["forwards"] = [{"not": "a forward"}]
+    assert status_document.loads(json.dumps(broken).encode(), with_forwards=False) == head
+    broken["qubes"] = {"work": {"netvm": "not a qube!"}}
+    with pytest.raises(ValidationError, match=r"qubes\.netvm"):
+        status_document.loads(json.dumps(broken).encode(), with_forwards=False)

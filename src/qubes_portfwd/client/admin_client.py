@@ -144,9 +144,10 @@ class AdminClient:
 
     # -- forwards: features `portfwd.<id>`, statuses from the status document --
 
-    def status(self) -> StatusDocument:
-        """The controller's status document as written after its last publish."""
-        return read_status(self.status_path)
+    def status(self, *, with_forwards: bool = True) -> StatusDocument:
+        """The controller's status document as written after its last publish (without its
+        forwards unless `with_forwards`: the boot id and the qubes' paths alone)."""
+        return read_status(self.status_path, with_forwards=with_forwards)
 
     def forwards(self) -> list[ForwardStatus]:
         return list(self.status().forwards)

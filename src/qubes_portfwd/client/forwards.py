@@ -63,7 +63,7 @@ def _newer_status(client: "AdminClient", sequence: int) -> StatusDocument:
     """The next document after `sequence`, or the current one after a bounded wait."""
     deadline = time.monotonic() + NEWER_WAIT
     while True:
-        document = client.status()
+        document = client.status(with_forwards=False)
         if document.sequence != sequence or time.monotonic() >= deadline:
             return document
         time.sleep(POLL)
@@ -71,7 +71,7 @@ def _newer_status(client: "AdminClient", sequence: int) -> StatusDocument:
 
 def _store(client: "AdminClient", qube: str, make: Make, filled: tuple[str, ...]) -> ForwardRule:
     """Set the feature of `make(document)`; retried on a fresh document while it is stale."""
-    document = client.status()
+    document = client.status(with_forwards=False)
     for attempt in range(MAX_ATTEMPTS):
         rule = make(document)
         try:

