@@ -77,7 +77,9 @@ class KernelWatch:
         finally:
             after: int | None = None
             try:
-                if events is not None:
+                # Unless the watcher has closed it meanwhile (it then subscribed anew, and
+                # the new subscription heard our load, ours by its committer).
+                if events is not None and events is self._ruleset_events:
                     events.join()
                 after = ruleset_generation()
             except OSError as err:
