@@ -3,7 +3,8 @@
 Stages as the admin service and the edge's agent run them: parse the Set payload, bind and
 store firewall.xml, plan, write the edge's entries, parse them in the agent, compile, `nft
 -f` into Qubes' base rules (with nft's peak memory), and the `nft -j list ruleset` plus
-fingerprint the agent does after each apply and on each check.
+fingerprint of a check (the agent takes them only without the kernel's notifications:
+after each apply and on each timed check).
 """
 
 import asyncio
