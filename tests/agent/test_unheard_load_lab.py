@@ -32,10 +32,15 @@ OUTSIDE = {"eth0": (ipaddress.ip_address("192.0.2.2"),)}
 
 class SomeoneElseMidway(NftLibrary):
     foreign = False
+    resubscribe = None  # the agent's KernelWatch, to subscribe anew while the load runs
 
     async def apply(self, script):
         if self.foreign:  # another task commits while the agent's load is under way
             subprocess.run(["nft", "add", "table", "ip", "qpt-else"], check=True, timeout=30)
+        if self.resubscribe is not None:  # as the watcher does after a failed read
+            self.resubscribe._ruleset_events.close()
+            self.resubscribe._ruleset_events = None
+            self.resubscribe.subscribe_ruleset()
         return await super().apply(script)
 
 def queued(events):
@@ -52,8 +57,11 @@ async def main():
     agent = Agent(FileQubeDb(sys.argv[1]), runner)
     events = agent.kernel.subscribe_ruleset()
     outcomes = []
-    for count, how in ((1, "unheard"), (2, "unheard, someone else midway"), (3, "heard")):
+    cases = ((1, "unheard"), (2, "unheard, someone else midway"), (3, "heard"),
+             (4, "unheard, subscribed anew midway"))
+    for count, how in cases:
         runner.foreign = "someone" in how
+        runner.resubscribe = agent.kernel if "anew" in how else None
         owned = parse_owned_jumps((await runner.list_ruleset_json()).output)
         hops = tuple(dnat(f"{n:012x}", ports=f"{2000 + n}-{2000 + n}") for n in range(count))
         script = compile_qube(QubeRules(hops=hops, interface_addresses=OUTSIDE), owned).script
@@ -61,8 +69,10 @@ async def main():
             result = await runner.apply(script)
         else:
             result = await agent.kernel.load_unheard(agent.loader, script, owned)
+        events = agent.kernel._ruleset_events  # the one made midway, in the last case
         outcomes.append({"how": how, "ok": result.ok, "queued": queued(events),
-                         "flagged": agent.kernel.ruleset_changed.is_set()})
+                         "flagged": agent.kernel.ruleset_changed.is_set(),
+                         "timed": agent.kernel.unannounced})
         agent.kernel.ruleset_changed.clear()
     events.close()
     runner.close()
@@ -81,9 +91,14 @@ def test_the_agent_does_not_hear_its_load_and_still_learns_of_others_meanwhile(
     child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert child.returncode == 0, child.stderr
     outcomes = {o.pop("how"): o for o in json.loads(child.stdout)}
-    assert outcomes["unheard"] == {"ok": True, "queued": 0, "flagged": False}
+    assert outcomes["unheard"] == {"ok": True, "queued": 0, "flagged": False, "timed": False}
     # Not heard either, but the generation moved by one more than the agent committed.
-    assert outcomes["unheard, someone else midway"] == {"ok": True, "queued": 0, "flagged": True}
+    midway = {"ok": True, "queued": 0, "flagged": True, "timed": False}
+    assert outcomes["unheard, someone else midway"] == midway
     # The same kind of load, listened to: the kernel sends it (what the agent no longer reads).
     heard = outcomes["heard"]
     assert heard["ok"] and heard["queued"] > 0 and not heard["flagged"]
+    # The watcher subscribed anew during the load: the new subscription heard it (as ours,
+    # by its committer), and the agent keeps listening rather than falling back to a timer.
+    anew = outcomes["unheard, subscribed anew midway"]
+    assert anew["ok"] and anew["queued"] > 0 and not anew["flagged"] and not anew["timed"]
