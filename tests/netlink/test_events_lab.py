@@ -13,19 +13,28 @@ __all__ = ["make_netns"]
 
 pytestmark = pytest.mark.lab
 
-# Runs inside the namespace: subscribes, says so, then reports each wait's outcome.
+# Runs inside the namespace: subscribes, says so, then reports each wait's outcome with
+# the weight the source returned. `weighed` (others' ruleset changes) weighs each change by
+# its table's name.
 WATCHER = """
 import asyncio, sys
 from qubes_portfwd.netlink import events as kernel
 
+WEIGHTS = {"qpt-light": 0, "qpt-heavy": 2}
+
+def subscribe(source):
+    if source == "weighed":
+        return kernel.others_ruleset_events(weigh=lambda c: WEIGHTS.get(c.table, 1))
+    return getattr(kernel, source)()
+
 async def main():
-    with getattr(kernel, sys.argv[2])() as events:
+    with subscribe(sys.argv[2]) as events:
         print("subscribed", flush=True)
         for _ in range(2):
             sys.stdin.readline()
             try:
-                await asyncio.wait_for(events.next_change(), float(sys.argv[1]))
-                print("changed", flush=True)
+                weight = await asyncio.wait_for(events.next_change(), float(sys.argv[1]))
+                print(f"changed {weight}", flush=True)
             except TimeoutError:
                 print("quiet", flush=True)
 
@@ -76,7 +85,7 @@ def test_a_change_wakes_the_watcher_and_quiet_does_not(
         assert _ask(watcher) == "quiet"
         # A change made before the wait is queued, so the next wait returns at once.
         run(ns, *change)
-        assert _ask(watcher) == "changed"
+        assert _ask(watcher) == "changed 1"
         assert watcher.wait(ANSWER_TIMEOUT) == 0
 
 
@@ -122,33 +131,11 @@ def test_the_process_own_transactions_are_not_announced_to_it_and_others_are(
         assert watcher.wait(ANSWER_TIMEOUT) == 0
 
 
-# Weighs each change by its table's name; reports each wait's outcome with its weight.
-WEIGHED_WATCHER = """
-import asyncio, sys
-from qubes_portfwd.netlink import events as kernel
-
-WEIGHTS = {"qpt-light": 0, "qpt-heavy": 2}
-
-async def main():
-    with kernel.others_ruleset_events(weigh=lambda c: WEIGHTS.get(c.table, 1)) as events:
-        print("subscribed", flush=True)
-        for _ in range(2):
-            sys.stdin.readline()
-            try:
-                weight = await asyncio.wait_for(events.next_change(), float(sys.argv[1]))
-                print(f"changed {weight}", flush=True)
-            except TimeoutError:
-                print("quiet", flush=True)
-
-asyncio.run(main())
-"""
-
-
 def test_a_transaction_wakes_with_its_heaviest_change_and_weightless_ones_do_not(
     make_netns: Callable[[], str],
 ) -> None:
     ns = make_netns()
-    with _watching(ns, WEIGHED_WATCHER) as watcher:
+    with _watching(ns, WATCHER, "weighed") as watcher:
         run(ns, "nft", "add", "table", "ip", "qpt-light")
         assert _ask(watcher) == "quiet"
         script = "add table ip qpt-other\nadd table ip qpt-heavy\nadd chain ip qpt-light c\n"

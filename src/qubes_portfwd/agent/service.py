@@ -188,9 +188,11 @@ class Agent:
         if not self.kernel.unchanged_since_load():
             return None
         listing: NftResult = await self.runner.list_ruleset_json()
-        if not listing.ok or not self.kernel.unchanged_since_load():
-            return None
-        if not _holds_our_jumps(listing.output, jumped_from):
+        if (
+            not listing.ok
+            or not self.kernel.unchanged_since_load()
+            or not _holds_our_jumps(listing.output, jumped_from)
+        ):
             return None
         return owned_fingerprint(listing.output)
 
@@ -261,7 +263,7 @@ class Agent:
         kernel = self.kernel
         if not last.ok or kernel.ruleset_changed.is_set() or kernel.network_changed.is_set():
             return max(0.0, self._next_check - now)
-        if self.kernel.unannounced:
+        if kernel.unannounced:
             return max(0.0, max(self._next_fallback_check, self._next_check) - now)
         return None
 

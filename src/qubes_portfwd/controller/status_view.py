@@ -21,23 +21,15 @@ from ..planner import ForwardPlan, Plan
 from ..planner import ForwardState as PlanState
 from .publisher import APPLIED, Snapshot
 
+Outcome = tuple[HopState, str | None]  # a hop's state, and the agent's error if it failed
 
-def hop_status(
-    qube: str, role: str, key: str, value: str | None, snapshot: Snapshot | None
-) -> HopStatus:
+
+def hop_outcome(key: str, value: str | None, snapshot: Snapshot | None) -> Outcome:
     """Applied, failed (with the agent's error) or pending, for the planned entry `value`.
 
     Applied only when the generation published now carries exactly that entry and the
     agent reported that very generation applied: anything else may be ahead of the kernel.
     """
-    state, error = hop_outcome(key, value, snapshot)
-    return HopStatus(qube, role, state, error)
-
-
-def hop_outcome(
-    key: str, value: str | None, snapshot: Snapshot | None
-) -> tuple[HopState, str | None]:
-    """`hop_status`'s state and error alone."""
     if snapshot is None or value is None or snapshot.entries.get(key) != value:
         return _PENDING
     status = snapshot.status
@@ -54,8 +46,8 @@ def hop_outcome(
     return HopState.FAILED, error
 
 
-_PENDING: tuple[HopState, str | None] = (HopState.PENDING, None)
-_APPLIED: tuple[HopState, str | None] = (HopState.APPLIED, None)
+_PENDING: Outcome = (HopState.PENDING, None)
+_APPLIED: Outcome = (HopState.APPLIED, None)
 
 
 def public_endpoints(forward_id: str, snapshot: Snapshot | None) -> tuple[PublicEndpoint, ...]:
@@ -76,12 +68,36 @@ def public_endpoints(forward_id: str, snapshot: Snapshot | None) -> tuple[Public
     return tuple(sorted(found, key=lambda e: (e.proto, e.port)))
 
 
+def observed(
+    forward: ForwardPlan,
+    snapshots: Mapping[str, Snapshot],
+    planned: Mapping[str, Mapping[str, str]],
+) -> tuple[tuple[Outcome, ...], tuple[PublicEndpoint, ...]]:
+    """What a forward's status shows of the agents' reports: each hop's outcome and the
+    edge's public endpoints (nothing for a forward that is not active)."""
+    if forward.state != PlanState.ACTIVE:
+        return (), ()
+    hops = forward.hops
+    outcomes = tuple(
+        hop_outcome(h.key, planned.get(h.qube, {}).get(h.key), snapshots.get(h.qube)) for h in hops
+    )
+    edge = hops[0].qube if hops and hops[0].role == "edge" else None
+    public = public_endpoints(forward.forward_id, snapshots.get(edge)) if edge else ()
+    return outcomes, public
+
+
 def forward_status(
     forward: ForwardPlan,
     snapshots: Mapping[str, Snapshot],
     planned: Mapping[str, Mapping[str, str]],
 ) -> ForwardStatus:
     """One forward's status from the agents' reports; `planned` is the plan's entries by qube."""
+    return _status(forward, *observed(forward, snapshots, planned))
+
+
+def _status(
+    forward: ForwardPlan, outcomes: tuple[Outcome, ...], public: tuple[PublicEndpoint, ...]
+) -> ForwardStatus:
     rule_text = format_rule(forward.rule)
     if forward.state != PlanState.ACTIVE:
         hops = tuple(HopStatus(h.qube, str(h.role), HopState.INACTIVE) for h in forward.hops)
@@ -95,16 +111,12 @@ def forward_status(
             hops,
         )
     hops = tuple(
-        hop_status(
-            h.qube, str(h.role), h.key, planned.get(h.qube, {}).get(h.key), snapshots.get(h.qube)
-        )
-        for h in forward.hops
+        HopStatus(h.qube, str(h.role), state, error)
+        for h, (state, error) in zip(forward.hops, outcomes, strict=True)
     )
     failed = [h for h in hops if h.state == HopState.FAILED]
     state = ForwardState.FAILED if failed else ForwardState.ACTIVE
     reason = "; ".join(f"{h.qube}: {h.error}" for h in failed) or None
-    edge = hops[0] if hops and hops[0].role == "edge" else None
-    public = public_endpoints(forward.forward_id, snapshots.get(edge.qube)) if edge else ()
     return ForwardStatus(
         forward.forward_id, forward.target, rule_text, forward.family, state, reason, hops, public
     )
@@ -131,7 +143,7 @@ class _Kept:
     """One forward's text in the status document and what it was made from."""
 
     forward: ForwardPlan
-    outcomes: tuple[tuple[HopState, str | None], ...]
+    outcomes: tuple[Outcome, ...]
     public: tuple[PublicEndpoint, ...]
     text: bytes
 
@@ -149,22 +161,8 @@ class StatusTexts:
         before, kept = self._kept, {}
         planned = plan.entries
         texts = []
-        empty: Mapping[str, str] = {}
         for forward in plan.forwards:
-            hops = forward.hops
-            if forward.state == PlanState.ACTIVE:
-                outcomes = tuple(
-                    [
-                        hop_outcome(
-                            h.key, planned.get(h.qube, empty).get(h.key), snapshots.get(h.qube)
-                        )
-                        for h in hops
-                    ]
-                )
-                edge = hops[0].qube if hops and hops[0].role == "edge" else None
-                public = public_endpoints(forward.forward_id, snapshots.get(edge)) if edge else ()
-            else:
-                outcomes, public = (), ()
+            outcomes, public = observed(forward, snapshots, planned)
             key = (forward.forward_id, forward.family)
             last = before.get(key)
             if (
@@ -173,8 +171,8 @@ class StatusTexts:
                 or last.outcomes != outcomes
                 or last.public != public
             ):
-                status = forward_status(forward, snapshots, planned)
-                last = _Kept(forward, outcomes, public, status_document.forward_text(status))
+                text = status_document.forward_text(_status(forward, outcomes, public))
+                last = _Kept(forward, outcomes, public, text)
             else:
                 last.forward = forward  # the plan's own object: nothing else kept alive
             kept[key] = last

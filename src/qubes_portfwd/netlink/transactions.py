@@ -50,29 +50,27 @@ def _align(length: int) -> int:
     return (length + 3) & ~3
 
 
-def _u32_attribute(message: bytes, wanted: int) -> int | None:
-    offset = MESSAGE_HEADER.size + NFGENMSG_SIZE
-    while offset + ATTRIBUTE_HEADER.size <= len(message):
-        length, kind = ATTRIBUTE_HEADER.unpack_from(message, offset)
-        if length < ATTRIBUTE_HEADER.size or offset + length > len(message):
-            return None
-        if kind & ATTRIBUTE_TYPE == wanted and length == ATTRIBUTE_HEADER.size + 4:
-            return int.from_bytes(message[offset + 4 : offset + 8], "big")
-        offset += _align(length)
-    return None
-
-
-def _string_attribute(message: bytes, wanted: int) -> str | None:
+def _payload(message: bytes, wanted: int) -> bytes | None:
+    """The payload of the message's first top-level attribute of type `wanted`."""
     offset = MESSAGE_HEADER.size + NFGENMSG_SIZE
     while offset + ATTRIBUTE_HEADER.size <= len(message):
         length, kind = ATTRIBUTE_HEADER.unpack_from(message, offset)
         if length < ATTRIBUTE_HEADER.size or offset + length > len(message):
             return None
         if kind & ATTRIBUTE_TYPE == wanted:
-            payload = message[offset + ATTRIBUTE_HEADER.size : offset + length]
-            return payload.split(b"\0", 1)[0].decode(errors="replace")
+            return message[offset + ATTRIBUTE_HEADER.size : offset + length]
         offset += _align(length)
     return None
+
+
+def _u32_attribute(message: bytes, wanted: int) -> int | None:
+    payload = _payload(message, wanted)
+    return int.from_bytes(payload, "big") if payload is not None and len(payload) == 4 else None
+
+
+def _string_attribute(message: bytes, wanted: int) -> str | None:
+    payload = _payload(message, wanted)
+    return None if payload is None else payload.split(b"\0", 1)[0].decode(errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
