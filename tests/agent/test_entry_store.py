@@ -60,6 +60,21 @@ def test_replace_prefixes_refuses_keys_outside_them(tmp_path: Path) -> None:
     assert store.read() == (0, {})
 
 
+def test_replace_prefixes_refuses_a_bad_entry_among_held_ones_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = EntryStore(tmp_path / "q")
+    held = {f"/qubes-portfwd/{n:012x}/4": f"v{n}" for n in range(5)}
+    before = store.replace_prefixes(["/qubes-portfwd/"], held)
+    wanted = {
+        **{key: "changed" for key in held},  # valid changes, checked before the bad one
+        "/qubes-portfwd/" + "a" * 60: "too long a path",
+    }
+    with pytest.raises(ValueError, match="QubesDB path"):
+        store.replace_prefixes(["/qubes-portfwd/"], wanted)
+    assert store.read() == (before, held)
+
+
 def test_wait_for_change_times_out(tmp_path: Path) -> None:
     store = EntryStore(tmp_path / "q")
     store.set("/name", "work")

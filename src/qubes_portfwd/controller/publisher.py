@@ -12,6 +12,7 @@ its kernel lost: nothing passes meanwhile), and is retracted once one of them fa
 """
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -60,12 +61,15 @@ class Snapshot:
         A report of any other generation says nothing of this one: an older one predates
         the entry, a newer one can only come from a store that started over.
         """
-        return (
-            self.status.handled == self.generation
-            and self.status.per_key.get(key) == APPLIED
-            and key in self.entries
-            and (value is None or self.entries[key] == value)
-        )
+        return key in self._applied_keys and (value is None or self.entries[key] == value)
+
+    @functools.cached_property
+    def _applied_keys(self) -> frozenset[str]:
+        # Once per snapshot: a level's check asks it about every hop inside every forward.
+        if self.status.handled != self.generation:
+            return frozenset()
+        per_key = self.status.per_key
+        return frozenset(k for k in self.entries if per_key.get(k) == APPLIED)
 
 
 @dataclass
@@ -92,8 +96,8 @@ def read_snapshot(store: Dom0Channel, token: object = None) -> Snapshot:
     # The report first: an agent reports a generation only after it was written, so the
     # entries read next are of that generation or newer, never older than the report.
     status = store.read_status()
-    generation, entries = store.read()
-    return Snapshot(generation, owned(entries), status, store.read_public(), token)
+    generation, entries = store.read_owned(OWNED_PREFIXES)
+    return Snapshot(generation, entries, status, store.read_public(), token)
 
 
 def depth(topology: Topology, qube: str) -> int:
@@ -242,7 +246,8 @@ class Publisher:
         deadline = time.monotonic() + self.agent_timeout
         for qube, generation in written.items():
             try:
-                self.store_for(qube).wait_for_handled(
+                # The report itself is read once, by the snapshot after.
+                self.store_for(qube).wait_until_handled(
                     generation, max(0.0, deadline - time.monotonic())
                 )
             except QubeDbTimeout:
