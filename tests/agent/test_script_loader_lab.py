@@ -3,6 +3,7 @@ the new script loads whole; either way the ruleset of ours is what loading it wh
 
 import asyncio
 import ipaddress
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from qubes_portfwd.agent.nft_runner import NftRunner
 from qubes_portfwd.agent.script_loader import ScriptLoader
 from qubes_portfwd.model.entries import Hop
 from qubes_portfwd.nft.compiler import QubeRules, compile_qube
+from qubes_portfwd.nft.delta import delta_script, split_script
 from qubes_portfwd.nft.owned import OwnedJumps, parse_owned_jumps
 from tests.nft.helpers import dnat
 from tests.nft.lab import make_netns, nft
@@ -72,4 +74,30 @@ def test_small_changes_in_place_and_a_large_removal_whole(
     nearly_none = load(loader, ns, forwards(1))
     assert runner.applied[-1] == nearly_none  # deleting 300 in place is longer: whole
     load(ScriptLoader(RecordingRunner(reference)), reference, forwards(1))
+    assert ours(ns) == ours(reference)
+
+
+@pytest.mark.parametrize("keep_parts_up_to", [0, 1 << 20], ids=["text-only", "parts-kept"])
+def test_changes_in_a_row_go_in_place_whether_or_not_the_split_is_kept(
+    make_netns: Callable[[], str], monkeypatch: pytest.MonkeyPatch, keep_parts_up_to: int
+) -> None:
+    """The loader keeps the last load's parts when small; each change must be the same
+    in-place transaction as from the text split again, and leave the kernel as a whole load."""
+    monkeypatch.setattr("qubes_portfwd.agent.script_loader.KEEP_PARTS_UP_TO", keep_parts_up_to)
+    ns = make_netns()
+    nft(ns, "-f", "-", stdin=base_ruleset(BaseParams(provides_network=True)))
+    runner = RecordingRunner(ns)
+    loader = ScriptLoader(runner)
+    steps = [forwards(20), forwards(21), forwards(19), [*forwards(19), *forwards(25)[22:]]]
+    scripts = [load(loader, ns, hops) for hops in steps]
+    expected_deltas = [
+        delta_script(split_script(old), split_script(new))
+        for old, new in itertools.pairwise(scripts)
+    ]
+    assert runner.applied == [scripts[0], *expected_deltas]
+    assert (loader._loaded_parts is not None) == (keep_parts_up_to > 0)
+
+    reference = make_netns()
+    nft(reference, "-f", "-", stdin=base_ruleset(BaseParams(provides_network=True)))
+    load(ScriptLoader(RecordingRunner(reference)), reference, steps[-1])
     assert ours(ns) == ours(reference)

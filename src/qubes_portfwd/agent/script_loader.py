@@ -9,7 +9,7 @@ full script.
 
 import logging
 
-from ..nft.delta import delta_script, split_script
+from ..nft.delta import ScriptParts, delta_script, split_script
 from ..nft.owned import OwnedJumps
 from ..nft.syntax import CUSTOM_CHAINS
 from .gc_pause import collector_paused
@@ -18,26 +18,39 @@ from .nft_port import NftPort, NftResult
 log = logging.getLogger("qubes_portfwd.agent")
 
 
+# Up to this size a loaded script is kept split too (at 1,000 forwards an edge's script is
+# ~320 kB, its parts ~1 MB, and splitting it again costs ~6 ms of each change); a larger one
+# is kept as text alone: at 10,000 forwards the parts were most of the edge agent's memory.
+KEEP_PARTS_UP_TO = 1 << 20  # characters of script
+
+
 class ScriptLoader:
     def __init__(self, runner: NftPort) -> None:
         self.runner = runner
-        # The text, split again at the next load: its parts take several times its size, and
-        # with 10,000 forwards that was most of the edge agent's memory at rest.
         self._loaded: str | None = None
+        self._loaded_parts: ScriptParts | None = None  # of `_loaded`, when it is small
         self.commits = 0  # transactions committed so far: each advances the ruleset generation
 
     def forget(self) -> None:
         """The kernel may no longer hold the last load (rules lost, removed): load whole next."""
-        self._loaded = None
+        self._loaded = self._loaded_parts = None
+
+    def _remember(self, script: str, parts: ScriptParts | None) -> None:
+        self._loaded = script
+        self._loaded_parts = parts if len(script) <= KEEP_PARTS_UP_TO else None
 
     async def load(self, script: str, owned: OwnedJumps) -> NftResult:
         """Load `script`'s rules: all of them or, on any error, none."""
-        previous, self._loaded = self._loaded, None
-        if previous is not None and _one_jump_each(owned):
+        parts: ScriptParts | None = None
+        loaded, loaded_parts = self._loaded, self._loaded_parts
+        self._loaded = self._loaded_parts = None  # until the kernel holds this one
+        if loaded is not None and _one_jump_each(owned):
             with collector_paused():
-                delta = delta_script(split_script(previous), split_script(script))
+                previous = split_script(loaded) if loaded_parts is None else loaded_parts
+                parts = split_script(script)
+                delta = delta_script(previous, parts)
             if delta == "":
-                self._loaded = script
+                self._remember(script, parts)
                 return NftResult(True, "")
             # A change bigger than the new script is cheaper whole: the kernel frees our tables
             # at once instead of element by element (8,334 forwards to none: 313 ms in place,
@@ -46,13 +59,13 @@ class ScriptLoader:
                 result = await self.runner.apply(delta)
                 if result.ok:
                     self.commits += 1
-                    self._loaded = script
+                    self._remember(script, parts)
                     return result
                 log.info("the in-place change was refused (%s); loading whole", result.output)
         result = await self.runner.apply(script)
         if result.ok:
             self.commits += 1
-            self._loaded = script
+            self._remember(script, parts)  # without parts: split at the next change, if any
         return result
 
 
