@@ -2,9 +2,9 @@
 
 import ipaddress
 from types import SimpleNamespace
-from typing import Any
 
 from qubes_lab.entry_store import Status
+from qubes_portfwd.controller.publisher import Snapshot
 from qubes_portfwd.controller.status_view import forward_status, public_endpoints
 from qubes_portfwd.model.forward_status import PublicEndpoint
 from qubes_portfwd.model.rule import ForwardRule, forward_id
@@ -20,9 +20,9 @@ ID = forward_id("vpn-work", RULE)
 KEY = f"/qubes-portfwd/{ID}/4"
 
 
-def snapshot(public: dict[str, str] | None = None) -> Any:
+def snapshot(public: dict[str, str] | None = None) -> Snapshot:
     status = Status(handled=1, per_key={KEY: "applied"})
-    return SimpleNamespace(generation=1, entries={KEY: "x"}, status=status, public=public or {})
+    return Snapshot(generation=1, entries={KEY: "x"}, status=status, public=public or {})
 
 
 PLANNED = {"sys-vpn": {KEY: "x"}, "vpn-work": {KEY: "x"}}

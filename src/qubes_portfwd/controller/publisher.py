@@ -61,11 +61,12 @@ class Snapshot:
         A report of any other generation says nothing of this one: an older one predates
         the entry, a newer one can only come from a store that started over.
         """
-        return key in self._applied_keys and (value is None or self.entries[key] == value)
+        return key in self.applied_keys and (value is None or self.entries[key] == value)
 
     @functools.cached_property
-    def _applied_keys(self) -> frozenset[str]:
-        # Once per snapshot: a level's check asks it about every hop inside every forward.
+    def applied_keys(self) -> frozenset[str]:
+        """The keys `applied` answers True for (once per snapshot: a level's check and the
+        status document ask about every hop of every forward)."""
         if self.status.handled != self.generation:
             return frozenset()
         per_key = self.status.per_key
