@@ -9,6 +9,7 @@ drop (DESIGN.md §1).
 """
 
 import bisect
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -318,6 +319,7 @@ def qubes_accepts(
     return lines
 
 
-def _declared_shapes() -> list[Shape]:
+@functools.cache
+def _declared_shapes() -> tuple[Shape, ...]:
     """The fixed shapes and every masked slot (its length only shows in the rule)."""
-    return [*FIXED_SHAPES, *(masked(0, slot) for slot in range(MASK_SLOTS))]
+    return (*FIXED_SHAPES, *(masked(0, slot) for slot in range(MASK_SLOTS)))

@@ -77,6 +77,7 @@ RANGE = Shape(Kind.RANGE)
 FIXED_SHAPES = (ANY, HOST, RANGE)  # declared whatever the elements, as is every slot
 
 
+@functools.cache  # one object per shape: each compile asks for every slot several times
 def masked(prefixlen: int, slot: int = 0) -> Shape:
     return Shape(Kind.MASKED, prefixlen, slot)
 
@@ -157,10 +158,11 @@ class Keyed:
         return key if self.value is None else f"{key} : {self.value}"
 
 
-def slots(family: int, max_masked: int = MAX_MASKED_LENGTHS) -> list[Shape]:
+@functools.cache
+def slots(family: int, max_masked: int = MAX_MASKED_LENGTHS) -> tuple[Shape, ...]:
     """The masked shapes of `family` in use: the first `max_masked` of its slot lengths."""
     lengths = SLOT_LENGTHS[family][: min(max(max_masked, 0), MASK_SLOTS)]
-    return [masked(length, slot) for slot, length in enumerate(lengths)]
+    return tuple(masked(length, slot) for slot, length in enumerate(lengths))
 
 
 def shapes_of(items: Sequence[Keyed], max_masked: int = MAX_MASKED_LENGTHS) -> list[Shape]:
@@ -224,19 +226,30 @@ class KeyForm:
 
     def declaration(self, kind: str, base: str, shape: Shape, elements: Sequence[str]) -> list[str]:
         """`set|map NAME { type …; flags interval; elements }`, indented for a table body."""
-        key_type = " . ".join(t for t, _ in self._fields(shape))
-        value = f" : {self.value_type}" if self.value_type else ""
-        return [
-            f"  {kind} {shape.name(base)} {{",
-            f"    type {key_type}{value}",
-            *(["    flags interval"] if shape.interval else []),
-            *elements_line(elements, "    "),
-            "  }",
-        ]
+        head = _declaration_head(self, kind, base, shape)
+        return [*head, *elements_line(elements, "    "), "  }"]
 
     def selector(self, shape: Shape) -> str:
         """The packet's key for `shape`: `ip saddr & 255.255.255.0 . meta l4proto . th dport`."""
-        return " . ".join(e for _, e in self._fields(shape))
+        return _selector(self, shape)
+
+
+# Both depend on the key's form and shape alone, a few dozen of them, while every compile
+# writes each of them again (most sets are declared whether used or not).
+@functools.cache
+def _declaration_head(form: KeyForm, kind: str, base: str, shape: Shape) -> tuple[str, ...]:
+    key_type = " . ".join(t for t, _ in form._fields(shape))
+    value = f" : {form.value_type}" if form.value_type else ""
+    return (
+        f"  {kind} {shape.name(base)} {{",
+        f"    type {key_type}{value}",
+        *(["    flags interval"] if shape.interval else []),
+    )
+
+
+@functools.cache
+def _selector(form: KeyForm, shape: Shape) -> str:
+    return " . ".join(e for _, e in form._fields(shape))
 
 
 def source_expression(family: int, direction: str = "saddr") -> str:
