@@ -83,6 +83,10 @@ def _inotify_fd(directory: Path) -> int:
     return fd
 
 
+def _signature(status: os.stat_result) -> tuple[int, int, int]:
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 def _write_record(path: str, value: bytes) -> bytes:
     return b"W %s %d\n%s\n" % (path.encode("ascii"), len(value), value)
 
@@ -118,6 +122,7 @@ class FileQubeDb:
         self._inode: int | None = None
         self._offset = 0
         self._live = 0
+        self._seen: tuple[int, int, int] | None = None  # the log's stat at the last replay
         self._watches: set[str] = set()
         self._fired: dict[str, None] = {}  # ordered, each path once: bounded by the keys
         self._inotify: int | None = None
@@ -139,9 +144,19 @@ class FileQubeDb:
 
     def _sync(self) -> None:
         """Replay what writers appended since the last look; fire matching watches."""
+        # Most reads find nothing new: one stat says so, without opening the log. The
+        # signature is taken before each read, so an append after it always differs.
+        try:
+            if _signature(os.stat(self._log)) == self._seen:
+                return
+        except FileNotFoundError:
+            pass
+        self._seen = None
         try:
             with open(self._log, "rb") as log:
-                inode = os.fstat(log.fileno()).st_ino
+                status = os.fstat(log.fileno())
+                inode = status.st_ino
+                self._seen = _signature(status)
                 if inode != self._inode:
                     # First sight of the log, or it was rewritten: what differs fires.
                     previous = self._state
