@@ -81,7 +81,7 @@ class GatedNft:
 
 arguments = parser()
 arguments.add_argument("--store", required=True)
-sys.exit(run(arguments.parse_args(), lambda args: FileQubeDb(args.store), GatedNft))
+sys.exit(run(arguments.parse_args(), lambda args: FileQubeDb(args.store), GatedNft, lambda: None))
 """
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from ..ports.qube_db import QubeDb
 from .in_force import InForceRecord
 from .nft_library import NftLibrary, NftUnavailable
-from .nft_port import NftPort
+from .nft_netlink import NetlinkBatches
+from .nft_port import BatchPort, NftPort
 from .removal import remove_owned
 from .service import Agent
 
@@ -63,6 +64,7 @@ def run(
     args: argparse.Namespace,
     open_db: Callable[[argparse.Namespace], QubeDb],
     open_nft: Callable[[], NftPort] = NftLibrary,
+    open_batches: Callable[[], BatchPort | None] = NetlinkBatches,
 ) -> int:
     logging.basicConfig(
         stream=sys.stderr,
@@ -82,7 +84,9 @@ def run(
         if not removed.ok:
             logging.getLogger("qubes_portfwd.agent").error("%s", removed.output)
         return 0 if removed.ok else 1
-    agent = Agent(open_db(args), nft, in_force=InForceRecord(args.runtime_dir))
+    agent = Agent(
+        open_db(args), nft, in_force=InForceRecord(args.runtime_dir), batches=open_batches()
+    )
     if args.once:
         outcome = asyncio.run(agent.apply_current())
         return 0 if outcome.ok else 1

@@ -2,6 +2,8 @@
 
 Two implementations: `NftLibrary` (libnftables in this process, what the agent runs) and
 `NftRunner` (the `nft` program, kept for the lab's firewall worker and the benchmarks).
+Beside them, `BatchPort` commits small in-place changes straight over netlink
+(`nft_netlink.NetlinkBatches`, in the agent's own namespace).
 """
 
 import json
@@ -9,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..netlink.nft_encode import Message
 from ..nft.syntax import BASE_TABLE, CUSTOM_CHAINS
 
 # Qubes' custom chains, as (family, table, chain): what the compiler needs before an apply.
@@ -21,6 +24,12 @@ CUSTOM_CHAIN_PATHS = tuple(
 class NftResult:
     ok: bool
     output: str
+
+
+class BatchPort(Protocol):
+    def commit(self, messages: list[Message]) -> NftResult:
+        """Commit nf_tables messages as one transaction: all of them or, on any error, none."""
+        ...
 
 
 class NftPort(Protocol):

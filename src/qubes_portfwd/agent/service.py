@@ -37,7 +37,7 @@ from .gc_pause import collector_paused
 from .in_force import InForceRecord
 from .kernel_watch import KernelWatch
 from .local_addresses import InterfaceAddresses, read_interface_addresses
-from .nft_port import NftPort, NftResult
+from .nft_port import BatchPort, NftPort, NftResult
 from .owned import owned_fingerprint
 from .removal import remove_owned
 from .script_loader import ScriptLoader
@@ -80,11 +80,12 @@ class Agent:
         *,
         check_interval: float = CHECK_INTERVAL,
         in_force: InForceRecord | None = None,
+        batches: BatchPort | None = None,
     ) -> None:
         self.db = db
         self.store = QubeChannel(db)
         self.runner = runner
-        self.loader = ScriptLoader(runner)
+        self.loader = ScriptLoader(runner, batches)
         self.chains = CustomChains(runner)
         self.check_interval = check_interval
         self._fingerprint: str | None = None
