@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "ports": {"model"},
     "db": {"model", "ports"},
     "adapters": {"model", "ports", "client"},
-    "netlink": set(),  # the kernel's notifications (sockets only)
+    "netlink": {"nft"},  # the kernel: notifications read, nf_tables batches encoded
     "heap": set(),  # glibc's malloc_trim (ctypes only)
     "agent": {"model", "nft", "ports", "db", "adapters", "netlink", "heap"},
     "controller": {"model", "planner", "store", "ports", "db", "heap"},

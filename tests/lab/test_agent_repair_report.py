@@ -81,6 +81,7 @@ class GatedNft:
 
 arguments = parser()
 arguments.add_argument("--store", required=True)
+# No direct netlink commits: every load must pass the gate, which holds libnftables calls.
 sys.exit(run(arguments.parse_args(), lambda args: FileQubeDb(args.store), GatedNft, lambda: None))
 """
 
