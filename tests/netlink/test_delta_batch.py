@@ -7,7 +7,7 @@ from qubes_portfwd.netlink.delta_batch import delta_messages
 from qubes_portfwd.netlink.nft_encode import NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, field_bytes
 from qubes_portfwd.nft.declared_sets import DeclaredSet, declared_sets
 
-SKELETON = [
+SKELETON = (
     "table ip qubes-portfwd {",
     "  map dnat-inbound {",
     "    type ifname . ipv4_addr . inet_proto . inet_service : verdict",
@@ -20,7 +20,7 @@ SKELETON = [
     "    type nat hook prerouting priority dstnat - 10; policy accept;",
     "  }",
     "}",
-]
+)
 sets = declared_sets(SKELETON)
 
 

@@ -4,8 +4,10 @@ Read from a script's skeleton (`delta.ScriptParts`): what an element of each mus
 like when written to the kernel directly (`netlink/delta_batch.py`).
 """
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 SetPath = tuple[str, str, str]  # (family keyword, table, set or map name)
 
@@ -17,7 +19,8 @@ class DeclaredSet:
     interval: bool
 
 
-def declared_sets(skeleton: Iterable[str]) -> dict[SetPath, DeclaredSet]:
+@functools.lru_cache(maxsize=4)  # a script's structure does not depend on its forwards
+def declared_sets(skeleton: tuple[str, ...]) -> Mapping[SetPath, DeclaredSet]:
     """Every `set`/`map` block of the skeleton's tables; one without a `type` line is left
     out (nothing can be written to it directly)."""
     found: dict[SetPath, DeclaredSet] = {}
@@ -48,4 +51,4 @@ def declared_sets(skeleton: Iterable[str]) -> dict[SetPath, DeclaredSet]:
             value_type = value.strip() or None
         elif words[:1] == ["flags"]:
             interval = "interval" in " ".join(words[1:]).replace(",", " ").split()
-    return found
+    return MappingProxyType(found)
