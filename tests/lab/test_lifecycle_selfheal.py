@@ -179,10 +179,15 @@ def test_after_qubes_table_is_deleted_and_restored_no_hop_is_shown_ahead_of_its_
     url, source = f"http://{a.edge_lan4}:80/", str(a.lan_clients4[0])
     with web_server(env.lab, "work") as page:
         while True:
+            # Each kernel is looked at before and after the listing: a hop taken back between
+            # the listing and the second look (its inner hop lost its rules) held them before
+            # and is no longer shown applied after; any other miss is a hop shown ahead.
+            held_before = {hop: holds(live(env, hop[0]), expected[hop]) for hop in expected}
             states = shown(env, forward)
             for hop, state in states.items():
-                if state == "applied":
-                    assert holds(live(env, hop[0]), expected[hop]), f"{hop} shown applied ahead"
+                if state == "applied" and not holds(live(env, hop[0]), expected[hop]):
+                    taken_back = held_before[hop] and shown(env, forward)[hop] != "applied"
+                    assert taken_back, f"{hop} shown applied ahead"
             if set(states.values()) == {"applied"} and page in (
                 env.fetch("lan", url, source) or ""
             ):
