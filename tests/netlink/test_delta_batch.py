@@ -1,10 +1,19 @@
 """Which in-place changes go to the kernel directly, and the bytes of their key fields (as
 `nft --debug=netlink` showed nft 1.0.6 sending the same elements)."""
 
+import struct
+
 import pytest
 
 from qubes_portfwd.netlink.delta_batch import delta_messages
-from qubes_portfwd.netlink.nft_encode import NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, field_bytes
+from qubes_portfwd.netlink.nft_encode import (
+    NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWRULE,
+    NLMSG_ERROR,
+    answers_of,
+    field_bytes,
+)
+from qubes_portfwd.netlink.transactions import MESSAGE_HEADER
 from qubes_portfwd.nft.declared_sets import DeclaredSet, declared_sets
 
 SKELETON = (
@@ -92,3 +101,11 @@ def test_a_new_forward_at_the_edge_is_three_messages() -> None:
 )
 def test_a_line_without_a_direct_form_sends_the_change_through_nft(line: str) -> None:
     assert delta_messages(f"add chain ip qubes-portfwd fwd-1\n{line}\n", sets) is None
+
+
+def test_the_kernels_answers_are_read_by_sequence_and_a_cut_answer_ends_the_list() -> None:
+    def answer(sequence: int, error: int) -> bytes:
+        return MESSAGE_HEADER.pack(20, NLMSG_ERROR, 0, sequence, 0) + struct.pack("=i", error)
+
+    data = answer(2, 0) + answer(3, -2) + answer(4, 0)[:10]
+    assert answers_of(data) == [(2, 0), (3, -2)]

@@ -5,20 +5,16 @@ kernel's answers read back, bounded. A fresh socket each time, so no late answer
 earlier batch is ever read as this one's.
 """
 
-import itertools
 import os
 import socket
-import struct
 
 from ..netlink.events import NETLINK_NETFILTER
-from ..netlink.nft_encode import Message, batch
-from ..netlink.transactions import MESSAGE_HEADER
+from ..netlink.nft_encode import Message, answers_of, batch
 from .nft_port import NftResult
 
 REPLY_TIMEOUT = 5.0  # the kernel answers as soon as it committed or refused
 READ_SIZE = 1 << 16
-NLMSG_ERROR = 2
-_sequences = itertools.count(1)
+FIRST_SEQUENCE = 1  # a fresh socket per batch: no other answers can share its numbers
 
 
 class NetlinkBatches:
@@ -26,7 +22,7 @@ class NetlinkBatches:
 
     def commit(self, messages: list[Message]) -> NftResult:
         """All of `messages` in one transaction, or (kernel refusal, no answer) none."""
-        first = next(_sequences) * 1024 % (1 << 31)
+        first = FIRST_SEQUENCE
         encoded = batch(messages, first)
         wanted = set(range(first + 1, first + 1 + encoded.answers))
         last = first + encoded.answers + 1
@@ -38,7 +34,7 @@ class NetlinkBatches:
                 sock.bind((0, 0))
                 sock.send(encoded.data)
                 while wanted:
-                    for sequence, error in _answers(sock.recv(READ_SIZE)):
+                    for sequence, error in answers_of(sock.recv(READ_SIZE)):
                         if error and first <= sequence <= last:  # the batch's ends included
                             text = os.strerror(-error)
                             return NftResult(False, f"netlink: {text} (message {sequence - first})")
@@ -46,18 +42,3 @@ class NetlinkBatches:
         except OSError as err:  # a timeout included: the caller loads whole, which settles it
             return NftResult(False, f"netlink: {err}")
         return NftResult(True, "")
-
-
-def _answers(untrusted_data: bytes) -> list[tuple[int, int]]:
-    """(sequence, error) of each NLMSG_ERROR in a datagram; 0 is an acknowledgement."""
-    found = []
-    offset = 0
-    while offset + MESSAGE_HEADER.size <= len(untrusted_data):
-        length, kind, _, sequence, _ = MESSAGE_HEADER.unpack_from(untrusted_data, offset)
-        if length < MESSAGE_HEADER.size or offset + length > len(untrusted_data):
-            break
-        if kind == NLMSG_ERROR and length >= MESSAGE_HEADER.size + 4:
-            (error,) = struct.unpack_from("=i", untrusted_data, offset + MESSAGE_HEADER.size)
-            found.append((sequence, error))
-        offset += (length + 3) & ~3
-    return found

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..model.entries import IPAddress
+from ..netlink.transactions import aligned
 
 NETLINK_ROUTE = 0  # linux/netlink.h
 RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26  # linux/rtnetlink.h
@@ -55,10 +56,6 @@ class Route:
     device_index: int | None
 
 
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
 def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     """(type, sequence, payload) of each netlink message in one datagram, up to a bad one."""
     offset = 0
@@ -67,7 +64,7 @@ def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         if length < _HEADER.size or offset + length > len(data):
             return
         yield kind, sequence, data[offset + _HEADER.size : offset + length]
-        offset += _align(length)
+        offset += aligned(length)
 
 
 def attributes(data: bytes) -> dict[int, bytes]:
@@ -79,7 +76,7 @@ def attributes(data: bytes) -> dict[int, bytes]:
         if length < _RTATTR.size or offset + length > len(data):
             break
         found.setdefault(kind, data[offset + _RTATTR.size : offset + length])
-        offset += _align(length)
+        offset += aligned(length)
     return found
 
 

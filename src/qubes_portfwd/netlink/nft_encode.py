@@ -11,8 +11,9 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from .transactions import MESSAGE_HEADER, NFNL_SUBSYS_NFTABLES, NLM_F_REQUEST
+from .transactions import MESSAGE_HEADER, NFNL_SUBSYS_NFTABLES, NLM_F_REQUEST, aligned
 
+NLMSG_ERROR = 2
 NLM_F_ACK = 0x4
 NLM_F_CREATE = 0x400
 NLM_F_APPEND = 0x800
@@ -40,7 +41,7 @@ def attribute(kind: int, payload: bytes) -> bytes:
     length = 4 + len(payload)
     if length > 0xFFFF:
         raise ValueError("an attribute over 64 KiB")  # the change is too big to go direct
-    return struct.pack("=HH", length, kind) + payload + bytes(-length % 4)
+    return struct.pack("=HH", length, kind) + payload + bytes(aligned(length) - length)
 
 
 def nested(kind: int, *items: bytes) -> bytes:
@@ -100,6 +101,21 @@ def _message(kind: int, flags: int, family: int, sequence: int, body: bytes, res
         MESSAGE_HEADER.size + len(payload), kind, NLM_F_REQUEST | flags, sequence, 0
     )
     return header + payload
+
+
+def answers_of(untrusted_data: bytes) -> list[tuple[int, int]]:
+    """(sequence, error) of each NLMSG_ERROR in a datagram of answers; 0 acknowledges."""
+    found = []
+    offset = 0
+    while offset + MESSAGE_HEADER.size <= len(untrusted_data):
+        length, kind, _, sequence, _ = MESSAGE_HEADER.unpack_from(untrusted_data, offset)
+        if length < MESSAGE_HEADER.size or offset + length > len(untrusted_data):
+            break
+        if kind == NLMSG_ERROR and length >= MESSAGE_HEADER.size + 4:
+            (error,) = struct.unpack_from("=i", untrusted_data, offset + MESSAGE_HEADER.size)
+            found.append((sequence, error))
+        offset += aligned(length)
+    return found
 
 
 # -- values of key fields: (start, end) of what one element's field covers ---------------

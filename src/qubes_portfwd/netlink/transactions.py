@@ -46,7 +46,8 @@ GENERATIONS = 1 << 32  # the generation is a u32 and wraps
 ATTRIBUTE_TYPE = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 
-def _align(length: int) -> int:
+def aligned(length: int) -> int:
+    """A netlink message's or attribute's length rounded up to 4 bytes."""
     return (length + 3) & ~3
 
 
@@ -59,7 +60,7 @@ def _payload(message: bytes, wanted: int) -> bytes | None:
             return None
         if kind & ATTRIBUTE_TYPE == wanted:
             return message[offset + ATTRIBUTE_HEADER.size : offset + length]
-        offset += _align(length)
+        offset += aligned(length)
     return None
 
 
@@ -111,7 +112,7 @@ def read_notifications(batch: bytes) -> list[ObjectChange | TransactionEnd]:
             read.append(TransactionEnd(_u32_attribute(message, NFTA_GEN_PROC_PID)))
         else:
             read.append(_object_change(kind, message))
-        offset += _align(length)
+        offset += aligned(length)
     return read
 
 
