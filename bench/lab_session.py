@@ -5,8 +5,10 @@ import json
 import os
 import select
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qubes_lab.builder import Lab
 from qubes_portfwd.client import AdminClient
@@ -31,17 +33,41 @@ class Prober:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
+        self._unread = b""
 
     def wait_for(self, host: str, port: int, timeout: float) -> Arrival:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        self.begin(host, port, timeout)
+        return self.arrival(timeout)
+
+    def begin(self, host: str, port: int, timeout: float) -> float:
+        """Start attempting `host:port`; returns once attempts run (their monotonic start),
+        so what is measured can start after them and be seen as soon as it works."""
+        assert self.process.stdin is not None
         request = {"host": host, "port": port, "timeout": timeout}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout + READY_TIMEOUT)
-        if not ready:
-            raise BenchError(f"prober: no answer for {host}:{port}")
-        untrusted = json.loads(self.process.stdout.readline())
+        started = self._line(READY_TIMEOUT, f"prober: never started on {host}:{port}")
+        return float(started["started"])
+
+    def arrival(self, timeout: float) -> Arrival:
+        """The answer to the request begun last."""
+        untrusted = self._line(timeout + READY_TIMEOUT, "prober: no answer")
         return Arrival(bool(untrusted["ok"]), float(untrusted["at"]), int(untrusted["attempts"]))
+
+    def _line(self, timeout: float, failure: str) -> dict[str, Any]:
+        """The next line, read from the descriptor: two lines can arrive in one read, and a
+        buffered reader would hide the second from `select`."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._unread:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                raise BenchError(failure)
+            self._unread += chunk
+        line, _, self._unread = self._unread.partition(b"\n")
+        return json.loads(line)
 
 
 class LabSession:

@@ -3,7 +3,8 @@
 serve: accept, send one byte, then wait for the client to close first (no server TIME_WAIT,
 so PAWS never rejects a later SYN, LAB-NOTES). connect: time `count` connections' connect()
 and first byte. wait: answer JSON lines on stdin `{"host", "port", "timeout"}` with the
-monotonic time of the first connection that got the byte (for propagation).
+monotonic time of the first connection that got the byte (for propagation), after a line
+saying the attempts have started.
 """
 
 import argparse
@@ -155,8 +156,11 @@ def _advance(
 
 
 def _answer_requests() -> None:
+    """Per request two lines: `{"started": <monotonic>}` as the attempts begin (so a caller
+    can start what it measures after them), then the answer."""
     for line in sys.stdin:
         request = json.loads(line)
+        print(json.dumps({"started": time.monotonic()}), flush=True)
         reply = wait_for_service(str(request["host"]), int(request["port"]), request["timeout"])
         print(json.dumps(reply), flush=True)
 

@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 from .lab_session import LabSession
+from .processes import BenchError
 from .settings import Settings
 from .stats import summarize
 
@@ -34,15 +35,22 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
     total_s: list[float] = []
     attempts: list[int] = []
     failures = 0
+    before_return = 0  # connections that worked before the call returned
     for n in range(settings.propagation_adds):
         port = FIRST_EDGE_PORT + n
+        # Attempts run from before the call: a connection that works before the call returns
+        # (the lab's call also waits for the status document) is seen when it works.
+        prober.begin(edge, port, ARRIVAL_TIMEOUT)
         started = time.monotonic()
         forward_id = client.add_forward(TARGET_QUBE, forward_line(port, session.lan_network))
         returned = time.monotonic()
-        arrival = prober.wait_for(edge, port, ARRIVAL_TIMEOUT)
+        arrival = prober.arrival(ARRIVAL_TIMEOUT)
         client.remove_forward(TARGET_QUBE, forward_id)
         call_s.append(returned - started)
+        if arrival.ok and arrival.at < started:  # through no forward of ours: not a result
+            raise BenchError(f"port {port} answered before its forward was added")
         if arrival.ok:
+            before_return += arrival.at < returned
             after_return_s.append(max(0.0, arrival.at - returned))
             total_s.append(max(0.0, arrival.at - started))
             attempts.append(arrival.attempts)
@@ -55,6 +63,7 @@ def measure(session: LabSession, settings: Settings) -> dict[str, Any]:
         "call_ms": summarize(call_s).scaled(1e3).to_json(),
         "after_return_ms": after_return.to_json() if after_return else None,
         "call_to_first_connection_ms": total.to_json() if total else None,
+        "first_connection_before_return": before_return,
         "attempts_median": sorted(attempts)[len(attempts) // 2] if attempts else None,
         "failures": failures,
         "target_p50_ms": TARGET_P50_MS,
