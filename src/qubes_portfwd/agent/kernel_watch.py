@@ -40,6 +40,7 @@ class KernelWatch:
         self._ruleset_events: KernelEvents | None = None  # while subscribed
         # The ruleset generation the last load left; None if someone else committed around it.
         self.loaded_generation: int | None = None
+        self.load_started: int | None = None  # and the generation it started from
 
     def watch(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Both sources watched until `stop` (the caller cancels the tasks)."""
@@ -63,7 +64,7 @@ class KernelWatch:
         """`loader.load` while not listening to the ruleset's notifications; a transaction of
         anyone else committed meanwhile counts as announced, a change to our objects."""
         events = self._ruleset_events
-        self.loaded_generation = None
+        self.loaded_generation = self.load_started = None
         commits = loader.commits
         try:
             before = ruleset_generation()
@@ -86,7 +87,7 @@ class KernelWatch:
                 log.error("no ruleset notifications after our load (%s): checking on a timer", err)
                 self.unannounced = True
             if after is not None and generations_between(before, after) == loader.commits - commits:
-                self.loaded_generation = after
+                self.loaded_generation, self.load_started = after, before
             elif events is not None:  # unheard, so it cannot be weighed
                 self.owned_changed = True
                 self.ruleset_changed.set()

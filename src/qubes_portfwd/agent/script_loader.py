@@ -33,6 +33,9 @@ class ScriptLoader:
         self._loaded: str | None = None
         self._loaded_parts: ScriptParts | None = None  # of `_loaded`, when it is small
         self.commits = 0  # transactions committed so far: each advances the ruleset generation
+        # The last load touched our tables alone (in place, or nothing to do): Qubes' chains,
+        # our jumps in them included, are as before it.
+        self.left_qubes_chains = False
 
     def forget(self) -> None:
         """The kernel may no longer hold the last load (rules lost, removed): load whole next."""
@@ -46,6 +49,7 @@ class ScriptLoader:
         """Load `script`'s rules: all of them or, on any error, none."""
         parts: ScriptParts | None = None
         loaded, loaded_parts = self._loaded, self._loaded_parts
+        self.left_qubes_chains = False
         self._loaded = self._loaded_parts = None  # until the kernel holds this one
         if loaded is not None and _one_jump_each(owned):
             with collector_paused():
@@ -54,6 +58,7 @@ class ScriptLoader:
                 delta = delta_script(previous, parts)
             if delta == "":
                 self._remember(script, parts)
+                self.left_qubes_chains = True
                 return NftResult(True, "")
             # A change bigger than the new script is cheaper whole: the kernel frees our tables
             # at once instead of element by element (8,334 forwards to none: 313 ms in place,
@@ -63,6 +68,7 @@ class ScriptLoader:
                 if result.ok:
                     self.commits += 1
                     self._remember(script, parts)
+                    self.left_qubes_chains = True
                     return result
                 log.info("the in-place change was refused (%s); loading whole", result.output)
         result = await self.runner.apply(script)

@@ -162,7 +162,10 @@ class Agent:
             # After the report (10,000 hops: ~30 ms) and after the flows are gone: a crash in
             # between leaves the older record, whose extra hops only repeat the cleanup.
             await asyncio.to_thread(self._record.save, self._in_force)
-        if error is None:
+        if error is None and not (
+            self.loader.left_qubes_chains
+            and self.chains.carry_over(self.kernel.load_started, self.kernel.loaded_generation)
+        ):
             await self.chains.list_ahead()
         if error is None and self.kernel.unannounced:
             # After the report: with 10,000 forwards this listing takes over a second, and
