@@ -2,6 +2,7 @@
 
 One adapter on both platforms (a file in dom0; in the lab beside its socket)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,22 @@ def test_the_sequence_goes_on_across_writers(tmp_path: Path) -> None:
     StatusWriter(path).write(BOOT, topology(), [])  # a restarted controller
 
     assert read_status(path).sequence == first + 1
+
+
+def test_the_sequence_goes_on_past_a_forward_a_writer_cannot_read(tmp_path: Path) -> None:
+    """A restarted controller reads only the sequence: a forward it cannot parse (a newer
+    field, a damaged entry) does not send the numbers back to 1."""
+    path = tmp_path / "status.json"
+    writer = StatusWriter(path)
+    for boot in ("1", "2", "3"):  # three different documents: sequence 3
+        writer.write(BOOT[:-1] + boot, topology(), [])
+    document = json.loads(path.read_bytes())
+    document["forwards"] = [{"id": "not a forward"}]
+    path.write_text(json.dumps(document))
+
+    StatusWriter(path).write(BOOT, topology(), [])
+
+    assert read_status(path).sequence == 4
 
 
 def test_no_document_means_no_service(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _last_sequence(path: Path) -> int:
+    # Its forwards left unread: at 10,000 forwards reading them was ~0.2 s of every start.
     try:
-        return status_document.loads(read_limited(path, MAX_STATUS_BYTES)).sequence
+        data = read_limited(path, MAX_STATUS_BYTES)
+        return status_document.loads(data, with_forwards=False).sequence
     except (OSError, ValueError, ValidationError):
         return 0
