@@ -40,11 +40,12 @@ def test_a_base_table_restore_is_followed_without_an_error_at_every_check(lab: L
 
     _nft(lab, "delete", "table", "ip", "qubes")
     assert wait_for(lambda: MISSING in _since(log, start), LOG_TIMEOUT), _since(log, start)
-    # Wake natd's check twice while the table is gone (any ruleset change does): the old
-    # natd logged an nft error at each. The pauses only let each burst be its own check.
+    # Wake natd's check twice while the table is gone (a change to any `qubes` table does):
+    # the old natd logged an nft error at each. The pauses only let each burst be its own
+    # check.
     for _ in range(2):
-        _nft(lab, "add", "table", "ip", "qpt-poke")
-        _nft(lab, "delete", "table", "ip", "qpt-poke")
+        _nft(lab, "add", "table", "inet", "qubes")
+        _nft(lab, "delete", "table", "inet", "qubes")
         time.sleep(2 * input_rules.MAX_SETTLE)
     lab.reload_base_rules(QUBE)  # Qubes' base rules loaded again
     assert wait_for(lambda: PUT_BACK in _since(log, start), LOG_TIMEOUT), _since(log, start)

@@ -8,8 +8,9 @@ qube flooding the daemon is dropped there and never crowds out the others' reque
 
 Served in each family natd listens in: `ip qubes` always, `ip6 qubes` too where the qube
 has IPv6 (PCP over IPv6). A reload of Qubes' base rules deletes and re-creates the `qubes`
-table; `keep_open` checks after each burst of ruleset changes the kernel announces (so it
-also notices its chain flushed or a jump deleted), and sleeps without a timer otherwise.
+table; `keep_open` checks after each burst of ruleset changes the kernel announces in a
+`qubes` table (so it also notices its chain flushed or a jump deleted; the agent's changes
+to its own tables wake nothing), and sleeps without a timer otherwise.
 While the table is missing there is nothing to put back: that is said once.
 """
 
@@ -22,9 +23,11 @@ from collections.abc import Awaitable
 from enum import Enum
 from typing import Any
 
-from ..netlink.events import KernelEvents, ruleset_events
+from ..netlink.events import KernelEvents, others_ruleset_events
+from ..netlink.transactions import ObjectChange
 
 CHAIN = "natd-input"
+BASE_TABLE = "qubes"  # Qubes' own table (ip, and ip6 with IPv6): our chain, sets and jump
 JUMP_COMMENT = "qubes-portfwd-natd"
 UDP_RATE_SET = "natd-udp-rate"
 TCP_RATE_SET = "natd-tcp-rate"
@@ -215,7 +218,7 @@ async def keep_open(
     watch = RuleWatch(udp_ports, tcp_ports, families)
     while not stop.is_set():
         try:
-            events = ruleset_events()
+            events = others_ruleset_events(weigh=_concerns_qubes_table)
         except OSError as err:
             log.error("no ruleset notifications (%s); checking on the timer only", err)
             await watch.check()
@@ -233,6 +236,12 @@ async def keep_open(
             log.warning("reading ruleset notifications failed (%s); subscribing again", err)
         finally:
             events.close()
+
+
+def _concerns_qubes_table(change: ObjectChange) -> int:
+    """Our rules live in Qubes' `qubes` tables: a change elsewhere (each forward the agent
+    applies, in its own tables) cannot touch them and wakes no check."""
+    return 1 if change.table in (None, BASE_TABLE) else 0
 
 
 async def _until(change: Awaitable[None], stop: asyncio.Event) -> bool:
