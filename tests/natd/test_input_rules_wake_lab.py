@@ -1,5 +1,6 @@
 """natd's watch over its input rules wakes on changes to Qubes' `qubes` tables only: the
-agent's forwards (its own tables) cost natd no check, a change in `qubes` one check.
+agent's forwards (its own tables) cost natd no check, a change in `qubes` one check, and a
+burst too large to read message by message one check.
 
 natd's loop runs in a process of its own inside the test's namespace, its check counted."""
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from qubes_lab.qubes_base import BaseParams, base_ruleset
+from qubes_portfwd.natd import input_rules
 from tests.nft.lab import make_netns, nft
 
 __all__ = ["make_netns"]
@@ -86,6 +88,14 @@ def test_only_changes_to_qubes_tables_wake_a_check(make_netns: Callable[[], str]
         assert _checks(child) == 2  # one check for that change, no more
         nft(ns, "add", "table", "inet", "qubes")  # any family's `qubes` is looked at
         _checks_once_at_least(child, 3)
+        # A load too large to read message by message counts whatever it touches (a whole
+        # load of the agent's touches its jumps in `qubes` anyway).
+        chains = "".join(
+            f"add chain ip qubes-portfwd big-{n}\n" for n in range(input_rules.PARSE_AT_MOST + 1)
+        )
+        time.sleep(APART)
+        nft(ns, "-f", "-", stdin=chains)
+        _checks_once_at_least(child, 4)
     finally:
         child.kill()
         child.wait(timeout=10)

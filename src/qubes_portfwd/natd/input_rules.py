@@ -23,8 +23,7 @@ from collections.abc import Awaitable
 from enum import Enum
 from typing import Any
 
-from ..netlink.events import KernelEvents, others_ruleset_events
-from ..netlink.transactions import ObjectChange
+from ..netlink.events import KernelEvents, TableRulesetEvents
 
 CHAIN = "natd-input"
 BASE_TABLE = "qubes"  # Qubes' own table (ip, and ip6 with IPv6): our chain, sets and jump
@@ -39,6 +38,7 @@ NFT_TIMEOUT = 10.0
 FALLBACK_CHECK = 5.0  # seconds between checks while the kernel's notifications are unavailable
 SETTLE = 0.05  # a reload deletes several tables: wait this long for the rest before checking
 MAX_SETTLE = 1.0  # ... but no longer than this in all, however many events follow
+PARSE_AT_MOST = 64  # notifications read one by one per wait; a larger burst counts whole
 
 log = logging.getLogger("qubes-portfwd-natd")
 
@@ -218,7 +218,9 @@ async def keep_open(
     watch = RuleWatch(udp_ports, tcp_ports, families)
     while not stop.is_set():
         try:
-            events = others_ruleset_events(weigh=_concerns_qubes_table)
+            # The agent's changes in its own tables wake no check; a whole load of its
+            # touches our `qubes` tables (its jumps) and counts, unparsed past PARSE_AT_MOST.
+            events = TableRulesetEvents((BASE_TABLE,), PARSE_AT_MOST)
         except OSError as err:
             log.error("no ruleset notifications (%s); checking on the timer only", err)
             await watch.check()
@@ -236,12 +238,6 @@ async def keep_open(
             log.warning("reading ruleset notifications failed (%s); subscribing again", err)
         finally:
             events.close()
-
-
-def _concerns_qubes_table(change: ObjectChange) -> int:
-    """Our rules live in Qubes' `qubes` tables: a change elsewhere (each forward the agent
-    applies, in its own tables) cannot touch them and wakes no check."""
-    return 1 if change.table in (None, BASE_TABLE) else 0
 
 
 async def _until(change: Awaitable[None], stop: asyncio.Event) -> bool:

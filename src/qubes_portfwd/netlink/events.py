@@ -13,7 +13,7 @@ import asyncio
 import errno
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from .transactions import ObjectChange, TransactionEnd, read_notifications
 
@@ -136,6 +136,32 @@ class OthersRulesetEvents(KernelEvents):
                         self._pending = max(self._pending, self._weigh(item))
             if heaviest:
                 return heaviest
+
+
+class TableRulesetEvents(KernelEvents):
+    """nftables changes in this namespace that may touch the tables named (any family): a
+    message naming one or no table, lost notifications, or a burst of more than `at_most`
+    messages (parsing a large load message by message costs more than what it spares)."""
+
+    def __init__(self, tables: Collection[str], at_most: int) -> None:
+        super().__init__(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
+        self._tables = frozenset(tables)
+        self._at_most = at_most
+
+    async def next_change(self) -> int:
+        """1 once such a change came (LOST if notifications were lost); others are dropped."""
+        read = 0
+        while True:
+            batches, lost = await self._receive()
+            if lost:
+                return LOST
+            for batch in batches:
+                for item in read_notifications(batch):
+                    if isinstance(item, TransactionEnd):
+                        continue
+                    read += 1
+                    if item.table is None or item.table in self._tables or read > self._at_most:
+                        return 1
 
 
 def _every_change(_: ObjectChange) -> int:
