@@ -90,3 +90,39 @@ def test_the_document_read_without_its_forwards_is_the_rest_of_it(sequence: int,
     broken["qubes"] = {"work": {"netvm": "not a qube!"}}
     with pytest.raises(ValidationError, match=r"qubes\.netvm"):
         status_document.loads(json.dumps(broken).encode(), with_forwards=False)
+
+
+NASTY = ['], "qubes": {}', '], "qubes": {"x": 1}, "sequence": 9, "version": 1}', TRICKY, "\\"]
+
+
+@given(st.integers(0, 3), st.integers(0, 2**53), st.sampled_from(NASTY))
+def test_the_head_is_read_around_the_forwards_whatever_they_say(
+    count: int, sequence: int, text: str
+) -> None:
+    one = document(sequence, text)
+    whole = dataclasses.replace(one, forwards=one.forwards * count)
+    encoded = status_document.dumps(whole)
+    assert status_document.loads(encoded, with_forwards=False) == dataclasses.replace(
+        whole, forwards=()
+    )
+    # The forwards are not even parsed: text that is no JSON there does not matter.
+    start = encoded.index(b'"forwards": [') + len(b'"forwards": [')
+    end = encoded.rindex(b'], "qubes": ')
+    garbled = encoded[:start] + b'{"no": json' + encoded[end:]
+    head = status_document.loads(garbled, with_forwards=False)
+    assert head == dataclasses.replace(whole, forwards=())
+    with pytest.raises(ValidationError):
+        status_document.loads(garbled)
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_a_document_laid_out_otherwise_is_read_whole(indent: int | None) -> None:
+    whole = document(7, "x")
+    value = json.loads(status_document.dumps(whole))
+    relaid = json.dumps(dict(reversed(value.items())), indent=indent).encode()
+    assert status_document.loads(relaid, with_forwards=False) == dataclasses.replace(
+        whole, forwards=()
+    )
+    broken = relaid.replace(b'"version"', b'"versio"')
+    with pytest.raises(ValidationError, match="version"):
+        status_document.loads(broken, with_forwards=False)

@@ -11,6 +11,7 @@ an internal one records `netvm` alone), null with `path_error` when there is non
 """
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,42 @@ def numbered(unnumbered: bytes, sequence: int) -> bytes:
     return unnumbered[: -len(_UNNUMBERED_END)] + end
 
 
+_DECODER = json.JSONDecoder()
+_FORWARDS_KEY = ', "forwards": ['
+_QUBES_KEY = '], "qubes": '
+_LAST_KEYS = re.compile(r', "sequence": (0|[1-9][0-9]{0,18}), "version": ([0-9]{1,9})\}\s*\Z')
+
+
+def _around_forwards(untrusted_text: str) -> dict[str, Any] | None:
+    """The document's other keys, read around its forwards where the text is laid out as
+    `unnumbered_of_texts` writes it (at 10,000 forwards, ~60 ms of every add less); None
+    otherwise. The top-level `qubes` key is the last `], "qubes": `: inside a string a
+    quote is escaped."""
+    start = '{"boot_id": '
+    if not untrusted_text.startswith(start):
+        return None
+    try:
+        untrusted_boot_id, end = _DECODER.raw_decode(untrusted_text, len(start))
+        if not untrusted_text.startswith(_FORWARDS_KEY, end):
+            return None
+        qubes_at = untrusted_text.rfind(_QUBES_KEY)
+        if qubes_at < end:
+            return None
+        untrusted_qubes, end = _DECODER.raw_decode(untrusted_text, qubes_at + len(_QUBES_KEY))
+    except json.JSONDecodeError:  # another layout (or broken): the whole text decides
+        return None
+    last = _LAST_KEYS.match(untrusted_text, end)
+    if last is None:
+        return None
+    return {
+        "boot_id": untrusted_boot_id,
+        "forwards": [],
+        "qubes": untrusted_qubes,
+        "sequence": int(last.group(1)),
+        "version": int(last.group(2)),
+    }
+
+
 def _qube_name(field_name: str, untrusted_value: object) -> str:
     if not isinstance(untrusted_value, str) or not is_qube_name(untrusted_value):
         raise ValidationError(field_name, "expected a qube name")
@@ -145,7 +182,10 @@ def loads(untrusted_data: bytes, *, with_forwards: bool = True) -> StatusDocumen
     them all, 4.4 ms to parse the JSON).
     """
     try:
-        untrusted_document = json.loads(untrusted_data.decode("utf-8"))
+        untrusted_text = untrusted_data.decode("utf-8")
+        untrusted_document = None if with_forwards else _around_forwards(untrusted_text)
+        if untrusted_document is None:
+            untrusted_document = json.loads(untrusted_text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValidationError("status", f"expected a JSON object ({err})") from None
     if not isinstance(untrusted_document, dict) or untrusted_document.get("version") != VERSION:
