@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,23 +16,18 @@ __all__ = ["make_netns"]
 
 pytestmark = pytest.mark.lab
 
+REPO = Path(__file__).resolve().parents[2]  # the child imports tests.agent.counting_nft
+
 CHILD = """
 import asyncio, json, subprocess
 from qubes_portfwd.agent.custom_chains import CustomChains
-from qubes_portfwd.agent.nft_library import NftLibrary
-
-class Counting(NftLibrary):
-    listings = 0
-
-    async def list_custom_chains_json(self):
-        self.listings += 1
-        return await super().list_custom_chains_json()
+from tests.agent.counting_nft import CountingNft
 
 def someone_else(*argv):
     subprocess.run(["nft", *argv], check=True, timeout=30)
 
 async def main():
-    runner = Counting()
+    runner = CountingNft()
     chains = CustomChains(runner)
     seen = []
     async def step(what):
@@ -62,7 +58,7 @@ def test_the_listing_ahead_is_used_only_while_nobody_committed(
     ns = make_netns()
     nft(ns, "-f", "-", stdin=base_ruleset(BaseParams(provides_network=True)))
     argv = ["ip", "netns", "exec", ns, sys.executable, "-c", CHILD]
-    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
     assert child.returncode == 0, child.stderr
     seen = {s.pop("what"): s for s in json.loads(child.stdout)}
     assert seen["nothing kept"] == {"listed": 1, "ok": True, "has_rule": False}

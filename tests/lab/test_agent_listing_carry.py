@@ -16,6 +16,8 @@ from test_agent_service import DNAT, DNAT_KEY, STATIC, netns  # noqa: F401 (netn
 
 pytestmark = pytest.mark.lab
 
+REPO = Path(__file__).resolve().parents[2]  # the child imports tests.agent.counting_nft
+
 # Each step: optional commit of someone else (an nft script), then the entries to apply. Prints,
 # per step, the listings the apply made, whether it applied, and whether the listing it used
 # equals one taken fresh just before (by another handle, not counted).
@@ -24,18 +26,12 @@ import asyncio, json, subprocess, sys
 from qubes_lab.entry_store import EntryStore
 from qubes_lab.qube_db import FileQubeDb
 from qubes_portfwd.agent.nft_library import NftLibrary
+from tests.agent.counting_nft import CountingNft
 from qubes_portfwd.agent.nft_netlink import NetlinkBatches
 from qubes_portfwd.agent.service import Agent
 
-class Counting(NftLibrary):
-    listings = 0
-
-    async def list_custom_chains_json(self):
-        self.listings += 1
-        return await super().list_custom_chains_json()
-
 async def main(store_path, steps):
-    store, runner, fresh = EntryStore(store_path), Counting(), NftLibrary()
+    store, runner, fresh = EntryStore(store_path), CountingNft(), NftLibrary()
     agent = Agent(FileQubeDb(store_path), runner, batches=NetlinkBatches())
     used = []
     listing = agent.chains.listing
@@ -96,7 +92,7 @@ def test_the_listing_is_carried_over_in_place_loads_only(
     argv = [
         "ip", "netns", "exec", netns, sys.executable, "-c", CHILD, str(store), json.dumps(steps),
     ]  # fmt: skip
-    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
     assert child.returncode == 0, child.stderr
     seen = json.loads(child.stdout.splitlines()[-1])
     assert all(step["ok"] for step in seen), seen

@@ -37,10 +37,10 @@ class CustomChains:
     async def listing(self) -> NftResult:
         """The chains as they are now: the kept listing if the ruleset did not change since."""
         kept, self._kept, self._used = self._kept, None, None
-        if kept is not None and kept.generation == _generation():
+        before = _generation()
+        if kept is not None and kept.generation == before:
             self._used = kept
             return kept.result
-        before = _generation()
         result = await self.runner.list_custom_chains_json()
         if result.ok and before is not None and before == _generation():
             self._used = _Listing(result, before)
